@@ -1,0 +1,200 @@
+"""Leyline: the contracts between Esper's services. Imports nothing heavier than msgspec."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import msgspec
+
+from leyline_schemas import subjects
+from leyline_schemas.base import SCHEMA_VERSION, Message, Record
+from leyline_schemas.codec import decode, encode, pack_float32, to_builtins, unpack_float32
+from leyline_schemas.decisions import (
+    HEAD_NAMES,
+    ActionMasks,
+    Decision,
+    DecisionRequest,
+    FactoredAction,
+    HeadValues,
+)
+from leyline_schemas.directives import (
+    Advance,
+    Fossilize,
+    Germinate,
+    Mutation,
+    Prune,
+    SetAlphaTarget,
+    StepDirective,
+    StepRequest,
+)
+from leyline_schemas.enums import *  # noqa: F403 - the enums are part of the public surface
+from leyline_schemas.enums import __dict__ as _enum_namespace
+from leyline_schemas.errors import ErrorReply, LeylineDecodeError, RemoteError
+from leyline_schemas.lifecycle import (
+    AlphaControllerState,
+    LifecycleConfig,
+    SeedMetrics,
+    SlotConfig,
+    SlotSpec,
+    SlotState,
+)
+from leyline_schemas.reports import (
+    EpochReport,
+    GovernorReport,
+    PairInteraction,
+    SlotReport,
+    TrainingSignals,
+)
+from leyline_schemas.runs import (
+    ActivePolicy,
+    ArmSpec,
+    EnvLease,
+    EnvProgress,
+    RunAccepted,
+    RunSpec,
+    RunStatus,
+    RunStatusRequest,
+    RunStopRequest,
+)
+from leyline_schemas.steps import EpisodeSummary, StepRecord
+from leyline_schemas.telemetry import (
+    EpisodeOutcome,
+    EpochCompleted,
+    EventPayload,
+    GovernorRollback,
+    LifecyclePayload,
+    MutationRefused,
+    PolicyLoadFailed,
+    PolicyUpdated,
+    PPOUpdateCompleted,
+    RunFinished,
+    RunStarted,
+    SeedFossilized,
+    SeedGateEvaluated,
+    SeedGerminated,
+    SeedPruned,
+    SeedStageChanged,
+    ServiceStarted,
+    ServiceStopped,
+    TelemetryEvent,
+)
+
+#: Every top-level message that crosses a process.
+MESSAGES: tuple[type[Message], ...] = (
+    StepRequest,
+    StepDirective,
+    DecisionRequest,
+    Decision,
+    StepRecord,
+    TelemetryEvent,
+    RunSpec,
+    RunAccepted,
+    RunStopRequest,
+    RunStatusRequest,
+    RunStatus,
+    EnvLease,
+    ActivePolicy,
+    ErrorReply,
+)
+
+SCHEMA_PATH = Path(__file__).with_name("schema.json")
+
+
+def json_schema() -> dict[str, Any]:
+    """The JSON Schema of every message, with shared definitions."""
+    schemas, components = msgspec.json.schema_components(MESSAGES, ref_template="#/$defs/{name}")
+    return {
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        "title": "Esper Leyline messages",
+        "schema_version": SCHEMA_VERSION,
+        "messages": {cls.__name__: schema for cls, schema in zip(MESSAGES, schemas, strict=True)},
+        "$defs": components,
+    }
+
+
+def json_schema_text() -> str:
+    return json.dumps(json_schema(), indent=2, sort_keys=True) + "\n"
+
+
+def export_schema(path: Path = SCHEMA_PATH) -> Path:
+    path.write_text(json_schema_text())
+    return path
+
+
+__all__ = [
+    "HEAD_NAMES",
+    "MESSAGES",
+    "SCHEMA_PATH",
+    "SCHEMA_VERSION",
+    "ActionMasks",
+    "ActivePolicy",
+    "Advance",
+    "AlphaControllerState",
+    "ArmSpec",
+    "Decision",
+    "DecisionRequest",
+    "EnvLease",
+    "EnvProgress",
+    "EpisodeOutcome",
+    "EpisodeSummary",
+    "EpochCompleted",
+    "EpochReport",
+    "ErrorReply",
+    "EventPayload",
+    "FactoredAction",
+    "Fossilize",
+    "Germinate",
+    "GovernorReport",
+    "GovernorRollback",
+    "HeadValues",
+    "LeylineDecodeError",
+    "LifecycleConfig",
+    "LifecyclePayload",
+    "Message",
+    "Mutation",
+    "MutationRefused",
+    "PPOUpdateCompleted",
+    "PairInteraction",
+    "PolicyLoadFailed",
+    "PolicyUpdated",
+    "Prune",
+    "Record",
+    "RemoteError",
+    "RunAccepted",
+    "RunFinished",
+    "RunSpec",
+    "RunStarted",
+    "RunStatus",
+    "RunStatusRequest",
+    "RunStopRequest",
+    "SeedFossilized",
+    "SeedGateEvaluated",
+    "SeedGerminated",
+    "SeedMetrics",
+    "SeedPruned",
+    "SeedStageChanged",
+    "ServiceStarted",
+    "ServiceStopped",
+    "SetAlphaTarget",
+    "SlotConfig",
+    "SlotReport",
+    "SlotSpec",
+    "SlotState",
+    "StepDirective",
+    "StepRecord",
+    "StepRequest",
+    "TelemetryEvent",
+    "TrainingSignals",
+    "decode",
+    "encode",
+    "export_schema",
+    "json_schema",
+    "json_schema_text",
+    "pack_float32",
+    "subjects",
+    "to_builtins",
+    "unpack_float32",
+    *[name for name in _enum_namespace if name[:1].isupper() and not name.startswith(("IntEnum", "StrEnum"))],
+]

@@ -1,0 +1,109 @@
+"""Seed and slot state: everything Kasmina needs to tick a slot, carried by Tolaria between steps."""
+
+from __future__ import annotations
+
+from leyline_schemas.base import Record
+from leyline_schemas.enums import (
+    AlphaAlgorithm,
+    AlphaCurve,
+    AlphaMode,
+    BlendId,
+    BlueprintAction,
+    SeedStage,
+    SurfaceType,
+    Topology,
+)
+
+
+class AlphaControllerState(Record):
+    """The alpha controller of one slot (reference/kasmina.md §4.3)."""
+
+    alpha: float = 0.0
+    alpha_start: float = 0.0
+    alpha_target: float = 0.0
+    mode: AlphaMode = AlphaMode.HOLD
+    curve: AlphaCurve = AlphaCurve.LINEAR
+    steepness: float = 12.0
+    steps_total: int = 0
+    steps_done: int = 0
+
+
+class SeedMetrics(Record):
+    """Accuracy, counterfactual and gradient metrics of one seed (reference/kasmina.md §6, item 104)."""
+
+    epochs_total: int = 0
+    epochs_in_current_stage: int = 0
+    initial_val_accuracy: float = 0.0
+    current_val_accuracy: float = 0.0
+    best_val_accuracy: float = 0.0
+    accuracy_at_stage_start: float = 0.0
+    accuracy_at_germination: float = 0.0
+    counterfactual_contribution: float | None = None
+    contribution_velocity: float = 0.0
+    epochs_since_counterfactual: int | None = None
+    interaction_sum: float = 0.0
+    boost_received: float = 0.0
+    upstream_alpha_sum: float = 0.0
+    downstream_alpha_sum: float = 0.0
+    seed_gradient_norm_ratio: float | None = None
+    gradient_norm: float | None = None
+    gradient_health: float | None = None
+    previous_gradient_health: float | None = None
+    has_vanishing: bool | None = None
+    has_exploding: bool | None = None
+    seed_param_count: int = 0
+    host_param_count: int = 0
+
+
+class SlotState(Record):
+    """One slot's lifecycle state; stage DORMANT with an empty seed_id is an empty slot."""
+
+    slot_id: str
+    stage: SeedStage = SeedStage.DORMANT
+    seed_id: str = ""
+    blueprint: BlueprintAction = BlueprintAction.NOOP
+    blend: BlendId = BlendId.SIGMOID
+    alpha_algorithm: AlphaAlgorithm = AlphaAlgorithm.ADD
+    blend_tempo_epochs: int = 5
+    alpha_target_on_blend: float = 1.0
+    controller: AlphaControllerState = AlphaControllerState()
+    previous_stage: SeedStage = SeedStage.UNKNOWN
+    previous_epochs_in_stage: int = 0
+    germinated_epoch: int = -1
+    isolate_gradients: bool = False
+    is_healthy: bool = True
+    prune_reason: str = ""
+    prune_initiator: str = ""
+    auto_pruned: bool = False
+    metrics: SeedMetrics = SeedMetrics()
+
+    @property
+    def occupied(self) -> bool:
+        return self.stage is not SeedStage.DORMANT and self.stage is not SeedStage.UNKNOWN
+
+
+class SlotSpec(Record):
+    """An injection point of the host (reference/kasmina.md §2.1)."""
+
+    slot_id: str
+    channels: int
+    order: int
+    surface: SurfaceType = SurfaceType.BLOCK_END
+    position: float = 0.0
+
+
+class SlotConfig(Record):
+    """The host's enabled slots in action (row-major) order and its topology."""
+
+    topology: Topology
+    slots: list[SlotSpec]
+    host_param_count: int = 0
+
+
+class LifecycleConfig(Record):
+    """Per-run lifecycle knobs that Kasmina applies to every step."""
+
+    max_seeds: int = 0
+    permissive_gates: bool = True
+    auto_forward_gates: list[int] = []
+    max_epochs: int = 25

@@ -1,0 +1,69 @@
+"""What Tolaria measured at the end of one epoch."""
+
+from __future__ import annotations
+
+from leyline_schemas.base import Record
+
+
+class SlotReport(Record):
+    """Measurements of one slot this epoch; None means not measured."""
+
+    slot_id: str
+    contribution: float | None = None
+    solo_on_accuracy: float | None = None
+    interaction_sum: float = 0.0
+    boost_received: float = 0.0
+    upstream_alpha_sum: float = 0.0
+    downstream_alpha_sum: float = 0.0
+    gradient_norm: float | None = None
+    gradient_health: float | None = None
+    seed_gradient_norm_ratio: float | None = None
+    has_vanishing: bool | None = None
+    has_exploding: bool | None = None
+    seed_param_count: int = 0
+
+
+class PairInteraction(Record):
+    slot_a: str
+    slot_b: str
+    interaction: float
+
+
+class TrainingSignals(Record):
+    """Host-level signals the heuristic reads (reference/tamiyo_simic.md §3.3–3.4)."""
+
+    plateau_epochs: int = 0
+    host_stabilized: bool = False
+    accuracy_delta: float = 0.0
+    loss_delta: float = 0.0
+
+
+class GovernorReport(Record):
+    """A rollback the governor performed this epoch (reference/tolaria_karn.md §4)."""
+
+    reason: str
+    loss_at_panic: float | None
+    loss_threshold: float | None
+    pruned_slots: list[str] = []
+
+
+class EpochReport(Record):
+    """Host metrics after one train + fused validation pass, with a report per slot."""
+
+    epoch: int
+    max_epochs: int
+    train_loss: float
+    train_accuracy: float
+    val_loss: float
+    val_accuracy: float
+    val_loss_history: list[float] = []
+    val_accuracy_history: list[float] = []
+    committed_val_accuracy: float | None = None
+    all_off_accuracy: float | None = None
+    host_params: int = 0
+    total_params: int = 0
+    slots: list[SlotReport] = []
+    interactions: list[PairInteraction] = []
+    signals: TrainingSignals = TrainingSignals()
+    governor: GovernorReport | None = None
+    epoch_seconds: float = 0.0

@@ -1,0 +1,95 @@
+"""Runs, env leases and active policies: what lives in the ESPER_RUNS and ESPER_POLICIES KV buckets."""
+
+from __future__ import annotations
+
+from leyline_schemas.base import Message, Record
+from leyline_schemas.enums import PolicyKind, RewardMode, RunState
+
+
+class ArmSpec(Record):
+    """One arm of a run: a policy id trained (or evaluated) under one reward mode."""
+
+    arm_id: str
+    policy_id: str
+    reward_mode: RewardMode = RewardMode.SIMPLIFIED
+
+
+class RunSpec(Message):
+    """What a run is: task, slots, episode length, envs, arms, seed and budgets (ARCHITECTURE.md §6)."""
+
+    run_id: str
+    task: str = "digits"
+    slots: list[str] = []
+    episodes: int = 1
+    episode_length: int = 40
+    n_envs: int = 1
+    arms: list[ArmSpec] = []
+    seed: int = 42
+    max_seeds: int = 0
+    max_batches: int = 0
+    batch_size: int = 64
+    permissive_gates: bool = True
+    auto_forward_gates: list[int] = []
+    synthetic: bool = False
+    learn: bool = False
+    run_ahead: bool = False
+    created_at: float = 0.0
+
+
+class RunAccepted(Message):
+    run_id: str
+    n_envs: int
+    episodes: int
+    slot_ids: list[str]
+    host_params: int
+
+
+class RunStopRequest(Message):
+    run_id: str
+    reason: str = ""
+
+
+class RunStatusRequest(Message):
+    run_id: str
+
+
+class EnvProgress(Record):
+    env_id: int
+    episodes_done: int = 0
+    current_episode: int = -1
+    epoch: int = 0
+    worker_id: str = ""
+
+
+class RunStatus(Message):
+    run_id: str
+    state: RunState
+    episodes_total: int = 0
+    episodes_done: int = 0
+    envs: list[EnvProgress] = []
+    message: str = ""
+    updated_at: float = 0.0
+
+
+class EnvLease(Message):
+    """A worker's claim on one env of a run, kept by compare-and-set and renewed before `expires_at`."""
+
+    run_id: str
+    env_id: int
+    worker_id: str
+    expires_at: float
+    episode: int = -1
+    episodes_done: int = 0
+    released: bool = False
+
+
+class ActivePolicy(Message):
+    """The version a policy id currently points at; weights are in ESPER_WEIGHTS under `object_name`."""
+
+    policy_id: str
+    kind: PolicyKind
+    version: int = 0
+    sha256: str = ""
+    object_name: str = ""
+    updated_at: float = 0.0
+    config: dict[str, int] = {}

@@ -1,0 +1,43 @@
+"""The durable record of one step (one host epoch of one env), published to the STEPS stream."""
+
+from __future__ import annotations
+
+from leyline_schemas.base import Message, Record
+from leyline_schemas.directives import StepDirective
+from leyline_schemas.reports import EpochReport
+
+
+class EpisodeSummary(Record):
+    """Tolaria's facts about an episode, attached to its last step."""
+
+    final_accuracy: float
+    host_params: int
+    seed_params_added: int
+    seeds_germinated: int
+    seeds_fossilized: int
+    seeds_pruned: int
+    rollbacks: int = 0
+
+
+class StepRecord(Message):
+    """One RL transition as Tolaria executed it; dedup id is `run/env/episode/step`."""
+
+    run_id: str
+    arm: str
+    env_id: int
+    episode: int
+    step: int
+    policy_id: str
+    policy_version: int
+    report: EpochReport
+    directive: StepDirective
+    applied: bool
+    refused_reason: str = ""
+    done: bool = False
+    truncated: bool = False
+    summary: EpisodeSummary | None = None
+    worker_id: str = ""
+
+    @property
+    def dedup_id(self) -> str:
+        return f"{self.run_id}/{self.env_id}/{self.episode}/{self.step}"

@@ -1,0 +1,201 @@
+"""Telemetry events: one envelope with a tagged union of typed payloads (reference/tolaria_karn.md §7)."""
+
+from __future__ import annotations
+
+from leyline_schemas.base import Message, Record
+from leyline_schemas.enums import BlueprintAction, RewardMode, Severity
+
+
+class SeedGerminated(Record, tag="seed_germinated", tag_field="kind"):
+    slot_id: str
+    seed_id: str
+    blueprint: BlueprintAction
+    params: int = 0
+    alpha: float = 0.0
+    blend_tempo_epochs: int = 5
+    alpha_curve: str = ""
+
+
+class SeedStageChanged(Record, tag="seed_stage_changed", tag_field="kind"):
+    slot_id: str
+    seed_id: str
+    from_stage: str
+    to_stage: str
+    alpha: float = 0.0
+    accuracy_delta: float = 0.0
+    epochs_in_stage: int = 0
+
+
+class SeedGateEvaluated(Record, tag="seed_gate_evaluated", tag_field="kind"):
+    slot_id: str
+    gate: int
+    passed: bool
+    target_stage: str
+    checks_passed: list[str] = []
+    checks_failed: list[str] = []
+    message: str = ""
+
+
+class SeedFossilized(Record, tag="seed_fossilized", tag_field="kind"):
+    slot_id: str
+    seed_id: str
+    blueprint: BlueprintAction
+    improvement: float = 0.0
+    params_added: int = 0
+    alpha: float = 1.0
+    epochs_total: int = 0
+    counterfactual: float | None = None
+
+
+class SeedPruned(Record, tag="seed_pruned", tag_field="kind"):
+    slot_id: str
+    seed_id: str
+    blueprint: BlueprintAction
+    reason: str
+    initiator: str
+    improvement: float = 0.0
+    auto_pruned: bool = False
+    epochs_total: int = 0
+    counterfactual: float | None = None
+
+
+LifecyclePayload = SeedGerminated | SeedStageChanged | SeedGateEvaluated | SeedFossilized | SeedPruned
+
+
+class EpochCompleted(Record, tag="epoch_completed", tag_field="kind"):
+    val_accuracy: float
+    val_loss: float
+    train_accuracy: float = 0.0
+    train_loss: float = 0.0
+    slots: dict[str, str] = {}
+    contributions: dict[str, float] = {}
+    op: str = "WAIT"
+    target_slot: str = ""
+    outcome: str = ""
+    policy_id: str = ""
+    policy_version: int = 0
+    host_params: int = 0
+    total_params: int = 0
+    epoch_seconds: float = 0.0
+
+
+class GovernorRollback(Record, tag="governor_rollback", tag_field="kind"):
+    reason: str
+    loss_at_panic: float | None = None
+    loss_threshold: float | None = None
+    pruned_slots: list[str] = []
+
+
+class MutationRefused(Record, tag="mutation_refused", tag_field="kind"):
+    slot_id: str
+    mutation: str
+    reason: str
+
+
+class PPOUpdateCompleted(Record, tag="ppo_update_completed", tag_field="kind"):
+    policy_id: str
+    version: int
+    policy_loss: float = 0.0
+    value_loss: float = 0.0
+    entropy: float = 0.0
+    approx_kl: float = 0.0
+    clip_fraction: float = 0.0
+    explained_variance: float = 0.0
+    epochs_run: int = 0
+    steps: int = 0
+    head_entropies: dict[str, float] = {}
+    version_lag_mean: float = 0.0
+    update_seconds: float = 0.0
+    skipped: bool = False
+
+
+class PolicyUpdated(Record, tag="policy_updated", tag_field="kind"):
+    policy_id: str
+    version: int
+    sha256: str = ""
+
+
+class PolicyLoadFailed(Record, tag="policy_load_failed", tag_field="kind"):
+    policy_id: str
+    version: int
+    reason: str
+
+
+class EpisodeOutcome(Record, tag="episode_outcome", tag_field="kind"):
+    """One finished episode: Tolaria's facts plus the learner's return under the run's reward mode."""
+
+    env_id: int
+    episode: int
+    final_accuracy: float
+    host_params: int
+    seed_params_added: int
+    seeds_germinated: int
+    seeds_fossilized: int
+    seeds_pruned: int
+    episode_return: float
+    reward_mode: RewardMode
+    length: int
+    policy_id: str = ""
+    rollbacks: int = 0
+
+
+class ServiceStarted(Record, tag="service_started", tag_field="kind"):
+    service: str
+    instance: str
+    version: str
+    device: str = "cpu"
+
+
+class ServiceStopped(Record, tag="service_stopped", tag_field="kind"):
+    service: str
+    instance: str
+    reason: str = ""
+
+
+class RunStarted(Record, tag="run_started", tag_field="kind"):
+    task: str
+    n_envs: int
+    episodes: int
+    episode_length: int
+    slot_ids: list[str]
+    policy_id: str
+    reward_mode: RewardMode
+
+
+class RunFinished(Record, tag="run_finished", tag_field="kind"):
+    state: str
+    message: str = ""
+
+
+EventPayload = (
+    SeedGerminated
+    | SeedStageChanged
+    | SeedGateEvaluated
+    | SeedFossilized
+    | SeedPruned
+    | EpochCompleted
+    | GovernorRollback
+    | MutationRefused
+    | PPOUpdateCompleted
+    | PolicyUpdated
+    | PolicyLoadFailed
+    | EpisodeOutcome
+    | ServiceStarted
+    | ServiceStopped
+    | RunStarted
+    | RunFinished
+)
+
+
+class TelemetryEvent(Message):
+    """The envelope every service publishes on `esper.v1.telemetry.<run>.<kind>`."""
+
+    event_id: str
+    run_id: str
+    source: str
+    timestamp: float
+    payload: EventPayload
+    env_id: int | None = None
+    episode: int | None = None
+    epoch: int | None = None
+    severity: Severity = Severity.INFO

@@ -1,0 +1,3 @@
+"""Esper's five services and the runtime harness they share."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,1 @@
+"""Karn: telemetry collection, the run store, the live log and operator UIs."""

@@ -1,0 +1,1 @@
+"""The harness every service shares: bus connection, endpoints, JetStream bootstrap, settings, admin app."""

@@ -1,0 +1,1 @@
+"""Simic: the learner (rewards, rollouts, PPO, policy publishing)."""

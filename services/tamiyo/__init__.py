@@ -1,0 +1,1 @@
+"""Tamiyo: policy inference (heuristic, random, wait and learned policies)."""

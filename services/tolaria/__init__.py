@@ -1,0 +1,1 @@
+"""Tolaria: hosts, tasks, the epoch loop, the governor and env workers."""
