@@ -1,0 +1,208 @@
+"""The NATS connection, the typed request helper and the telemetry publisher every service uses."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import ssl
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
+
+import msgspec
+import nats
+from nats.aio.client import Client
+from nats.errors import NoRespondersError
+from nats.errors import TimeoutError as NatsTimeoutError
+from nats.js import JetStreamContext
+
+from leyline_schemas import (
+    ErrorReply,
+    EventPayload,
+    LeylineDecodeError,
+    RemoteError,
+    Severity,
+    TelemetryEvent,
+    decode,
+    encode,
+    subjects,
+)
+from services.runtime.settings import RuntimeSettings
+from services.runtime.tracing import client_span, outgoing_headers
+
+log = logging.getLogger("esper.bus")
+
+T = TypeVar("T", bound=msgspec.Struct)
+
+ERROR_HEADER = "Nats-Service-Error"
+ERROR_CODE_HEADER = "Nats-Service-Error-Code"
+
+
+class BusUnavailable(ConnectionError):
+    """No NATS server answered within the connect timeout."""
+
+
+class RequestTimeout(TimeoutError):
+    """No responder answered a request within its deadline, after retries."""
+
+
+def tls_context(settings: RuntimeSettings) -> ssl.SSLContext | None:
+    if not (settings.nats_tls_ca or settings.nats_tls_cert):
+        return None
+    context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=settings.nats_tls_ca or None)
+    if settings.nats_tls_cert:
+        context.load_cert_chain(settings.nats_tls_cert, settings.nats_tls_key or None)
+    return context
+
+
+async def connect(
+    settings: RuntimeSettings,
+    *,
+    on_state: Callable[[str], Awaitable[None]] | None = None,
+) -> Client:
+    """Connect with retry until `connect_timeout`, reconnecting forever afterwards."""
+
+    async def notify(state: str) -> None:
+        log.info("%s: bus %s (%s)", settings.service, state, settings.nats_url)
+        if on_state is not None:
+            await on_state(state)
+
+    async def disconnected() -> None:
+        await notify("disconnected")
+
+    async def reconnected() -> None:
+        await notify("reconnected")
+
+    async def error(exc: Exception) -> None:
+        log.warning("%s: bus error: %s", settings.service, exc)
+
+    options: dict[str, Any] = {
+        "servers": [u.strip() for u in settings.nats_url.split(",") if u.strip()],
+        "name": settings.instance or settings.service,
+        "max_reconnect_attempts": -1,
+        "reconnect_time_wait": 0.5,
+        "connect_timeout": 2,
+        "allow_reconnect": True,
+        "disconnected_cb": disconnected,
+        "reconnected_cb": reconnected,
+        "error_cb": error,
+    }
+    if settings.nats_user:
+        options["user"] = settings.nats_user
+        options["password"] = settings.nats_password
+    if settings.nats_creds:
+        options["user_credentials"] = settings.nats_creds
+    context = tls_context(settings)
+    if context is not None:
+        options["tls"] = context
+
+    deadline = time.monotonic() + settings.connect_timeout
+    delay = 0.2
+    while True:
+        try:
+            client = await nats.connect(**options)
+        except Exception as exc:  # nats raises several unrelated types for an absent server
+            if time.monotonic() + delay > deadline:
+                raise BusUnavailable(f"cannot reach NATS at {settings.nats_url}: {exc}") from exc
+            log.info("%s: waiting for NATS at %s (%s)", settings.service, settings.nats_url, exc)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 2.0)
+            continue
+        await notify("connected")
+        return client
+
+
+def is_error_reply(headers: dict[str, str] | None) -> bool:
+    return bool(headers) and ERROR_HEADER in (headers or {})
+
+
+async def request(
+    nc: Client,
+    subject: str,
+    message: msgspec.Struct,
+    reply_type: type[T],
+    *,
+    timeout: float = 5.0,
+    retries: int = 2,
+    backoff: float = 0.1,
+    deadline: float | None = None,
+) -> T:
+    """Send a typed request and decode the typed reply.
+
+    Timeouts and missing responders are retried with exponential backoff (at most `retries` more
+    times, and never past `deadline` seconds in total); an ErrorReply raises RemoteError at once.
+    """
+    payload = encode(message)
+    started = time.monotonic()
+    attempt = 0
+    while True:
+        remaining = None if deadline is None else deadline - (time.monotonic() - started)
+        per_try = timeout if remaining is None else max(0.05, min(timeout, remaining))
+        try:
+            with client_span(subject):
+                reply = await nc.request(subject, payload, timeout=per_try, headers=outgoing_headers())
+        except (NatsTimeoutError, NoRespondersError, asyncio.TimeoutError) as exc:
+            attempt += 1
+            elapsed = time.monotonic() - started
+            out_of_time = deadline is not None and elapsed + backoff >= deadline
+            if attempt > retries or out_of_time:
+                kind = "no responders" if isinstance(exc, NoRespondersError) else "timeout"
+                raise RequestTimeout(f"{subject}: {kind} after {attempt} attempt(s), {elapsed:.2f}s") from exc
+            await asyncio.sleep(backoff)
+            backoff = min(backoff * 2, 2.0)
+            continue
+        if is_error_reply(reply.headers):
+            try:
+                error = decode(reply.data, ErrorReply)
+            except LeylineDecodeError:
+                headers = reply.headers or {}
+                error = ErrorReply(code="internal", message=headers.get(ERROR_HEADER, "error"), subject=subject)  # type: ignore[arg-type]
+            raise RemoteError(error)
+        return decode(reply.data, reply_type)
+
+
+class TelemetryPublisher:
+    """Publishes TelemetryEvents to the TELEMETRY stream; publishing never raises into the caller."""
+
+    def __init__(self, js: JetStreamContext, source: str, on_failure: Callable[[str], None] | None = None) -> None:
+        self._js = js
+        self._source = source
+        self._on_failure = on_failure
+
+    def event(
+        self,
+        run_id: str,
+        payload: EventPayload,
+        *,
+        env_id: int | None = None,
+        episode: int | None = None,
+        epoch: int | None = None,
+        severity: Severity = Severity.INFO,
+    ) -> TelemetryEvent:
+        return TelemetryEvent(
+            event_id=uuid.uuid4().hex,
+            run_id=run_id,
+            source=self._source,
+            timestamp=time.time(),
+            payload=payload,
+            env_id=env_id,
+            episode=episode,
+            epoch=epoch,
+            severity=severity,
+        )
+
+    async def publish(self, event: TelemetryEvent) -> bool:
+        kind = type(event.payload).__struct_config__.tag
+        subject = subjects.telemetry_subject(event.run_id, str(kind))
+        try:
+            await self._js.publish(subject, encode(event), headers={"Nats-Msg-Id": event.event_id}, timeout=5.0)
+        except Exception as exc:  # telemetry is best-effort: the lifecycle operation must still complete
+            log.warning("%s: telemetry publish failed (%s): %s", self._source, subject, exc)
+            if self._on_failure is not None:
+                self._on_failure(str(kind))
+            return False
+        return True
+
+    async def emit(self, run_id: str, payload: EventPayload, **kwargs: Any) -> bool:
+        return await self.publish(self.event(run_id, payload, **kwargs))

@@ -1,0 +1,87 @@
+"""Idempotent JetStream bootstrap: the streams, KV buckets and object store of ARCHITECTURE.md §4."""
+
+from __future__ import annotations
+
+import logging
+
+from nats.js import JetStreamContext
+from nats.js.api import (
+    DiscardPolicy,
+    KeyValueConfig,
+    ObjectStoreConfig,
+    StorageType,
+    StreamConfig,
+)
+from nats.js.errors import BucketNotFoundError, NotFoundError
+from nats.js.kv import KeyValue
+from nats.js.object_store import ObjectStore
+
+from leyline_schemas import subjects
+
+log = logging.getLogger("esper.jetstream")
+
+DAY = 24 * 3600.0
+
+STREAMS = (
+    StreamConfig(
+        name=subjects.STEPS_STREAM,
+        subjects=[subjects.STEPS_SUBJECTS],
+        storage=StorageType.FILE,
+        duplicate_window=300.0,
+        max_age=30 * DAY,
+        description="StepRecords: one per env step, deduplicated by run/env/episode/step",
+    ),
+    StreamConfig(
+        name=subjects.TELEMETRY_STREAM,
+        subjects=[subjects.TELEMETRY_SUBJECTS],
+        storage=StorageType.FILE,
+        max_bytes=2 * 1024**3,
+        max_age=14 * DAY,
+        discard=DiscardPolicy.OLD,
+        duplicate_window=120.0,
+        description="TelemetryEvents from every service",
+    ),
+)
+
+
+async def ensure_streams(js: JetStreamContext) -> None:
+    for config in STREAMS:
+        try:
+            await js.stream_info(config.name)
+        except NotFoundError:
+            await js.add_stream(config)
+            log.info("created stream %s", config.name)
+            continue
+        await js.update_stream(config)
+
+
+async def runs_bucket(js: JetStreamContext) -> KeyValue:
+    return await _bucket(js, KeyValueConfig(bucket=subjects.RUNS_BUCKET, history=5, storage=StorageType.FILE))
+
+
+async def policies_bucket(js: JetStreamContext) -> KeyValue:
+    return await _bucket(js, KeyValueConfig(bucket=subjects.POLICIES_BUCKET, history=20, storage=StorageType.FILE))
+
+
+async def weights_store(js: JetStreamContext) -> ObjectStore:
+    try:
+        return await js.object_store(subjects.WEIGHTS_STORE)
+    except (BucketNotFoundError, NotFoundError):
+        return await js.create_object_store(
+            subjects.WEIGHTS_STORE, config=ObjectStoreConfig(storage=StorageType.FILE, description="policy weights")
+        )
+
+
+async def _bucket(js: JetStreamContext, config: KeyValueConfig) -> KeyValue:
+    try:
+        return await js.key_value(config.bucket)
+    except (BucketNotFoundError, NotFoundError):
+        return await js.create_key_value(config)
+
+
+async def bootstrap(js: JetStreamContext) -> None:
+    """Create (or bring up to date) every stream, bucket and store; safe to call from every service."""
+    await ensure_streams(js)
+    await runs_bucket(js)
+    await policies_bucket(js)
+    await weights_store(js)

@@ -1,0 +1,250 @@
+"""`esper run`: submit a RunSpec, follow its telemetry with a progress bar, and write `report.json`."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import logging
+import statistics
+import sys
+import tempfile
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from nats.aio.client import Client
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from leyline_schemas import (
+    ArmSpec,
+    EpisodeOutcome,
+    EpochCompleted,
+    LeylineDecodeError,
+    RemoteError,
+    RewardMode,
+    RunAccepted,
+    RunFinished,
+    RunSpec,
+    TelemetryEvent,
+    decode,
+    subjects,
+    to_builtins,
+)
+from services.runtime.bus import connect, request
+from services.runtime.discovery import wait_for_services
+from services.runtime.settings import RuntimeSettings
+from services.runtime.stack import LocalStack
+from services.runtime.supervisor import SERVICES
+
+log = logging.getLogger("esper.run")
+
+
+def add_run_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--task", default="digits")
+    p.add_argument("--episodes", type=int, default=3, help="episodes in total, spread over the envs")
+    p.add_argument("--envs", type=int, default=1)
+    p.add_argument("--episode-length", type=int, default=None, help="epochs per episode (default: the task's)")
+    p.add_argument("--policy", default="heuristic", help="policy id: heuristic, random, wait or a learned line")
+    p.add_argument("--reward-mode", default="simplified", choices=[m.value for m in RewardMode])
+    p.add_argument("--slots", default=None, help="comma-separated slot ids (default: the task's)")
+    p.add_argument("--max-seeds", type=int, default=0, help="0 = unlimited")
+    p.add_argument("--batch-size", type=int, default=None)
+    p.add_argument("--max-batches", type=int, default=0, help="train/val batches per epoch; 0 = all")
+    p.add_argument("--seed", type=int, default=42)
+    p.add_argument("--synthetic", action="store_true", help="synthetic data of the task's shape")
+    p.add_argument("--out", default=None, help="report directory (default: runs/<run id>)")
+    p.add_argument("--nats", default=None, help="use this bus instead of starting an embedded one")
+    p.add_argument("--timeout", type=float, default=3600.0, help="give up after this many seconds")
+    p.add_argument("--no-progress", action="store_true")
+
+
+@dataclass
+class RunFollower:
+    """Collects a run's telemetry: epochs for the progress bar, episode outcomes for the report."""
+
+    spec: RunSpec
+    epochs_seen: int = 0
+    last_accuracy: dict[int, float] = field(default_factory=dict)
+    outcomes: dict[tuple[int, int], EpisodeOutcome] = field(default_factory=dict)
+    finished: RunFinished | None = None
+    undecodable: int = 0
+    changed: asyncio.Event = field(default_factory=asyncio.Event)
+
+    async def on_message(self, msg: Any) -> None:
+        try:
+            event = decode(msg.data, TelemetryEvent)
+        except LeylineDecodeError:
+            self.undecodable += 1
+            return
+        payload = event.payload
+        if isinstance(payload, EpochCompleted):
+            self.epochs_seen += 1
+            if event.env_id is not None:
+                self.last_accuracy[event.env_id] = payload.val_accuracy
+        elif isinstance(payload, EpisodeOutcome):
+            self.outcomes[(payload.env_id, payload.episode)] = payload
+        elif isinstance(payload, RunFinished):
+            self.finished = payload
+        self.changed.set()
+
+    @property
+    def done(self) -> bool:
+        return len(self.outcomes) >= self.spec.episodes or (self.finished is not None and self.finished.state != "completed")
+
+
+def build_report(spec: RunSpec, accepted: RunAccepted, follower: RunFollower, wall_seconds: float) -> dict[str, Any]:
+    arm = spec.arms[0]
+    episodes = [
+        {
+            "episode": o.episode,
+            "env": o.env_id,
+            "final_accuracy": round(o.final_accuracy, 4),
+            "host_params": o.host_params,
+            "seed_params_added": o.seed_params_added,
+            "seeds_germinated": o.seeds_germinated,
+            "seeds_fossilized": o.seeds_fossilized,
+            "seeds_pruned": o.seeds_pruned,
+            "episode_return": round(o.episode_return, 6),
+            "length": o.length,
+            "rollbacks": o.rollbacks,
+        }
+        for o in sorted(follower.outcomes.values(), key=lambda o: o.episode)
+    ]
+    accuracies = [e["final_accuracy"] for e in episodes]
+    return {
+        "run_id": spec.run_id,
+        "task": spec.task,
+        "policy": arm.policy_id,
+        "reward_mode": arm.reward_mode.value,
+        "n_envs": spec.n_envs,
+        "episode_length": spec.episode_length,
+        "slots": accepted.slot_ids,
+        "seed": spec.seed,
+        "wall_seconds": round(wall_seconds, 2),
+        "state": follower.finished.state if follower.finished else ("completed" if follower.done else "incomplete"),
+        "episodes": episodes,
+        "summary": {
+            "episodes_completed": len(episodes),
+            "mean_final_accuracy": round(statistics.fmean(accuracies), 4) if accuracies else None,
+            "seeds_fossilized": sum(e["seeds_fossilized"] for e in episodes),
+            "seeds_pruned": sum(e["seeds_pruned"] for e in episodes),
+            "mean_episode_return": round(statistics.fmean(e["episode_return"] for e in episodes), 6) if episodes else None,
+        },
+        "spec": to_builtins(spec),
+    }
+
+
+async def follow_run(nc: Client, spec: RunSpec, *, timeout: float, show_progress: bool) -> tuple[RunAccepted, RunFollower, float]:
+    js = nc.jetstream()
+    follower = RunFollower(spec)
+    # An ordered consumer from the start of the run's subjects: no event is missed, even one published
+    # before this subscription was made.
+    sub = await js.subscribe(f"{subjects.PREFIX}.telemetry.{spec.run_id}.>", cb=follower.on_message, ordered_consumer=True)
+    started = time.monotonic()
+    accepted = await request(nc, subjects.RUNS_START, spec, RunAccepted, timeout=120.0, retries=3)
+    total_epochs = spec.episodes * spec.episode_length
+    progress = Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[detail]}"),
+        TimeElapsedColumn(),
+        disable=not show_progress,
+        transient=False,
+    )
+    with progress:
+        bar = progress.add_task(f"{spec.task} {spec.run_id}", total=total_epochs, detail="")
+        while not follower.done:
+            if time.monotonic() - started > timeout:
+                break
+            follower.changed.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(follower.changed.wait(), timeout=1.0)
+            accs = " ".join(f"env{e}:{a:.1f}%" for e, a in sorted(follower.last_accuracy.items()))
+            detail = f"episodes {len(follower.outcomes)}/{spec.episodes} {accs}"
+            progress.update(bar, completed=min(follower.epochs_seen, total_epochs), detail=detail)
+    await sub.unsubscribe()
+    return accepted, follower, time.monotonic() - started
+
+
+def spec_from_args(args: argparse.Namespace) -> RunSpec:
+    from services.tolaria.tasks import get_task
+
+    task = get_task(args.task)
+    slots = [s.strip() for s in args.slots.split(",")] if args.slots else list(task.default_slots)
+    return RunSpec(
+        run_id=f"run-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}",
+        task=task.name,
+        slots=slots,
+        episodes=args.episodes,
+        episode_length=args.episode_length or task.default_episode_length,
+        n_envs=args.envs,
+        arms=[ArmSpec(arm_id="main", policy_id=args.policy, reward_mode=RewardMode(args.reward_mode))],
+        seed=args.seed,
+        max_seeds=args.max_seeds,
+        max_batches=args.max_batches,
+        batch_size=args.batch_size or task.batch_size,
+        synthetic=args.synthetic,
+        created_at=time.time(),
+    )
+
+
+async def run_job(spec: RunSpec, nats_url: str | None, out_dir: Path, *, timeout: float, show_progress: bool) -> dict[str, Any]:
+    out_dir.mkdir(parents=True, exist_ok=True)
+    stack: LocalStack | None = None
+    log_file = None
+    if nats_url is None:
+        state_dir = Path(tempfile.mkdtemp(prefix="esper-run-"))
+        log_file = open(out_dir / "services.log", "a")  # noqa: SIM115 - closed in finally
+        sink = log_file
+
+        def write(line: str) -> None:
+            sink.write(line + "\n")
+            sink.flush()
+
+        stack = LocalStack(state_dir=state_dir, output=write)
+        nats_url = await stack.start()
+        print(f"esper: embedded bus at {nats_url} (service logs: {out_dir / 'services.log'})", file=sys.stderr)
+    try:
+        nc = await connect(RuntimeSettings.from_env({"service": "cli", "nats_url": nats_url}))
+        try:
+            await wait_for_services(nc, list(SERVICES), timeout=180.0)
+            accepted, follower, wall = await follow_run(nc, spec, timeout=timeout, show_progress=show_progress)
+        finally:
+            await nc.close()
+    finally:
+        if stack is not None:
+            await stack.stop()
+        if log_file is not None:
+            log_file.close()
+    report = build_report(spec, accepted, follower, wall)
+    (out_dir / "report.json").write_text(json.dumps(report, indent=2) + "\n")
+    return report
+
+
+def run_from_args(args: argparse.Namespace, nats_url: str | None) -> int:
+    logging.basicConfig(level=logging.WARNING)
+    try:
+        spec = spec_from_args(args)
+    except ValueError as exc:
+        print(f"esper run: {exc}", file=sys.stderr)
+        return 2
+    out_dir = Path(args.out or f"runs/{spec.run_id}")
+    try:
+        report = asyncio.run(
+            run_job(spec, nats_url, out_dir, timeout=args.timeout, show_progress=not args.no_progress and sys.stderr.isatty())
+        )
+    except RemoteError as exc:
+        print(f"esper run: the run was refused: {exc.reply.message}", file=sys.stderr)
+        return 2
+    summary = report["summary"]
+    print(
+        f"{report['run_id']}: {summary['episodes_completed']}/{spec.episodes} episodes, "
+        f"mean final accuracy {summary['mean_final_accuracy']}%, fossilized {summary['seeds_fossilized']}, "
+        f"pruned {summary['seeds_pruned']}, {report['wall_seconds']}s -> {out_dir / 'report.json'}"
+    )
+    return 0 if report["state"] == "completed" else 1

@@ -1,0 +1,123 @@
+"""`esper up` / `esper down`: the embedded stack as a background supervisor with a pid file and the bus URL."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from services.runtime.bus import connect
+from services.runtime.discovery import wait_for_services
+from services.runtime.settings import RuntimeSettings
+from services.runtime.stack import LocalStack
+from services.runtime.supervisor import SERVICES
+
+
+def default_state_dir() -> Path:
+    return Path(os.environ.get("ESPER_STATE_DIR", ".esper")).resolve()
+
+
+def bus_file(state_dir: Path) -> Path:
+    return state_dir / "bus.json"
+
+
+def read_bus(state_dir: Path) -> dict[str, Any] | None:
+    path = bus_file(state_dir)
+    if not path.exists():
+        return None
+    try:
+        data: dict[str, Any] = json.loads(path.read_text())
+    except ValueError:
+        return None
+    return data
+
+
+def _alive(pid: int) -> bool:
+    with contextlib.suppress(ChildProcessError):
+        # Reap our own exited child first: a zombie still answers signal 0.
+        if os.waitpid(pid, os.WNOHANG)[0] == pid:
+            return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+async def supervise(state_dir: Path, nats_port: int | None = None) -> None:
+    """Run the stack in the foreground until SIGTERM/SIGINT; publish the bus URL in `bus.json`."""
+    state_dir.mkdir(parents=True, exist_ok=True)
+    stack = LocalStack(state_dir=state_dir, nats_port=nats_port)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    url = await stack.start()
+    bus_file(state_dir).write_text(json.dumps({"url": url, "pid": os.getpid(), "started_at": time.time()}))
+    print(f"esper: bus at {url}; services: {', '.join(SERVICES)}", flush=True)
+    try:
+        await stop.wait()
+    finally:
+        print("esper: stopping services", flush=True)
+        await stack.stop()
+        with contextlib.suppress(FileNotFoundError):
+            bus_file(state_dir).unlink()
+
+
+def up(state_dir: Path, nats_port: int | None = None, timeout: float = 120.0) -> str:
+    """Start the supervisor detached, wait until all five services answer discovery, return the bus URL."""
+    existing = read_bus(state_dir)
+    if existing and _alive(int(existing["pid"])):
+        return str(existing["url"])
+    state_dir.mkdir(parents=True, exist_ok=True)
+    argv = [sys.executable, "-m", "services.cli", "up", "--foreground", "--state-dir", str(state_dir)]
+    if nats_port is not None:
+        argv += ["--nats-port", str(nats_port)]
+    with open(state_dir / "esper.log", "ab") as log_file:
+        process = subprocess.Popen(
+            argv, stdout=log_file, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True
+        )
+    deadline = time.monotonic() + timeout
+    while (bus := read_bus(state_dir)) is None or int(bus["pid"]) != process.pid:
+        if process.poll() is not None:
+            raise RuntimeError(f"esper up failed (exit {process.returncode}); see {state_dir / 'esper.log'}")
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"the bus did not come up in {timeout:.0f}s; see {state_dir / 'esper.log'}")
+        time.sleep(0.1)
+    url = str(bus["url"])
+
+    async def ready() -> None:
+        nc = await connect(RuntimeSettings.from_env({"service": "cli", "nats_url": url}))
+        try:
+            await wait_for_services(nc, list(SERVICES), timeout=max(1.0, deadline - time.monotonic()))
+        finally:
+            await nc.close()
+
+    asyncio.run(ready())
+    return url
+
+
+def down(state_dir: Path, timeout: float = 60.0) -> bool:
+    """Stop a stack started by `esper up`; False when none was running."""
+    bus = read_bus(state_dir)
+    if bus is None or not _alive(int(bus["pid"])):
+        with contextlib.suppress(FileNotFoundError):
+            bus_file(state_dir).unlink()
+        return False
+    pid = int(bus["pid"])
+    os.kill(pid, signal.SIGTERM)
+    deadline = time.monotonic() + timeout
+    while _alive(pid) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    if _alive(pid):
+        os.killpg(pid, signal.SIGKILL)
+    return True

@@ -1,0 +1,152 @@
+"""Env leases in the ESPER_RUNS bucket, kept by compare-and-set (ARCHITECTURE.md §6)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import msgspec
+from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError, NoKeysError
+from nats.js.kv import KeyValue
+
+from leyline_schemas import (
+    EnvLease,
+    LeylineDecodeError,
+    RunSpec,
+    RunState,
+    RunStatus,
+    decode,
+    encode,
+    subjects,
+)
+
+
+def env_episodes(spec: RunSpec, env_id: int) -> list[int]:
+    """The episode indices env `env_id` runs: round r of env i is episode r·n_envs + i."""
+    return list(range(env_id, spec.episodes, spec.n_envs))
+
+
+@dataclass
+class HeldLease:
+    lease: EnvLease
+    revision: int
+
+
+async def try_lease(kv: KeyValue, spec: RunSpec, env_id: int, worker_id: str, ttl: float) -> HeldLease | None:
+    """Claim an env that nobody holds, or whose holder's lease expired or was released unfinished."""
+    key = subjects.lease_key(spec.run_id, env_id)
+    now = time.time()
+    fresh = EnvLease(run_id=spec.run_id, env_id=env_id, worker_id=worker_id, expires_at=now + ttl)
+    try:
+        revision = await kv.create(key, encode(fresh))
+        return HeldLease(fresh, revision)
+    except KeyWrongLastSequenceError:
+        pass
+    try:
+        entry = await kv.get(key)
+    except KeyNotFoundError:
+        return None
+    if entry.value is None:
+        return None
+    try:
+        held = decode(entry.value, EnvLease)
+    except LeylineDecodeError:
+        held = fresh
+    if held.episodes_done >= len(env_episodes(spec, env_id)):
+        return None
+    if not held.released and held.expires_at > now:
+        return None
+    taken = msgspec.structs.replace(held, worker_id=worker_id, expires_at=now + ttl, released=False)
+    try:
+        revision = await kv.update(key, encode(taken), last=entry.revision)
+    except KeyWrongLastSequenceError:
+        return None
+    return HeldLease(taken, revision)
+
+
+async def renew(kv: KeyValue, held: HeldLease, ttl: float, **changes: object) -> HeldLease:
+    """Extend (and update) a lease we hold; raises KeyWrongLastSequenceError when someone else took it."""
+    lease = msgspec.structs.replace(held.lease, expires_at=time.time() + ttl, **changes)
+    revision = await kv.update(subjects.lease_key(lease.run_id, lease.env_id), encode(lease), last=held.revision)
+    return HeldLease(lease, revision)
+
+
+async def release(kv: KeyValue, held: HeldLease, **changes: object) -> HeldLease:
+    lease = msgspec.structs.replace(held.lease, expires_at=0.0, released=True, **changes)
+    revision = await kv.update(subjects.lease_key(lease.run_id, lease.env_id), encode(lease), last=held.revision)
+    return HeldLease(lease, revision)
+
+
+async def run_specs(kv: KeyValue) -> list[RunSpec]:
+    """Every run in the bucket whose status is RUNNING."""
+    try:
+        keys = await kv.keys()
+    except NoKeysError:
+        return []
+    specs = []
+    for key in keys:
+        if not key.startswith("run."):
+            continue
+        status = await read_status(kv, key.removeprefix("run."))
+        if status is None or status.state is not RunState.RUNNING:
+            continue
+        try:
+            entry = await kv.get(key)
+        except KeyNotFoundError:
+            continue
+        if entry.value:
+            try:
+                specs.append(decode(entry.value, RunSpec))
+            except LeylineDecodeError:
+                continue
+    return specs
+
+
+async def read_status(kv: KeyValue, run_id: str) -> RunStatus | None:
+    try:
+        entry = await kv.get(subjects.run_status_key(run_id))
+    except KeyNotFoundError:
+        return None
+    if not entry.value:
+        return None
+    try:
+        return decode(entry.value, RunStatus)
+    except LeylineDecodeError:
+        return None
+
+
+async def update_status(kv: KeyValue, run_id: str, change: Callable[[RunStatus], RunStatus | None], attempts: int = 20) -> RunStatus | None:
+    """Apply `change` to the run's status with compare-and-set, retrying on concurrent writers."""
+    key = subjects.run_status_key(run_id)
+    for _ in range(attempts):
+        try:
+            entry = await kv.get(key)
+        except KeyNotFoundError:
+            return None
+        if not entry.value:
+            return None
+        current = decode(entry.value, RunStatus)
+        updated = change(current)
+        if updated is None:
+            return current
+        try:
+            await kv.update(key, encode(updated), last=entry.revision)
+        except KeyWrongLastSequenceError:
+            continue
+        return updated
+    raise RuntimeError(f"could not update the status of {run_id} after {attempts} attempts")
+
+
+async def all_envs_done(kv: KeyValue, spec: RunSpec) -> bool:
+    for env_id in range(spec.n_envs):
+        try:
+            entry = await kv.get(subjects.lease_key(spec.run_id, env_id))
+        except KeyNotFoundError:
+            return False
+        if not entry.value:
+            return False
+        lease = decode(entry.value, EnvLease)
+        if lease.episodes_done < len(env_episodes(spec, env_id)):
+            return False
+    return True
