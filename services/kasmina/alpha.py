@@ -46,7 +46,9 @@ def curve_progress(curve: AlphaCurve, t: float, steepness: float = DEFAULT_STEEP
     return min(1.0, max(0.0, p))
 
 
-def hold_at(alpha: float, *, curve: AlphaCurve = AlphaCurve.LINEAR, steepness: float = DEFAULT_STEEPNESS) -> AlphaControllerState:
+def hold_at(
+    alpha: float, *, curve: AlphaCurve = AlphaCurve.LINEAR, steepness: float = DEFAULT_STEEPNESS
+) -> AlphaControllerState:
     """A controller resting at `alpha` in HOLD with no ramp."""
     value = clamp_unit(alpha)
     return AlphaControllerState(

@@ -6,7 +6,6 @@ from dataclasses import dataclass, field
 
 from leyline_schemas.enums import AlphaMode, BlueprintAction, GateLevel, SeedStage
 from leyline_schemas.lifecycle import SlotState
-
 from services.kasmina.alpha import ALPHA_EPSILON
 
 DEFAULT_MIN_TRAINING_IMPROVEMENT = 0.5  # pp, strict G2
@@ -109,7 +108,9 @@ class QualityGates:
     def _g1(self, state: SlotState) -> GateResult:
         # §1.3 item 12.
         checks = _Checks()
-        checks.check(state.stage is SeedStage.GERMINATED, "stage_germinated", f"stage_not_germinated_{state.stage.name}")
+        checks.check(
+            state.stage is SeedStage.GERMINATED, "stage_germinated", f"stage_not_germinated_{state.stage.name}"
+        )
         return checks.result(GateLevel.G1, 1.0 if not checks.failed else 0.0)
 
     def _g2(self, state: SlotState) -> GateResult:
@@ -118,9 +119,7 @@ class QualityGates:
         improvement = m.current_val_accuracy - m.accuracy_at_stage_start
         dwell = m.epochs_in_current_stage
         checks = _Checks()
-        checks.check(
-            dwell >= DEFAULT_MIN_BLENDING_EPOCHS, f"epochs_in_stage_{dwell}", f"epochs_in_stage_low_{dwell}"
-        )
+        checks.check(dwell >= DEFAULT_MIN_BLENDING_EPOCHS, f"epochs_in_stage_{dwell}", f"epochs_in_stage_low_{dwell}")
         if self.permissive:
             health = m.gradient_health
             measured = health is not None

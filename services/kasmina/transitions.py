@@ -31,7 +31,6 @@ from leyline_schemas.telemetry import (
     SeedPruned,
     SeedStageChanged,
 )
-
 from services.kasmina import alpha
 from services.kasmina.gates import DEFAULT_MIN_BLENDING_EPOCHS, GateResult, QualityGates
 

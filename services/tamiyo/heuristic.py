@@ -87,7 +87,7 @@ def validate_rotation(rotation: tuple[BlueprintAction, ...], topology: Topology)
     allowed = set(blueprints_for(topology)) - {BlueprintAction.NOOP}
     invalid = [blueprint_name(bp) for bp in rotation if bp not in allowed]
     if invalid:
-        raise ValueError(f"heuristic blueprint rotation has blueprints invalid for topology {topology.value}: {invalid}")
+        raise ValueError(f"heuristic blueprint rotation has blueprints not valid for {topology.value} hosts: {invalid}")
     return rotation
 
 
@@ -147,7 +147,8 @@ def _germinate_or_wait(
     blueprint = _next_blueprint(memory, cfg, rotation)
     confidence = min(1.0, signals.plateau_epochs / 5.0)
     action = FactoredAction(op=LifecycleOp.GERMINATE, slot=slot, blueprint=blueprint)
-    reason = f"plateau {signals.plateau_epochs} epochs: germinate {blueprint_name(blueprint)} in {request.slot_ids[slot]}"
+    slot_id = request.slot_ids[slot]
+    reason = f"plateau {signals.plateau_epochs} epochs: germinate {blueprint_name(blueprint)} in {slot_id}"
     return action, confidence, reason
 
 

@@ -50,7 +50,7 @@ _CANONICAL: dict[str, int] = {
 def decision_rng(request: DecisionRequest) -> random.Random:
     """A generator seeded from (run, env, episode, epoch): the same request always draws the same action."""
     key = f"{request.run_id}/{request.env_id}/{request.episode}/{request.epoch}".encode()
-    return random.Random(int.from_bytes(hashlib.sha256(key).digest()[:8], "big"))
+    return random.Random(int.from_bytes(hashlib.sha256(key).digest()[:8], "little"))
 
 
 def random_decision(request: DecisionRequest, rng: random.Random | None = None) -> Decision:

@@ -82,7 +82,7 @@ class CNNHost(nn.Module):
             for src in starts for dst in self._execution if self._boundary[dst] > self._start(src)
         }
         if channels_last:
-            self.to(memory_format=torch.channels_last)
+            self.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
 
     def _start(self, segment: str | None) -> int:
         return 0 if segment is None else self._boundary[segment]

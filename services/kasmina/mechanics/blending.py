@@ -39,7 +39,7 @@ def blend_gate(h: Tensor, s: Tensor, alpha: Tensor, gate: Tensor) -> Tensor:
 
 
 class GatedBlend(nn.Module):
-    """The per-sample gate network of GATE: pool → Linear(C→max(8,C//4)) → ReLU → Linear(→1) → Sigmoid (§4.5 item 89)."""
+    """GATE's per-sample gate: pool → Linear(C→max(8,C//4)) → ReLU → Linear(→1) → Sigmoid (§4.5 item 89)."""
 
     def __init__(self, channels: int, topology: Topology) -> None:
         super().__init__()

@@ -49,7 +49,7 @@ class IdentitySeed(nn.Module):
 
 
 class ScaledNormSeed(nn.Module):
-    """`x + tanh(s)·(norm(x) − x)` with s = 0 at birth, so the seed starts as the identity (§3.2 item 56, §3.3 item 64)."""
+    """`x + tanh(s)·(norm(x) − x)` with s = 0 at birth, so the identity at birth (§3.2 item 56, §3.3 item 64)."""
 
     def __init__(self, norm: nn.Module) -> None:
         super().__init__()
@@ -221,7 +221,7 @@ class FlexAttentionSeed(CausalAttentionSeed):
     def _apply(self, fn: Any, recurse: bool = True) -> Any:
         # A device move invalidates every cached mask.
         self._masks.clear()
-        return super()._apply(fn, recurse)
+        return super()._apply(fn, recurse)  # type: ignore[no-untyped-call]
 
 
 class ResidualMLPSeed(nn.Module):
@@ -347,7 +347,7 @@ def probe_input(topology: Topology, channels: int, variant: int = 0, generator: 
                 device: torch.device | None = None) -> Tensor:
     """The germination shape probe (§2.6 item 52): CNN (1,C,32,32) or transformer (2,8,C); variant 1 is an odd size."""
     if Topology(topology) is Topology.CNN:
-        shape = (1, channels, 32, 32) if variant == 0 else (2, channels, 7, 5)
+        shape: tuple[int, ...] = (1, channels, 32, 32) if variant == 0 else (2, channels, 7, 5)
     else:
         shape = (2, 8, channels) if variant == 0 else (1, 5, channels)
     x = torch.randn(shape, generator=generator)

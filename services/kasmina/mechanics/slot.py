@@ -255,10 +255,13 @@ class SeedSlot(nn.Module):
     def _alpha_tensor(self, like: Tensor) -> Tensor:
         # Keyed by the Python value, so a cache hit never reads the tensor back from the device (§5 item 99).
         cached = self._alpha_cache
-        if cached is None or cached[0] != self.alpha or cached[1].device != like.device or cached[1].dtype != like.dtype:
-            cached = (self.alpha, torch.tensor(self.alpha, device=like.device, dtype=like.dtype))
-            self._alpha_cache = cached
-        return cached[1]
+        if cached is not None and cached[0] == self.alpha:
+            value = cached[1]
+            if value.device == like.device and value.dtype == like.dtype:
+                return value
+        value = torch.tensor(self.alpha, device=like.device, dtype=like.dtype)
+        self._alpha_cache = (self.alpha, value)
+        return value
 
     def _check_override(self, h: Tensor, alpha_override: Tensor) -> None:
         expected = (h.shape[0], 1, 1, 1) if self.topology is Topology.CNN else (h.shape[0], 1, 1)

@@ -1,0 +1,178 @@
+"""MorphogeneticModel: a host network with a SeedSlot at each enabled injection point (reference/kasmina.md §2.5)."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Sequence
+from typing import Protocol, runtime_checkable
+
+import torch
+from torch import Tensor, nn
+
+from leyline_schemas.enums import AlphaAlgorithm, BlendId, BlueprintAction, Topology
+from leyline_schemas.lifecycle import SlotSpec, SlotState
+from services.kasmina.mechanics.slot import SeedSlot
+
+
+@runtime_checkable
+class SlottedHost(Protocol):
+    """What a host must offer to carry seed slots (reference/kasmina.md §2.2)."""
+
+    @property
+    def topology(self) -> Topology: ...
+
+    @property
+    def injection_points(self) -> dict[str, int]: ...
+
+    def injection_specs(self) -> list[SlotSpec]: ...
+
+    def execution_order(self) -> list[str]: ...
+
+    def forward_to_segment(self, segment: str, x: Tensor, from_segment: str | None = None) -> Tensor: ...
+
+    def forward_from_segment(self, segment: str, x: Tensor) -> Tensor: ...
+
+
+class MorphogeneticModel(nn.Module):
+    """Routes the host through its enabled slots in execution order; slots are kept in action (row-major) order."""
+
+    def __init__(self, host: nn.Module, slot_ids: Sequence[str] | None = None) -> None:
+        super().__init__()
+        if not isinstance(host, SlottedHost):
+            raise TypeError(f"{type(host).__name__} does not implement the slotted host protocol")
+        self.host = host
+        self.topology = Topology(host.topology)
+        points = host.injection_points
+        wanted = list(points) if slot_ids is None else list(slot_ids)
+        if len(set(wanted)) != len(wanted):
+            raise ValueError(f"duplicate slot ids in {wanted}")
+        unknown = [sid for sid in wanted if sid not in points]
+        if unknown:
+            raise ValueError(f"slots {unknown} are not injection points of this host; it has {sorted(points)}")
+        self._specs = [spec for spec in host.injection_specs() if spec.slot_id in wanted]
+        self.slots = nn.ModuleDict(
+            {spec.slot_id: SeedSlot(spec.slot_id, spec.channels, self.topology) for spec in self._specs})
+        self._execution = [sid for sid in host.execution_order() if sid in self.slots]
+
+    # ------------------------------------------------------------------ slots
+
+    def slot(self, slot_id: str) -> SeedSlot:
+        """The SeedSlot at `slot_id` (KeyError when not enabled)."""
+        if slot_id not in self.slots:
+            raise KeyError(f"slot {slot_id!r} is not enabled; enabled: {list(self.slots)}")
+        found = self.slots[slot_id]
+        assert isinstance(found, SeedSlot)
+        return found
+
+    def seed_slots(self) -> list[SeedSlot]:
+        """Every enabled slot in action order."""
+        return [self.slot(sid) for sid in self.slots]
+
+    def slot_specs(self) -> list[SlotSpec]:
+        """The enabled injection points as leyline SlotSpecs, in action order."""
+        return list(self._specs)
+
+    def execution_order(self) -> list[str]:
+        """Enabled slots in forward order (may differ from action order on a CNN)."""
+        return list(self._execution)
+
+    def germinate(self, slot_id: str, blueprint: BlueprintAction, blend: BlendId, alpha_algorithm: AlphaAlgorithm,
+                  seed_id: str = "") -> None:
+        """Germinate a seed in one slot (raises GerminationError)."""
+        self.slot(slot_id).germinate(blueprint, blend, alpha_algorithm, seed_id)
+
+    def prune(self, slot_id: str) -> bool:
+        """Free one slot's seed; False when empty or FOSSILIZED."""
+        return self.slot(slot_id).prune()
+
+    def apply_states(self, states: Iterable[SlotState]) -> list[str]:
+        """Sync each slot to Kasmina's state; returns the slots whose seed parameters changed."""
+        changed: list[str] = []
+        for state in states:
+            if self.slot(state.slot_id).sync(state):
+                changed.append(state.slot_id)
+        return changed
+
+    # ------------------------------------------------------------------ parameters
+
+    def host_parameters(self) -> list[nn.Parameter]:
+        """Every model parameter except the slots' (compared by identity), tied weights once (§1.6 item 34)."""
+        seed_ids = {id(p) for slot in self.seed_slots() for p in slot.parameters()}
+        return [p for p in self.parameters() if id(p) not in seed_ids]
+
+    def seed_parameters(self, slot_id: str | None = None) -> list[nn.Parameter]:
+        """Seed and gate parameters of one slot, or of every slot when `slot_id` is None."""
+        slots = self.seed_slots() if slot_id is None else [self.slot(slot_id)]
+        return [p for slot in slots for p in slot.seed_parameters()]
+
+    @property
+    def host_param_count(self) -> int:
+        return sum(p.numel() for p in self.host_parameters())
+
+    @property
+    def active_seed_params(self) -> int:
+        """Parameters of every seed module present (GERMINATED through FOSSILIZED), gates included."""
+        return sum(slot.seed_param_count for slot in self.seed_slots())
+
+    @property
+    def total_params(self) -> int:
+        return self.host_param_count + self.active_seed_params
+
+    # ------------------------------------------------------------------ forward
+
+    def _route(self, x: Tensor, overrides: dict[str, Tensor] | None) -> Tensor:
+        if not self._execution:
+            return self.host(x)
+        previous: str | None = None
+        for sid in self._execution:
+            x = self.host.forward_to_segment(sid, x, previous)
+            x = self.slots[sid](x, None if overrides is None else overrides.get(sid))
+            previous = sid
+        assert previous is not None
+        return self.host.forward_from_segment(previous, x)
+
+    def forward(self, x: Tensor) -> Tensor:
+        return self._route(x, None)
+
+    def fused_forward(self, x_expanded: Tensor, alpha_overrides: dict[str, Tensor]) -> Tensor:
+        """One pass over K configs stacked on the batch axis, each slot's alpha given per sample (§2.5 item 50)."""
+        unknown = [sid for sid in alpha_overrides if sid not in self.slots]
+        if unknown:
+            raise ValueError(f"alpha overrides name slots that are not enabled: {unknown}")
+        n = x_expanded.shape[0]
+        expected = (n, 1, 1, 1) if self.topology is Topology.CNN else (n, 1, 1)
+        for sid, alpha in alpha_overrides.items():
+            if tuple(alpha.shape) != expected:
+                raise ValueError(f"alpha override for {sid} must have shape {expected}, got {tuple(alpha.shape)}")
+        return self._route(x_expanded, alpha_overrides)
+
+
+def expand_for_configs(x: Tensor, k: int) -> Tensor:
+    """Stack K copies of a batch on the batch axis (config k occupies rows k·B … (k+1)·B − 1)."""
+    if k < 1:
+        raise ValueError(f"need at least one config, got {k}")
+    return x.repeat(k, *([1] * (x.dim() - 1)))
+
+
+def build_alpha_overrides(model: MorphogeneticModel, configs: list[dict[str, float]],
+                          batch_size: int) -> dict[str, Tensor]:
+    """Per-sample alpha tensors for K configs, matching `expand_for_configs` (tolaria_karn.md §3.6).
+
+    A slot named by some config gets an override in every config (its current alpha where a config is silent);
+    a slot absent from every config gets none, because an override changes that slot's forward path.
+    """
+    if not configs:
+        raise ValueError("need at least one alpha config")
+    named = {sid for config in configs for sid in config}
+    unknown = sorted(named - set(model.slots))
+    if unknown:
+        raise ValueError(f"alpha configs name slots that are not enabled: {unknown}")
+    trailing = (1, 1, 1) if model.topology is Topology.CNN else (1, 1)
+    overrides: dict[str, Tensor] = {}
+    for sid in model.slots:
+        if sid not in named:
+            continue
+        slot = model.slot(sid)
+        current = slot.alpha
+        values = torch.tensor([config.get(sid, current) for config in configs], dtype=torch.float32)
+        overrides[sid] = values.clamp(0.0, 1.0).repeat_interleave(batch_size).view(-1, *trailing).to(slot.device)
+    return overrides

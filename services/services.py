@@ -1,0 +1,36 @@
+"""The five services by name: their definitions and their settings types (what `esper service NAME` runs)."""
+
+from __future__ import annotations
+
+import importlib
+from collections.abc import Mapping
+from typing import Any
+
+from services.runtime.service import ServiceDefinition
+from services.runtime.settings import RuntimeSettings
+
+_MODULES = {
+    "kasmina": ("services.kasmina.service", "KasminaSettings"),
+    "tamiyo": ("services.tamiyo.service", "TamiyoSettings"),
+    "simic": ("services.simic.service", "SimicSettings"),
+    "tolaria": ("services.tolaria.service", "TolariaSettings"),
+    "karn": ("services.karn.service", "KarnSettings"),
+}
+
+
+def settings_type(name: str) -> type[RuntimeSettings]:
+    module, cls = _MODULES[name]
+    settings_cls = getattr(importlib.import_module(module), cls)
+    assert issubclass(settings_cls, RuntimeSettings)
+    return settings_cls
+
+
+def service_settings(name: str, overrides: Mapping[str, Any] | None = None) -> RuntimeSettings:
+    return settings_type(name).from_env(overrides)
+
+
+def service_definition(name: str) -> ServiceDefinition:
+    module, _ = _MODULES[name]
+    definition = importlib.import_module(module).definition()
+    assert isinstance(definition, ServiceDefinition)
+    return definition

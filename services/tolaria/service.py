@@ -1,0 +1,156 @@
+"""Tolaria's bus adapter: accepts runs (`esper.v1.runs.*`) and runs the env worker in the background."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass
+
+import msgspec
+from nats.js.errors import KeyWrongLastSequenceError
+
+from leyline_schemas import (
+    ArmSpec,
+    ErrorCode,
+    RunAccepted,
+    RunSpec,
+    RunStarted,
+    RunState,
+    RunStatus,
+    RunStatusRequest,
+    RunStopRequest,
+    encode,
+    subjects,
+)
+from services.runtime import jetstream
+from services.runtime.service import Endpoint, RequestRejected, ServiceContext, ServiceDefinition
+from services.runtime.settings import RuntimeSettings
+from services.tolaria import leases
+from services.tolaria.data import DatasetUnavailable
+from services.tolaria.tasks import get_task
+from services.tolaria.worker import EnvWorker, load_task_data
+
+log = logging.getLogger("esper.tolaria")
+
+
+@dataclass(frozen=True, kw_only=True)
+class TolariaSettings(RuntimeSettings):
+    """Tolaria's settings: how many envs one worker drives, lease timing, where datasets live."""
+
+    service: str = "tolaria"
+    max_envs: int = 4
+    lease_ttl: float = 15.0
+    poll_interval: float = 0.5
+    data_dir: str = ""
+    step_timeout: float = 30.0
+    step_deadline: float = 180.0
+    torch_threads: int = 0
+
+
+def _check_spec(spec: RunSpec) -> RunSpec:
+    """Refuse a spec that cannot run, naming the field; fill in the task's default slots and arm."""
+    try:
+        subjects.run_key(spec.run_id)
+    except ValueError as exc:
+        raise RequestRejected(ErrorCode.INVALID_REQUEST, str(exc), "run_id") from exc
+    for name in ("episodes", "n_envs", "episode_length", "batch_size"):
+        if getattr(spec, name) < 1:
+            raise RequestRejected(ErrorCode.INVALID_REQUEST, f"{name} must be at least 1, got {getattr(spec, name)}", name)
+    if spec.max_seeds < 0 or spec.max_batches < 0:
+        raise RequestRejected(ErrorCode.INVALID_REQUEST, "max_seeds and max_batches must be >= 0", "max_seeds")
+    try:
+        task = get_task(spec.task)
+    except ValueError as exc:
+        raise RequestRejected(ErrorCode.INVALID_REQUEST, str(exc), "task") from exc
+    slots = list(spec.slots) or list(task.default_slots)
+    available = [s.slot_id for s in task.build_host().injection_specs()]
+    unknown = [s for s in slots if s not in available]
+    if unknown or len(set(slots)) != len(slots) or not slots:
+        raise RequestRejected(
+            ErrorCode.INVALID_REQUEST, f"slots {slots} are not distinct injection points of {task.name}: {available}", "slots"
+        )
+    arms = list(spec.arms) or [ArmSpec(arm_id="main", policy_id="heuristic")]
+    return msgspec.structs.replace(spec, task=task.name, slots=slots, arms=arms, created_at=spec.created_at or time.time())
+
+
+async def handle_start(spec: RunSpec, ctx: ServiceContext) -> RunAccepted:
+    spec = _check_spec(spec)
+    settings = ctx.settings
+    assert isinstance(settings, TolariaSettings)
+    try:
+        # Load once now: a dataset that cannot load fails the run's start, never mid-run.
+        await asyncio.to_thread(load_task_data, spec.task, spec.seed, spec.synthetic, settings.data_dir)
+    except DatasetUnavailable as exc:
+        raise RequestRejected(ErrorCode.UNAVAILABLE, str(exc), "task") from exc
+    kv = await jetstream.runs_bucket(ctx.js)
+    try:
+        await kv.create(subjects.run_key(spec.run_id), encode(spec))
+    except KeyWrongLastSequenceError as exc:
+        raise RequestRejected(ErrorCode.INVALID_REQUEST, f"run {spec.run_id} already exists", "run_id") from exc
+    status = RunStatus(run_id=spec.run_id, state=RunState.RUNNING, episodes_total=spec.episodes, updated_at=time.time())
+    await kv.put(subjects.run_status_key(spec.run_id), encode(status))
+    host_params = sum(p.numel() for p in get_task(spec.task).build_host().parameters())
+    await ctx.telemetry.emit(
+        spec.run_id,
+        RunStarted(
+            task=spec.task,
+            n_envs=spec.n_envs,
+            episodes=spec.episodes,
+            episode_length=spec.episode_length,
+            slot_ids=list(spec.slots),
+            policy_id=",".join(a.policy_id for a in spec.arms),
+            reward_mode=spec.arms[0].reward_mode,
+        ),
+    )
+    log.info("accepted %s: %s", spec.run_id, spec)
+    return RunAccepted(run_id=spec.run_id, n_envs=spec.n_envs, episodes=spec.episodes, slot_ids=list(spec.slots),
+                       host_params=host_params)
+
+
+async def handle_status(message: RunStatusRequest, ctx: ServiceContext) -> RunStatus:
+    kv = await jetstream.runs_bucket(ctx.js)
+    status = await leases.read_status(kv, message.run_id)
+    if status is None:
+        raise RequestRejected(ErrorCode.UNKNOWN_RUN, f"no run {message.run_id!r}", "run_id")
+    return status
+
+
+async def handle_stop(message: RunStopRequest, ctx: ServiceContext) -> RunStatus:
+    kv = await jetstream.runs_bucket(ctx.js)
+
+    def stop(status: RunStatus) -> RunStatus | None:
+        if status.state is not RunState.RUNNING:
+            return None
+        return msgspec.structs.replace(status, state=RunState.STOPPED, message=message.reason, updated_at=time.time())
+
+    status = await leases.update_status(kv, message.run_id, stop)
+    if status is None:
+        raise RequestRejected(ErrorCode.UNKNOWN_RUN, f"no run {message.run_id!r}", "run_id")
+    return status
+
+
+async def drive_envs(ctx: ServiceContext) -> None:
+    settings = ctx.settings
+    assert isinstance(settings, TolariaSettings)
+    if settings.torch_threads > 0:
+        import torch
+
+        torch.set_num_threads(settings.torch_threads)
+    worker = EnvWorker(ctx, settings.max_envs, settings.lease_ttl, settings.poll_interval, settings.data_dir,
+                       settings.step_timeout, settings.step_deadline)
+    await worker.run()
+
+
+def definition() -> ServiceDefinition:
+    return ServiceDefinition(
+        name="tolaria",
+        description="Execution engine: hosts, the epoch loop, the governor, env workers",
+        endpoints=[
+            Endpoint("runs-start", subjects.RUNS_START, RunSpec, handle_start, max_concurrency=4),
+            Endpoint("runs-status", subjects.RUNS_STATUS, RunStatusRequest, handle_status),
+            Endpoint("runs-stop", subjects.RUNS_STOP, RunStopRequest, handle_stop),
+        ],
+        background=[drive_envs],
+        uses_torch=True,
+    )

@@ -1,0 +1,301 @@
+"""The env worker: leases envs of any running run, drives their episodes step by step over the bus."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import functools
+import logging
+from dataclasses import dataclass, field
+
+import msgspec
+from nats.js.errors import KeyWrongLastSequenceError
+from nats.js.kv import KeyValue
+
+from leyline_schemas import (
+    DecisionOutcome,
+    EpochCompleted,
+    EpochReport,
+    GovernorRollback,
+    LifecycleConfig,
+    LifecycleOp,
+    RunFinished,
+    RunSpec,
+    RunState,
+    SeedGerminated,
+    SeedStage,
+    Severity,
+    StepDirective,
+    StepRecord,
+    StepRequest,
+    blueprint_name,
+    encode,
+    subjects,
+)
+from services.runtime import jetstream
+from services.runtime.bus import request
+from services.runtime.service import ServiceContext
+from services.tolaria import leases
+from services.tolaria.data import TensorSplit
+from services.tolaria.env import EpisodeEnv
+from services.tolaria.tasks import TaskSpec, env_seed, get_task
+
+log = logging.getLogger("esper.tolaria.worker")
+
+
+class LeaseLost(RuntimeError):
+    """Another worker took this env (our lease expired): stop driving it at once."""
+
+
+@functools.lru_cache(maxsize=8)
+def load_task_data(task_name: str, seed: int, synthetic: bool, data_dir: str) -> TensorSplit:
+    """A task's data, loaded once per process and shared by every env of the run (the split is fixed by seed)."""
+    return get_task(task_name).load_data(seed=seed, synthetic=synthetic, data_dir=data_dir or None)
+
+
+@dataclass
+class LeaseKeeper:
+    """Holds one env lease: renews it in the background, applies progress updates with compare-and-set."""
+
+    kv: KeyValue
+    held: leases.HeldLease
+    ttl: float
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    lost: bool = False
+
+    async def update(self, **changes: object) -> None:
+        async with self.lock:
+            try:
+                self.held = await leases.renew(self.kv, self.held, self.ttl, **changes)
+            except KeyWrongLastSequenceError as exc:
+                self.lost = True
+                raise LeaseLost(f"lease on {self.held.lease.run_id}/{self.held.lease.env_id} was taken over") from exc
+
+    async def keep_alive(self) -> None:
+        while not self.lost:
+            await asyncio.sleep(self.ttl / 3)
+            await self.update()
+
+    async def release(self, **changes: object) -> None:
+        async with self.lock:
+            with contextlib.suppress(KeyWrongLastSequenceError):
+                self.held = await leases.release(self.kv, self.held, **changes)
+
+
+class EnvWorker:
+    """Leases up to `max_envs` envs and runs each as an asyncio task; training runs in worker threads."""
+
+    def __init__(self, ctx: ServiceContext, max_envs: int, lease_ttl: float, poll_interval: float, data_dir: str,
+                 step_timeout: float, step_deadline: float) -> None:
+        self.ctx = ctx
+        self.max_envs = max_envs
+        self.lease_ttl = lease_ttl
+        self.poll_interval = poll_interval
+        self.data_dir = data_dir
+        self.step_timeout = step_timeout
+        self.step_deadline = step_deadline
+        self.tasks: dict[tuple[str, int], asyncio.Task[None]] = {}
+
+    async def run(self) -> None:
+        kv = await jetstream.runs_bucket(self.ctx.js)
+        try:
+            while not self.ctx.stopping.is_set():
+                await self._claim(kv)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self.ctx.stopping.wait(), timeout=self.poll_interval)
+        finally:
+            for task in self.tasks.values():
+                task.cancel()
+            for task in list(self.tasks.values()):
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await task
+
+    async def _claim(self, kv: KeyValue) -> None:
+        self.tasks = {key: task for key, task in self.tasks.items() if not task.done()}
+        if len(self.tasks) >= self.max_envs:
+            return
+        for spec in await leases.run_specs(kv):
+            for env_id in range(spec.n_envs):
+                if len(self.tasks) >= self.max_envs:
+                    return
+                if (spec.run_id, env_id) in self.tasks:
+                    continue
+                held = await leases.try_lease(kv, spec, env_id, self.ctx.settings.instance, self.lease_ttl)
+                if held is None:
+                    continue
+                keeper = LeaseKeeper(kv, held, self.lease_ttl)
+                log.info("leased %s env %d (episodes done %d)", spec.run_id, env_id, held.lease.episodes_done)
+                self.tasks[(spec.run_id, env_id)] = asyncio.create_task(self._drive_env(kv, spec, env_id, keeper))
+
+    async def _drive_env(self, kv: KeyValue, spec: RunSpec, env_id: int, keeper: LeaseKeeper) -> None:
+        renewal = asyncio.create_task(keeper.keep_alive())
+        finished = False
+        try:
+            task = get_task(spec.task)
+            data = await asyncio.to_thread(load_task_data, task.name, spec.seed, spec.synthetic, self.data_dir)
+            episodes = leases.env_episodes(spec, env_id)
+            for k in range(keeper.held.lease.episodes_done, len(episodes)):
+                status = await leases.read_status(kv, spec.run_id)
+                if status is None or status.state is not RunState.RUNNING:
+                    return
+                await keeper.update(episode=episodes[k])
+                await self._run_episode(spec, task, data, env_id, episodes[k], keeper)
+                await keeper.update(episodes_done=k + 1)
+                await leases.update_status(
+                    kv, spec.run_id, lambda s: msgspec.structs.replace(s, episodes_done=s.episodes_done + 1)
+                )
+            finished = True
+        except LeaseLost as exc:
+            log.warning("%s", exc)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:
+            log.exception("env %d of %s failed", env_id, spec.run_id)
+            await self._finish_run(kv, spec, RunState.FAILED, f"env {env_id}: {type(exc).__name__}: {exc}")
+        finally:
+            renewal.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await renewal
+            if not keeper.lost:
+                await keeper.release()
+        if finished and await leases.all_envs_done(kv, spec):
+            await self._finish_run(kv, spec, RunState.COMPLETED, "")
+
+    async def _finish_run(self, kv: KeyValue, spec: RunSpec, state: RunState, message: str) -> None:
+        def finish(status: leases.RunStatus) -> leases.RunStatus | None:
+            if status.state is not RunState.RUNNING:
+                return None
+            return msgspec.structs.replace(status, state=state, message=message)
+
+        updated = await leases.update_status(kv, spec.run_id, finish)
+        if updated is not None and updated.state is state:
+            severity = Severity.INFO if state is RunState.COMPLETED else Severity.ERROR
+            await self.ctx.telemetry.emit(spec.run_id, RunFinished(state=state.value, message=message), severity=severity)
+
+    async def _run_episode(self, spec: RunSpec, task: TaskSpec, data: TensorSplit, env_id: int, episode: int,
+                           keeper: LeaseKeeper) -> None:
+        ctx = self.ctx
+        round_index = episode // spec.n_envs
+        lifecycle = LifecycleConfig(
+            max_seeds=spec.max_seeds,
+            permissive_gates=spec.permissive_gates,
+            auto_forward_gates=list(spec.auto_forward_gates),
+            max_epochs=spec.episode_length,
+        )
+        env = await asyncio.to_thread(
+            EpisodeEnv,
+            task,
+            data,
+            list(spec.slots),
+            seed=env_seed(spec.seed, round_index, spec.n_envs, env_id),
+            episode_length=spec.episode_length,
+            batch_size=spec.batch_size,
+            max_batches=spec.max_batches,
+            device=ctx.device,
+            lifecycle=lifecycle,
+        )
+        slot_config = env.slot_config()
+        arm = spec.arms[env_id % len(spec.arms)]
+        policy_state = b""
+        last_op, last_ok = LifecycleOp.WAIT, True
+        for epoch in range(1, spec.episode_length + 1):
+            if keeper.lost:
+                raise LeaseLost(f"lease on {spec.run_id}/{env_id} lost")
+            outcome = await asyncio.to_thread(env.run_epoch, epoch)
+            report = outcome.report
+            where = {"env_id": env_id, "episode": episode, "epoch": epoch}
+            if outcome.rollback is not None:
+                # The policy's memory is reset for a rolled-back env, as its LSTM hidden state is (§4.6).
+                policy_state, last_op, last_ok = b"", LifecycleOp.WAIT, False
+                rb = outcome.rollback
+                await ctx.telemetry.emit(
+                    spec.run_id,
+                    GovernorRollback(reason=rb.reason, loss_at_panic=rb.loss_at_panic, loss_threshold=rb.loss_threshold,
+                                     pruned_slots=rb.pruned_slots),
+                    severity=Severity.WARNING,
+                    **where,
+                )
+                for event in outcome.rollback_events:
+                    await ctx.telemetry.emit(spec.run_id, event, **where)
+            step = StepRequest(
+                run_id=spec.run_id,
+                env_id=env_id,
+                episode=episode,
+                epoch=epoch,
+                policy_id=arm.policy_id,
+                slot_config=slot_config,
+                lifecycle=lifecycle,
+                report=report,
+                slots=env.slot_states,
+                policy_state=policy_state,
+                last_op=last_op,
+                last_action_succeeded=last_ok,
+                total_seeds=env.total_seeds,
+            )
+            directive = await request(
+                ctx.nc, subjects.KASMINA_STEP, step, StepDirective,
+                timeout=self.step_timeout, retries=1000, deadline=self.step_deadline,
+            )
+            refused = await asyncio.to_thread(env.apply, directive)
+            done = epoch == spec.episode_length
+            record = StepRecord(
+                run_id=spec.run_id,
+                arm=arm.arm_id,
+                env_id=env_id,
+                episode=episode,
+                step=epoch,
+                policy_id=arm.policy_id,
+                policy_version=directive.decision.policy_version if directive.decision else -1,
+                report=report,
+                directive=directive,
+                applied=not refused,
+                refused_reason="; ".join(r.reason for r in refused),
+                done=done,
+                truncated=done,
+                summary=env.summary() if done else None,
+                worker_id=ctx.settings.instance,
+            )
+            await ctx.js.publish(
+                subjects.steps_subject(spec.run_id), encode(record), headers={"Nats-Msg-Id": record.dedup_id}, timeout=10.0
+            )
+            await self._publish_epoch(spec, env, directive, report, where)
+            for refusal in refused:
+                await ctx.telemetry.emit(spec.run_id, refusal, severity=Severity.WARNING, **where)
+            policy_state = directive.policy_state
+            last_op = directive.effective_op
+            last_ok = directive.outcome in (DecisionOutcome.APPLIED, DecisionOutcome.WAITED) and not refused
+
+    async def _publish_epoch(self, spec: RunSpec, env: EpisodeEnv, directive: StepDirective, report: EpochReport,
+                             where: dict[str, int]) -> None:
+        ctx = self.ctx
+        for event in directive.lifecycle_events:
+            if isinstance(event, SeedGerminated):
+                slot = env.model.slot(event.slot_id)
+                event = msgspec.structs.replace(event, params=slot.seed_param_count)
+            await ctx.telemetry.emit(spec.run_id, event, **where)
+        slots = {
+            s.slot_id: f"{s.stage.name}:{blueprint_name(s.blueprint)}" if s.stage is not SeedStage.DORMANT else "empty"
+            for s in env.slot_states
+        }
+        decision = directive.decision
+        await ctx.telemetry.emit(
+            spec.run_id,
+            EpochCompleted(
+                val_accuracy=report.val_accuracy,
+                val_loss=report.val_loss,
+                train_accuracy=report.train_accuracy,
+                train_loss=report.train_loss,
+                slots=slots,
+                contributions={r.slot_id: r.contribution for r in report.slots if r.contribution is not None},
+                op=directive.effective_op.name,
+                target_slot=directive.target_slot,
+                outcome=directive.outcome.value,
+                policy_id=decision.policy_id if decision else "",
+                policy_version=decision.policy_version if decision else -1,
+                host_params=report.host_params,
+                total_params=env.model.total_params,
+                epoch_seconds=report.epoch_seconds,
+            ),
+            **where,
+        )
+

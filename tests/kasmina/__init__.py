@@ -1,0 +1,1 @@
+"""Tests of Kasmina's pure lifecycle core."""

@@ -1,0 +1,139 @@
+"""Builders for slot states and step requests shared by the Kasmina core tests."""
+
+from __future__ import annotations
+
+from msgspec.structs import replace
+
+from leyline_schemas.directives import StepRequest
+from leyline_schemas.enums import AlphaMode, BlendId, BlueprintAction, LifecycleOp, SeedStage, Topology
+from leyline_schemas.lifecycle import (
+    AlphaControllerState,
+    LifecycleConfig,
+    SeedMetrics,
+    SlotConfig,
+    SlotSpec,
+    SlotState,
+)
+from leyline_schemas.reports import EpochReport, SlotReport
+
+SLOT_IDS = ("r0c0", "r0c1", "r0c2", "r0c3", "r0c4")
+
+
+def slot_config(num_slots: int = 3, topology: Topology = Topology.CNN) -> SlotConfig:
+    return SlotConfig(
+        topology=topology,
+        slots=[SlotSpec(slot_id=SLOT_IDS[i], channels=16, order=i) for i in range(num_slots)],
+        host_param_count=1000,
+    )
+
+
+def empty_slots(num_slots: int = 3) -> list[SlotState]:
+    return [SlotState(slot_id=SLOT_IDS[i]) for i in range(num_slots)]
+
+
+def seed(
+    stage: SeedStage,
+    slot_id: str = "r0c0",
+    *,
+    alpha: float | None = None,
+    target: float | None = None,
+    mode: AlphaMode = AlphaMode.HOLD,
+    epochs_total: int = 12,
+    dwell: int = 12,
+    accuracy: float = 60.0,
+    stage_start_accuracy: float = 58.0,
+    contribution: float | None = None,
+    gradient_health: float | None = None,
+    ratio: float | None = None,
+    blueprint: BlueprintAction = BlueprintAction.CONV_LIGHT,
+    blend: BlendId = BlendId.SIGMOID,
+) -> SlotState:
+    """A seed in `stage` with alpha consistent with the stage unless given."""
+    if alpha is None:
+        alpha = {SeedStage.HOLDING: 1.0, SeedStage.FOSSILIZED: 1.0, SeedStage.BLENDING: 0.5}.get(stage, 0.0)
+    target = alpha if target is None else target
+    ramping = mode is not AlphaMode.HOLD
+    controller = AlphaControllerState(
+        alpha=alpha,
+        alpha_start=alpha,
+        alpha_target=target,
+        mode=mode,
+        steps_total=5 if ramping else 0,
+        steps_done=0,
+    )
+    return SlotState(
+        slot_id=slot_id,
+        stage=stage,
+        seed_id=f"{slot_id}-{blueprint.name.lower()}-e1",
+        blueprint=blueprint,
+        blend=blend,
+        controller=controller,
+        germinated_epoch=1,
+        isolate_gradients=stage in (SeedStage.TRAINING, SeedStage.BLENDING, SeedStage.HOLDING),
+        metrics=SeedMetrics(
+            epochs_total=epochs_total,
+            epochs_in_current_stage=dwell,
+            initial_val_accuracy=50.0,
+            current_val_accuracy=accuracy,
+            best_val_accuracy=accuracy,
+            accuracy_at_stage_start=stage_start_accuracy,
+            counterfactual_contribution=contribution,
+            epochs_since_counterfactual=None if contribution is None else 0,
+            gradient_health=gradient_health,
+            seed_gradient_norm_ratio=ratio,
+        ),
+    )
+
+
+def report(
+    epoch: int = 10,
+    *,
+    val_accuracy: float = 61.0,
+    val_loss: float = 1.2,
+    slots: list[SlotReport] | None = None,
+    max_epochs: int = 40,
+    loss_history: list[float] | None = None,
+    accuracy_history: list[float] | None = None,
+) -> EpochReport:
+    return EpochReport(
+        epoch=epoch,
+        max_epochs=max_epochs,
+        train_loss=1.0,
+        train_accuracy=65.0,
+        val_loss=val_loss,
+        val_accuracy=val_accuracy,
+        val_loss_history=loss_history or [],
+        val_accuracy_history=accuracy_history or [],
+        host_params=1000,
+        slots=slots or [],
+    )
+
+
+def request(
+    slots: list[SlotState],
+    *,
+    epoch: int = 10,
+    epoch_report: EpochReport | None = None,
+    lifecycle: LifecycleConfig | None = None,
+    topology: Topology = Topology.CNN,
+    total_seeds: int = 0,
+    last_op: LifecycleOp = LifecycleOp.WAIT,
+    last_action_succeeded: bool = True,
+) -> StepRequest:
+    """A StepRequest whose slot config matches `slots` (ids taken in order)."""
+    config = slot_config(len(slots), topology)
+    config = replace(config, slots=[replace(spec, slot_id=s.slot_id) for spec, s in zip(config.slots, slots)])
+    return StepRequest(
+        run_id="run",
+        env_id=0,
+        episode=0,
+        epoch=epoch,
+        policy_id="heuristic",
+        slot_config=config,
+        lifecycle=lifecycle or LifecycleConfig(max_epochs=40),
+        report=epoch_report or report(epoch),
+        slots=slots,
+        total_seeds=total_seeds,
+        last_op=last_op,
+        last_action_succeeded=last_action_succeeded,
+    )
