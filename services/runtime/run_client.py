@@ -181,7 +181,7 @@ def spec_from_args(args: argparse.Namespace) -> RunSpec:
         task=task.name,
         slots=slots,
         episodes=args.episodes,
-        episode_length=args.episode_length or task.default_episode_length,
+        episode_length=args.episode_length or task.episode_length,
         n_envs=args.envs,
         arms=[ArmSpec(arm_id="main", policy_id=args.policy, reward_mode=RewardMode(args.reward_mode))],
         seed=args.seed,

@@ -214,8 +214,11 @@ class ServiceRunner:
         if self.definition.on_stop is not None:
             await self.definition.on_stop(ctx)
         await ctx.telemetry.emit(SYSTEM_RUN, ServiceStopped(service=name, instance=self.settings.instance, reason="drain"))
+        # Endpoint subscriptions are drained above; the rest (pull consumers) just needs a flush before closing.
         with contextlib.suppress(Exception):
-            await ctx.nc.drain()
+            await asyncio.wait_for(ctx.nc.flush(), timeout=5)
+        with contextlib.suppress(Exception):
+            await ctx.nc.close()
         await admin.stop()
         log.info("%s: stopped", name)
 
@@ -243,7 +246,7 @@ class ServiceRunner:
         msg: Msg = request._msg  # the raw message carries the headers for trace propagation
         with server_span(endpoint.subject, msg.headers):
             try:
-                message = decode(request.data(), endpoint.request_type)
+                message = decode(request.data, endpoint.request_type)
                 reply = await endpoint.handle(message, ctx)
             except LeylineDecodeError as exc:
                 code = ErrorCode.WRONG_TYPE if exc.wrong_type else ErrorCode.MALFORMED

@@ -12,7 +12,7 @@ from leyline_schemas.lifecycle import SlotState
 from leyline_schemas.reports import PairInteraction, SlotReport
 from leyline_schemas.steps import StepRecord
 
-# Stages in which a slot holds a seed that rewards can talk about; a pruned seed's potential was already forfeited.
+# Stages in which a slot holds a seed that attribution and action terms talk about; pruned seeds matter only to PBRS.
 SEED_STAGES = frozenset(
     {SeedStage.GERMINATED, SeedStage.TRAINING, SeedStage.BLENDING, SeedStage.HOLDING, SeedStage.FOSSILIZED}
 )
@@ -40,7 +40,10 @@ class SlotView:
 
 @dataclass(frozen=True)
 class RewardInputs:
-    """Everything of §6.2 for one step; accuracies in percent, `loss_delta` = previous − current (ARCHITECTURE §11)."""
+    """Everything of §6.2 for one step; accuracies in percent, `loss_delta` = previous − current (ARCHITECTURE §11).
+
+    `target` is the target slot's pre-action state when the slot is occupied (pruned seeds included), else None.
+    """
 
     effective_op: LifecycleOp
     val_accuracy: float

@@ -44,6 +44,7 @@ class EpisodeRewardState:
     escrow_credit: dict[str, float] = field(default_factory=dict)
     drip_pools: dict[str, DripPool] = field(default_factory=dict)
     scaffold_boosts: dict[str, list[ScaffoldBoost]] = field(default_factory=dict)
+    forfeited: set[tuple[str, str]] = field(default_factory=set)
     pending_hindsight: float = 0.0
     episode_start_accuracy: float | None = None
 
@@ -60,6 +61,15 @@ class EpisodeRewardState:
         self.escrow_credit.pop(slot_id, None)
         self.drip_pools.pop(slot_id, None)
         self.scaffold_boosts.pop(slot_id, None)
+
+    # PBRS forfeiture (§6.9)
+
+    def mark_forfeited(self, slot_id: str, seed_id: str) -> None:
+        """A PRUNE action returned this seed's potential, so later PBRS steps must not return it again."""
+        self.forfeited.add((slot_id, seed_id))
+
+    def is_forfeited(self, slot_id: str, seed_id: str) -> bool:
+        return (slot_id, seed_id) in self.forfeited
 
     # Scaffold ledger (§6.11, §8.4)
 

@@ -52,7 +52,7 @@ def compute_reward(config: RewardConfig, inputs: RewardInputs, state: EpisodeRew
     elif config.mode in (RewardMode.BASIC, RewardMode.BASIC_PLUS):
         mode_terms = basic_components(config, inputs, state)
     elif config.mode is RewardMode.SIMPLIFIED:
-        mode_terms = simplified_components(config, inputs)
+        mode_terms = simplified_components(config, inputs, state)
     else:
         mode_terms = sparse_components(config, inputs)
     components.update(mode_terms)

@@ -17,12 +17,12 @@ def basic_components(config: RewardConfig, inputs: RewardInputs, state: EpisodeR
     """The BASIC (or BASIC_PLUS) reward of one step, by component."""
     seed = inputs.seed
     out: dict[str, float] = {}
-    if seed is not None and not config.disable_pbrs:
-        if inputs.effective_op is LifecycleOp.PRUNE:
+    if not config.disable_pbrs:
+        if inputs.effective_op is LifecycleOp.PRUNE and seed is not None:
             # F′: a prune pays only the forfeiture of the seed's potential, never the per-step term as well.
-            out["pbrs_forfeit"] = prune_forfeiture(seed)
-        else:
-            out["pbrs"] = seed_pbrs(seed, config.gamma, birth_paid=False)
+            out["pbrs_forfeit"] = prune_forfeiture(seed, state)
+        elif inputs.target is not None:
+            out["pbrs"] = seed_pbrs(inputs.target, state, config.gamma, birth_paid=False)
     out["param_cost"] = -config.param_penalty_weight * effective_params(inputs) / config.param_budget
 
     drip = config.mode is RewardMode.BASIC_PLUS

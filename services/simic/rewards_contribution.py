@@ -1,4 +1,4 @@
-"""SHAPED and ESCROW: contribution-family rewards built on counterfactual attribution (reference/tamiyo_simic.md §6.4–6.12).
+"""SHAPED and ESCROW: rewards built on counterfactual attribution (reference/tamiyo_simic.md §6.4–6.12).
 
 r = B + W_blend + W_hold + F + S_syn − rent + shock − occupancy + action terms + terminal; ESCROW swaps the
 attribution B for a per-slot credit ledger.
@@ -111,14 +111,14 @@ def contribution_components(
         out["holding_warning"] = -min(0.1 + 0.05 * max(0, epochs - 2), 0.3)
     if inputs.interaction_sum > 0.0 and discount >= 0.5 and final_b > 0.0:
         out["synergy"] = 0.1 * math.tanh(0.5 * inputs.interaction_sum)
-    if seed is not None and not config.disable_pbrs:
-        out["pbrs"] = seed_pbrs(seed, config.gamma, birth_paid=True)
+    if inputs.target is not None and not config.disable_pbrs:
+        out["pbrs"] = seed_pbrs(inputs.target, state, config.gamma, birth_paid=True)
 
     out["rent"] = -rent(inputs)
     if not config.disable_anti_gaming:
         out["alpha_shock"] = alpha_shock(inputs)
     out["occupancy"] = -occupancy(inputs.slots)
-    _add(out, _action_terms(config, inputs, seed))
+    _add(out, _action_terms(config, inputs, seed, state))
 
     if inputs.is_terminal:
         if not config.disable_terminal_reward:
@@ -187,7 +187,9 @@ def _escrow_attribution(inputs: RewardInputs, state: EpisodeRewardState, rho: fl
     return paid
 
 
-def _action_terms(config: RewardConfig, inputs: RewardInputs, seed: SlotState | None) -> dict[str, float]:
+def _action_terms(
+    config: RewardConfig, inputs: RewardInputs, seed: SlotState | None, state: EpisodeRewardState
+) -> dict[str, float]:
     """Per-op costs and shaping (§6.9); potential payments and the fossil bonus are named apart for the ablations."""
     op = inputs.effective_op
     out: dict[str, float] = {}
@@ -204,7 +206,7 @@ def _action_terms(config: RewardConfig, inputs: RewardInputs, seed: SlotState | 
             out["fossil_bonus"] = 3.0 * math.tanh(1.0 / 3.0) * legitimacy
     elif op is LifecycleOp.PRUNE:
         if seed is not None and not config.disable_pbrs:
-            out["pbrs_forfeit"] = prune_forfeiture(seed)
+            out["pbrs_forfeit"] = prune_forfeiture(seed, state)
         out["action"] = _prune_shaping(inputs, seed) - 0.005
     elif op is LifecycleOp.ADVANCE:
         if seed is not None and seed.stage is SeedStage.TRAINING:

@@ -34,12 +34,14 @@ def loss_components(config: RewardConfig, inputs: RewardInputs) -> dict[str, flo
         growth = max(0, inputs.total_params - inputs.host_params) / inputs.host_params
         out["rent"] = -min(0.05 * math.log1p(growth), 5.0)
 
-    if seed is not None and not config.disable_pbrs:
-        # §11.10 resolved: compare with the previous STEP's stage, so the shaping telescopes like §6.3.
-        epochs = seed.metrics.epochs_in_current_stage
-        before: SeedStage = seed.stage if epochs > 0 else seed.previous_stage
+    target = inputs.target
+    if target is not None and not config.disable_pbrs:
+        # §11.10 resolved: compare with the previous STEP's stage, so the shaping telescopes like §6.3 (a pruned
+        # seed's first step pays the drop back to zero).
+        epochs = target.metrics.epochs_in_current_stage
+        before: SeedStage = target.stage if epochs > 0 else target.previous_stage
         out["stage_shaping"] = STAGE_SHAPING_WEIGHT * (
-            config.gamma * STAGE_POTENTIAL[seed.stage] - STAGE_POTENTIAL[before]
+            config.gamma * STAGE_POTENTIAL[target.stage] - STAGE_POTENTIAL[before]
         )
 
     if inputs.is_terminal and not config.disable_terminal_reward:

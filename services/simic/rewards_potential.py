@@ -11,6 +11,7 @@ from collections.abc import Iterable
 from leyline_schemas.enums import SeedStage
 from leyline_schemas.lifecycle import SlotState
 from services.simic.reward_inputs import SlotView
+from services.simic.reward_ledgers import EpisodeRewardState
 
 PBRS_WEIGHT = 0.3
 DWELL_BONUS_PER_EPOCH = 0.3
@@ -78,20 +79,28 @@ def pbrs_term(
     return PBRS_WEIGHT * (gamma * potential(stage, epochs_in_stage) - before)
 
 
-def seed_pbrs(seed: SlotState, gamma: float, *, birth_paid: bool) -> float:
-    """The per-step PBRS term of one seed's pre-action state."""
+def seed_pbrs(target: SlotState, state: EpisodeRewardState, gamma: float, *, birth_paid: bool) -> float:
+    """The per-step PBRS term of the target slot's pre-action seed, pruned ones included.
+
+    A pruned seed's first step pays the drop to Φ = 0, unless a PRUNE action already forfeited its potential.
+    """
+    if state.is_forfeited(target.slot_id, target.seed_id):
+        return 0.0
     return pbrs_term(
-        seed.stage,
-        seed.metrics.epochs_in_current_stage,
-        seed.previous_stage,
-        seed.previous_epochs_in_stage,
+        target.stage,
+        target.metrics.epochs_in_current_stage,
+        target.previous_stage,
+        target.previous_epochs_in_stage,
         gamma,
         birth_paid=birth_paid,
     )
 
 
-def prune_forfeiture(seed: SlotState) -> float:
-    """PRUNE returns the seed's potential: 0.3(0 − Φ(current)) (§6.9)."""
+def prune_forfeiture(seed: SlotState, state: EpisodeRewardState) -> float:
+    """PRUNE returns the seed's potential at once: 0.3(0 − Φ(current)) (§6.9), and remembers that it did."""
+    if state.is_forfeited(seed.slot_id, seed.seed_id):
+        return 0.0
+    state.mark_forfeited(seed.slot_id, seed.seed_id)
     return PBRS_WEIGHT * (0.0 - potential(seed.stage, seed.metrics.epochs_in_current_stage))
 
 

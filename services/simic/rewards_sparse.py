@@ -5,18 +5,18 @@ from __future__ import annotations
 from leyline_schemas.enums import LifecycleOp, RewardMode, SeedStage
 from services.simic.reward_config import RewardConfig
 from services.simic.reward_inputs import RewardInputs
+from services.simic.reward_ledgers import EpisodeRewardState
 from services.simic.rewards_contribution import MIN_PRUNE_AGE
 from services.simic.rewards_potential import seed_pbrs
 
 CONTRIBUTING_FOSSIL_IMPROVEMENT = 1.0
 
 
-def simplified_components(config: RewardConfig, inputs: RewardInputs) -> dict[str, float]:
+def simplified_components(config: RewardConfig, inputs: RewardInputs, state: EpisodeRewardState) -> dict[str, float]:
     """r = F − 0.01·[a ≠ WAIT] + [terminal](3·acc/100 + 2·contributing fossils) (§6.13); no rent, no anti-gaming."""
     out: dict[str, float] = {}
-    seed = inputs.seed
-    if seed is not None and not config.disable_pbrs:
-        out["pbrs"] = seed_pbrs(seed, config.gamma, birth_paid=False)
+    if inputs.target is not None and not config.disable_pbrs:
+        out["pbrs"] = seed_pbrs(inputs.target, state, config.gamma, birth_paid=False)
     if inputs.effective_op is not LifecycleOp.WAIT:
         out["action"] = -0.01
     if inputs.is_terminal and not config.disable_terminal_reward:

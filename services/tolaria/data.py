@@ -90,7 +90,7 @@ def synthetic_cifar(n_train: int, n_val: int, seed: int, noise: float = 1.0) -> 
     coords = torch.arange(32, dtype=torch.float32)
     angles = torch.arange(10, dtype=torch.float32) * (math.pi / 10)
     freqs = 0.25 + 0.5 * torch.rand(10, generator=gen)
-    phase = (torch.cos(angles)[:, None, None] * coords[None, :, None] + torch.sin(angles)[:, None, None] * coords)
+    phase = torch.cos(angles)[:, None, None] * coords[None, :, None] + torch.sin(angles)[:, None, None] * coords
     gratings = torch.sin(phase * freqs[:, None, None])[:, None, :, :]  # (10,1,32,32)
     prototypes = colours + 0.5 * gratings
 
@@ -117,7 +117,8 @@ def synthetic_tokens(
     for t in range(block_size):
         pick = torch.randint(0, 3, (n,), generator=gen)
         seq[:, t + 1] = successors[seq[:, t], pick]
-    return seq[:n_train, :-1], seq[:n_train, 1:], seq[n_train:, :-1], seq[n_train:, 1:]
+    x, y = seq[:, :-1].contiguous(), seq[:, 1:].contiguous()
+    return x[:n_train], y[:n_train], x[n_train:], y[n_train:]
 
 
 def load_cifar10(

@@ -30,14 +30,14 @@ from leyline_schemas import (
     SlotState,
     StepDirective,
 )
-from services.kasmina.lifecycle import prune_state
+from services.kasmina.transitions import prune_state
 from services.kasmina.mechanics.gradients import GradientMonitor
 from services.kasmina.mechanics.model import MorphogeneticModel
 from services.kasmina.mechanics.slot import GerminationError, SlotSyncError
-from services.tolaria.data import BatchStream, TensorSplit
+from services.tolaria.data import BatchStream
 from services.tolaria.governor import Governor, GovernorConfig
 from services.tolaria.signals import SignalTracker
-from services.tolaria.tasks import TaskSpec
+from services.tolaria.tasks import TaskData, TaskSpec
 from services.tolaria.validation import ValidationResult, fused_validate
 
 log = logging.getLogger("esper.tolaria.env")
@@ -75,7 +75,7 @@ class EpisodeEnv:
     def __init__(
         self,
         task: TaskSpec,
-        data: TensorSplit,
+        task_data: TaskData,
         slot_ids: list[str],
         *,
         seed: int,
@@ -90,19 +90,24 @@ class EpisodeEnv:
         self.device = torch.device(device)
         self.seed = seed
         self.episode_length = episode_length
-        self.model = MorphogeneticModel(task.build_host(), slot_ids).to(self.device)
+        # A language model's vocabulary is the tokenizer's, which the data loader chose (byte-level offline).
+        vocab = task_data.metadata.get("vocab_size") if task.task_type == "lm" else None
+        self.model = MorphogeneticModel(task.build_host(**({"vocab_size": vocab} if vocab else {})), slot_ids).to(self.device)
         self.slot_ids = [spec.slot_id for spec in self.model.slot_specs()]
         self.host_optimizer = torch.optim.SGD(
             self.model.host_parameters(), lr=task.host_lr, momentum=0.9, weight_decay=5e-4
         )
         self.seed_optimizers: dict[str, torch.optim.Optimizer] = {}
+        data = task_data.split
+        self.augment = task_data.augment
+        self.augment_generator = torch.Generator().manual_seed(seed + 1)
         self.train_stream = BatchStream(
             data.x_train, data.y_train, batch_size, seed=seed + 1, shuffle=True, drop_last=False,
             max_batches=max_batches or None,
         )
         val = BatchStream(data.x_val, data.y_val, batch_size, seed=seed, shuffle=False, max_batches=max_batches or None)
         self.val_batches = list(val.epoch())
-        self.governor = Governor(GovernorConfig(random_guess_loss=task.random_guess_loss))
+        self.governor = Governor(GovernorConfig.for_classes(int(vocab or task.num_classes or 10)))
         self.signals = SignalTracker(plateau_threshold=task.plateau_threshold)
         self.gradients = GradientMonitor()
         self.slot_states = [SlotState(slot_id=sid) for sid in self.slot_ids]
@@ -153,6 +158,8 @@ class EpisodeEnv:
         host_params = self.model.host_parameters()
         loss_total, correct, count, batches = 0.0, 0.0, 0, 0
         for step, (x, y) in enumerate(self.train_stream.epoch()):
+            if self.augment is not None:
+                x = self.augment(x, self.augment_generator)
             x = x.to(self.device, non_blocking=True)
             y = y.to(self.device, non_blocking=True)
             self.host_optimizer.zero_grad(set_to_none=True)
@@ -256,9 +263,9 @@ class EpisodeEnv:
         states = []
         for state in self.slot_states:
             if state.stage in LIVE_STAGES:
-                new_state, new_events = prune_state(state, reason, "governor")
-                states.append(new_state)
-                events.extend(e for e in new_events if isinstance(e, SeedPruned))
+                change = prune_state(state, reason, "governor")
+                states.append(change.state)
+                events.extend(e for e in change.events if isinstance(e, SeedPruned))
                 pruned.append(state.slot_id)
             else:
                 states.append(state)

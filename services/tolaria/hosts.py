@@ -43,8 +43,16 @@ class CNNHost(nn.Module):
     Row 0 slots `r0c{i}` sit after block i (PRE_POOL); row 1 slots `r1c{i}` after pool i (POST_POOL) (§2.3 item 43).
     """
 
-    def __init__(self, in_channels: int = 3, base_channels: int = 32, n_blocks: int = 3, kernel_size: int = 3,
-                 pool_layers: int | None = None, num_classes: int = 10, channels_last: bool = True) -> None:
+    def __init__(
+        self,
+        in_channels: int = 3,
+        base_channels: int = 32,
+        n_blocks: int = 3,
+        kernel_size: int = 3,
+        pool_layers: int | None = None,
+        num_classes: int = 10,
+        channels_last: bool = True,
+    ) -> None:
         super().__init__()
         if n_blocks < 2:
             raise ValueError(f"CNNHost needs n_blocks >= 2, got {n_blocks}")
@@ -65,21 +73,37 @@ class CNNHost(nn.Module):
         for i, channels in enumerate(self.block_channels):
             ops.append(("block", i))
             self._boundary[f"r0c{i}"] = len(ops)
-            specs.append(SlotSpec(slot_id=f"r0c{i}", channels=channels, order=i, surface=SurfaceType.PRE_POOL,
-                                  position=(2 * i + 1) / (2 * n_blocks)))
+            specs.append(
+                SlotSpec(
+                    slot_id=f"r0c{i}",
+                    channels=channels,
+                    order=i,
+                    surface=SurfaceType.PRE_POOL,
+                    position=(2 * i + 1) / (2 * n_blocks),
+                )
+            )
             if i < pools:
                 ops.append(("pool", i))
                 self._boundary[f"r1c{i}"] = len(ops)
-                specs.append(SlotSpec(slot_id=f"r1c{i}", channels=channels, order=n_blocks + i,
-                                      surface=SurfaceType.POST_POOL, position=(2 * i + 2) / (2 * n_blocks)))
+                specs.append(
+                    SlotSpec(
+                        slot_id=f"r1c{i}",
+                        channels=channels,
+                        order=n_blocks + i,
+                        surface=SurfaceType.POST_POOL,
+                        position=(2 * i + 2) / (2 * n_blocks),
+                    )
+                )
         self._ops: tuple[_Op, ...] = tuple(ops)
         self._specs = sorted(specs, key=lambda s: s.order)
         self._execution = sorted(self._boundary, key=self._boundary.__getitem__)
         # Precomputed plans for every valid (from, to) pair, None meaning the network input.
         starts: list[str | None] = [None, *self._execution]
         self._plans: dict[tuple[str | None, str], tuple[_Op, ...]] = {
-            (src, dst): self._ops[self._start(src):self._boundary[dst]]
-            for src in starts for dst in self._execution if self._boundary[dst] > self._start(src)
+            (src, dst): self._ops[self._start(src) : self._boundary[dst]]
+            for src in starts
+            for dst in self._execution
+            if self._boundary[dst] > self._start(src)
         }
         if channels_last:
             self.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
@@ -134,7 +158,7 @@ class CNNHost(nn.Module):
     def forward_from_segment(self, segment: str, x: Tensor) -> Tensor:
         """Run from the boundary `segment` to the logits."""
         _check_segment(self._boundary, segment)
-        return self._classify(self._run(self._ops[self._boundary[segment]:], x))
+        return self._classify(self._run(self._ops[self._boundary[segment] :], x))
 
 
 class CausalSelfAttention(nn.Module):
@@ -151,8 +175,9 @@ class CausalSelfAttention(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         b, t, d = x.shape
         qkv = self.qkv(x).reshape(b, t, 3, self.n_head, d // self.n_head).permute(2, 0, 3, 1, 4)
-        out = F.scaled_dot_product_attention(qkv[0], qkv[1], qkv[2], is_causal=True,
-                                             dropout_p=self.dropout if self.training else 0.0)
+        out = F.scaled_dot_product_attention(
+            qkv[0], qkv[1], qkv[2], is_causal=True, dropout_p=self.dropout if self.training else 0.0
+        )
         return self.resid_drop(self.proj(out.transpose(1, 2).reshape(b, t, d)))
 
 
@@ -164,8 +189,9 @@ class TransformerBlock(nn.Module):
         self.ln1 = nn.LayerNorm(n_embd)
         self.attn = CausalSelfAttention(n_embd, n_head, dropout)
         self.ln2 = nn.LayerNorm(n_embd)
-        self.mlp = nn.Sequential(nn.Linear(n_embd, 4 * n_embd), nn.GELU(), nn.Linear(4 * n_embd, n_embd),
-                                 nn.Dropout(dropout))
+        self.mlp = nn.Sequential(
+            nn.Linear(n_embd, 4 * n_embd), nn.GELU(), nn.Linear(4 * n_embd, n_embd), nn.Dropout(dropout)
+        )
 
     def forward(self, x: Tensor) -> Tensor:
         x = x + self.attn(self.ln1(x))
@@ -175,8 +201,16 @@ class TransformerBlock(nn.Module):
 class TransformerHost(nn.Module):
     """GPT-style language model with a tied head; slot `r0c{i}` closes segment i of `num_segments` (§2.4 item 47)."""
 
-    def __init__(self, vocab_size: int = 50257, n_embd: int = 384, n_head: int = 6, n_layer: int = 6,
-                 block_size: int = 256, dropout: float = 0.1, num_segments: int = 3) -> None:
+    def __init__(
+        self,
+        vocab_size: int = 50257,
+        n_embd: int = 384,
+        n_head: int = 6,
+        n_layer: int = 6,
+        block_size: int = 256,
+        dropout: float = 0.1,
+        num_segments: int = 3,
+    ) -> None:
         super().__init__()
         if n_embd % n_head != 0:
             raise ValueError(f"n_embd ({n_embd}) must be divisible by n_head ({n_head})")
@@ -194,8 +228,16 @@ class TransformerHost(nn.Module):
         self.head.weight = self.tok_emb.weight
         per = n_layer // num_segments
         self._boundary = {f"r0c{i}": (i + 1) * per for i in range(num_segments)}
-        self._specs = [SlotSpec(slot_id=f"r0c{i}", channels=n_embd, order=i, surface=SurfaceType.BLOCK_END,
-                                position=(i + 1) / num_segments) for i in range(num_segments)]
+        self._specs = [
+            SlotSpec(
+                slot_id=f"r0c{i}",
+                channels=n_embd,
+                order=i,
+                surface=SurfaceType.BLOCK_END,
+                position=(i + 1) / num_segments,
+            )
+            for i in range(num_segments)
+        ]
 
     @staticmethod
     def _init_weights(module: nn.Module) -> None:

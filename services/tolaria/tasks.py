@@ -13,13 +13,15 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from types import MappingProxyType
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import torch
-from torch import nn
 
 from leyline_schemas.enums import Topology
 from services.tolaria import data
+
+if TYPE_CHECKING:
+    from services.tolaria.hosts import CNNHost, TransformerHost
 
 TaskType = Literal["classification", "lm"]
 ENV_SEED_STRIDE = 1009  # §5.3
@@ -69,9 +71,9 @@ class TaskSpec:
         n = self.num_classes or self.vocab_size or 10
         return math.log(n)
 
-    def build_host(self, **overrides: Any) -> nn.Module:
+    def build_host(self, **overrides: Any) -> CNNHost | TransformerHost:
         """A fresh host for this task; overrides replace constructor arguments (e.g. the tokenizer's vocab_size)."""
-        from services.tolaria.hosts import CNNHost, TransformerHost
+        from services.tolaria.hosts import CNNHost, TransformerHost  # lazy: the registry must load without hosts
 
         kwargs = {**self.host_kwargs, **overrides}
         return CNNHost(**kwargs) if self.topology is Topology.CNN else TransformerHost(**kwargs)
@@ -80,7 +82,7 @@ class TaskSpec:
 def env_seed(root_seed: int, round_index: int, n_envs: int, env_index: int) -> int:
     """The seed of env `env_index` in round `round_index`: root + (round·n_envs + env)·1009 (§5.3)."""
     if n_envs < 1 or not 0 <= env_index < n_envs or round_index < 0:
-        raise ValueError(f"env seed needs 0 <= env_index < n_envs and round >= 0, got {env_index}, {n_envs}, {round_index}")
+        raise ValueError(f"env seed needs 0 <= env_index < n_envs and round >= 0: {env_index}, {n_envs}, {round_index}")
     return root_seed + (round_index * n_envs + env_index) * ENV_SEED_STRIDE
 
 
@@ -107,7 +109,8 @@ def _synthetic_cnn_data(seed: int, synthetic: bool, data_dir: Path | None) -> Ta
 def _token_split(inputs: torch.Tensor, targets: torch.Tensor, seed: int, val_fraction: float) -> data.TensorSplit:
     order = torch.randperm(len(inputs), generator=torch.Generator().manual_seed(seed))
     n_val = max(1, round(len(inputs) * val_fraction))
-    return data.TensorSplit(inputs[order[n_val:]], targets[order[n_val:]], inputs[order[:n_val]], targets[order[:n_val]])
+    train, val = order[n_val:], order[:n_val]
+    return data.TensorSplit(inputs[train], targets[train], inputs[val], targets[val])
 
 
 def _tinystories_data(seed: int, synthetic: bool, data_dir: Path | None) -> TaskData:
@@ -226,7 +229,7 @@ def task_table() -> list[dict[str, Any]]:
             "topology": str(spec.topology),
             "task_type": spec.task_type,
             "host_params": sum(p.numel() for p in host.parameters()),
-            "slot_ids": [s.slot_id for s in host.injection_specs()],  # type: ignore[operator]
+            "slot_ids": [s.slot_id for s in host.injection_specs()],
             "default_slots": list(spec.default_slots),
             "batch_size": spec.batch_size,
             "episode_length": spec.episode_length,

@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import functools
 import logging
+from pathlib import Path
 from dataclasses import dataclass, field
 
 import msgspec
@@ -36,9 +37,8 @@ from services.runtime import jetstream
 from services.runtime.bus import request
 from services.runtime.service import ServiceContext
 from services.tolaria import leases
-from services.tolaria.data import TensorSplit
 from services.tolaria.env import EpisodeEnv
-from services.tolaria.tasks import TaskSpec, env_seed, get_task
+from services.tolaria.tasks import TaskData, TaskSpec, env_seed, get_task
 
 log = logging.getLogger("esper.tolaria.worker")
 
@@ -48,9 +48,9 @@ class LeaseLost(RuntimeError):
 
 
 @functools.lru_cache(maxsize=8)
-def load_task_data(task_name: str, seed: int, synthetic: bool, data_dir: str) -> TensorSplit:
+def load_task_data(task_name: str, seed: int, synthetic: bool, data_dir: str) -> TaskData:
     """A task's data, loaded once per process and shared by every env of the run (the split is fixed by seed)."""
-    return get_task(task_name).load_data(seed=seed, synthetic=synthetic, data_dir=data_dir or None)
+    return get_task(task_name).load_data(seed, synthetic, Path(data_dir) if data_dir else None)
 
 
 @dataclass
@@ -172,7 +172,7 @@ class EnvWorker:
             severity = Severity.INFO if state is RunState.COMPLETED else Severity.ERROR
             await self.ctx.telemetry.emit(spec.run_id, RunFinished(state=state.value, message=message), severity=severity)
 
-    async def _run_episode(self, spec: RunSpec, task: TaskSpec, data: TensorSplit, env_id: int, episode: int,
+    async def _run_episode(self, spec: RunSpec, task: TaskSpec, data: TaskData, env_id: int, episode: int,
                            keeper: LeaseKeeper) -> None:
         ctx = self.ctx
         round_index = episode // spec.n_envs

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from hypothesis import strategies as st
 from msgspec.structs import replace
 
 from leyline_schemas.directives import StepRequest
@@ -122,7 +123,9 @@ def request(
 ) -> StepRequest:
     """A StepRequest whose slot config matches `slots` (ids taken in order)."""
     config = slot_config(len(slots), topology)
-    config = replace(config, slots=[replace(spec, slot_id=s.slot_id) for spec, s in zip(config.slots, slots)])
+    config = replace(
+        config, slots=[replace(spec, slot_id=s.slot_id) for spec, s in zip(config.slots, slots, strict=True)]
+    )
     return StepRequest(
         run_id="run",
         env_id=0,
@@ -136,4 +139,49 @@ def request(
         total_seeds=total_seeds,
         last_op=last_op,
         last_action_succeeded=last_action_succeeded,
+    )
+
+
+_unit = st.floats(min_value=0.0, max_value=1.0, allow_nan=False)
+_maybe_unit = st.none() | _unit
+
+
+@st.composite
+def slot_states(draw: st.DrawFn, slot_id: str = "r0c0") -> SlotState:
+    """Any consistent slot state: empty, or a seed in any stage with any controller and measurements."""
+    stage = draw(st.sampled_from([s for s in SeedStage if s is not SeedStage.UNKNOWN]))
+    if stage is SeedStage.DORMANT:
+        return SlotState(slot_id=slot_id)
+    mode = draw(st.sampled_from(list(AlphaMode)))
+    value = draw(_unit)
+    if mode is AlphaMode.HOLD:
+        controller = AlphaControllerState(alpha=value, alpha_start=value, alpha_target=value)
+    else:
+        total = draw(st.integers(min_value=1, max_value=8))
+        controller = AlphaControllerState(
+            alpha=value,
+            alpha_start=draw(_unit),
+            alpha_target=draw(_unit),
+            mode=mode,
+            steps_total=total,
+            steps_done=draw(st.integers(min_value=0, max_value=total - 1)),
+        )
+    epochs_total = draw(st.integers(min_value=0, max_value=30))
+    contribution = draw(st.none() | st.floats(min_value=-20.0, max_value=20.0))
+    return SlotState(
+        slot_id=slot_id,
+        stage=stage,
+        seed_id=f"{slot_id}-seed",
+        blueprint=draw(st.sampled_from([b for b in BlueprintAction if b is not BlueprintAction.NOOP])),
+        controller=controller,
+        metrics=SeedMetrics(
+            epochs_total=epochs_total,
+            epochs_in_current_stage=draw(st.integers(min_value=0, max_value=epochs_total)),
+            counterfactual_contribution=contribution,
+            epochs_since_counterfactual=None if contribution is None else draw(st.integers(0, 200)),
+            gradient_health=draw(_maybe_unit),
+            previous_gradient_health=draw(_maybe_unit),
+            gradient_norm=draw(st.none() | st.floats(allow_nan=True)),
+            has_exploding=draw(st.none() | st.booleans()),
+        ),
     )

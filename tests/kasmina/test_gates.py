@@ -8,6 +8,7 @@ from hypothesis import strategies as st
 from msgspec.structs import replace
 
 from leyline_schemas.enums import AlphaMode, BlueprintAction, GateLevel, SeedStage
+from leyline_schemas.lifecycle import SlotState
 from services.kasmina.gates import GATE_FOR_STAGE, QualityGates, gate_for_stage
 
 from .factories import seed
@@ -51,49 +52,57 @@ def test_g1_passes_only_from_germinated() -> None:
     assert not STRICT.check_transition(seed(SeedStage.TRAINING), SeedStage.TRAINING).passed
 
 
-def _training(**kwargs: object) -> object:
-    base = {"dwell": 10, "accuracy": 60.5, "stage_start_accuracy": 60.0, "ratio": 0.10, "gradient_health": 0.7}
-    base.update(kwargs)
-    return seed(SeedStage.TRAINING, **base)  # type: ignore[arg-type]
+def _training(
+    *, dwell: int = 10, accuracy: float = 60.5, ratio: float | None = 0.10, gradient_health: float | None = 0.7
+) -> SlotState:
+    """A TRAINING seed sitting exactly on every G2 threshold unless told otherwise."""
+    return seed(
+        SeedStage.TRAINING,
+        dwell=dwell,
+        accuracy=accuracy,
+        stage_start_accuracy=60.0,
+        ratio=ratio,
+        gradient_health=gradient_health,
+    )
 
 
 def test_strict_g2_passes_exactly_at_its_thresholds() -> None:
-    result = STRICT.check_transition(_training(), SeedStage.BLENDING)  # type: ignore[arg-type]
+    result = STRICT.check_transition(_training(), SeedStage.BLENDING)
     assert result.passed, result.message
     assert result.score == pytest.approx(0.1)
 
 
 @pytest.mark.parametrize(
-    ("change", "failed"),
+    ("state", "failed"),
     [
-        ({"accuracy": 60.49}, "improvement_low"),
-        ({"dwell": 9}, "epochs_in_stage_low"),
-        ({"ratio": 0.099}, "seed_gradient_low"),
-        ({"ratio": None}, "seed_gradient_unmeasured"),
+        (_training(accuracy=60.49), "improvement_low"),
+        (_training(dwell=9), "epochs_in_stage_low"),
+        (_training(ratio=0.099), "seed_gradient_low"),
+        (_training(ratio=None), "seed_gradient_unmeasured"),
     ],
 )
-def test_strict_g2_fails_each_condition(change: dict[str, object], failed: str) -> None:
-    result = STRICT.check_transition(_training(**change), SeedStage.BLENDING)  # type: ignore[arg-type]
+def test_strict_g2_fails_each_condition(state: SlotState, failed: str) -> None:
+    result = STRICT.check_transition(state, SeedStage.BLENDING)
     assert not result.passed
     assert any(name.startswith(failed) for name in result.checks_failed)
 
 
 def test_permissive_g2_ignores_improvement_but_needs_healthy_measured_gradients() -> None:
     flat = _training(accuracy=50.0, ratio=None)
-    assert PERMISSIVE.check_transition(flat, SeedStage.BLENDING).passed  # type: ignore[arg-type]
+    assert PERMISSIVE.check_transition(flat, SeedStage.BLENDING).passed
     unmeasured = _training(gradient_health=None)
-    assert "gradient_health_unmeasured" in PERMISSIVE.check_transition(unmeasured, SeedStage.BLENDING).checks_failed  # type: ignore[arg-type]
+    assert "gradient_health_unmeasured" in PERMISSIVE.check_transition(unmeasured, SeedStage.BLENDING).checks_failed
     sick = _training(gradient_health=0.69)
-    assert not PERMISSIVE.check_transition(sick, SeedStage.BLENDING).passed  # type: ignore[arg-type]
-    exploding = replace(_training(), metrics=replace(_training().metrics, has_exploding=True))  # type: ignore[attr-defined]
+    assert not PERMISSIVE.check_transition(sick, SeedStage.BLENDING).passed
+    exploding = replace(_training(), metrics=replace(_training().metrics, has_exploding=True))
     assert "gradients_exploding" in PERMISSIVE.check_transition(exploding, SeedStage.BLENDING).checks_failed
     early = _training(dwell=9)
-    assert not PERMISSIVE.check_transition(early, SeedStage.BLENDING).passed  # type: ignore[arg-type]
+    assert not PERMISSIVE.check_transition(early, SeedStage.BLENDING).passed
 
 
 def test_g2_score_scales_improvement_and_floors_at_zero() -> None:
-    assert STRICT.check_transition(_training(accuracy=70.0), SeedStage.BLENDING).score == 1.0  # type: ignore[arg-type]
-    assert STRICT.check_transition(_training(accuracy=55.0), SeedStage.BLENDING).score == 0.0  # type: ignore[arg-type]
+    assert STRICT.check_transition(_training(accuracy=70.0), SeedStage.BLENDING).score == 1.0
+    assert STRICT.check_transition(_training(accuracy=55.0), SeedStage.BLENDING).score == 0.0
 
 
 @settings(max_examples=100)

@@ -243,3 +243,17 @@ def test_rollback_without_snapshot_and_reset_semantics() -> None:
     governor.check(50.0)
     governor.reset()
     assert governor.history == () and governor.consecutive_anomalies == 0 and not governor.has_snapshot
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_cuda_snapshot_round_trips_and_refuses_a_side_stream() -> None:
+    host = _trained_host().cuda()
+    governor = Governor()
+    governor.snapshot(host)
+    before = {k: v.detach().cpu().clone() for k, v in host.state_dict().items()}
+    with torch.no_grad():
+        host.body[0].weight.fill_(math.nan)
+    governor.rollback(host)
+    assert state_equal(before, host.state_dict())
+    with torch.cuda.stream(torch.cuda.Stream()), pytest.raises(RuntimeError, match="default CUDA stream"):
+        governor.snapshot(host)

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import math
+import os
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -85,7 +87,8 @@ def test_host_parameter_counts(table: dict[str, dict[str, Any]]) -> None:
 
 def test_task_constants() -> None:
     baseline, stories, digits = get_task("cifar_baseline"), get_task("tinystories"), get_task("digits")
-    assert (baseline.host_lr, baseline.seed_lr, baseline.batch_size, baseline.plateau_threshold) == (0.01, 0.01, 128, 0.4)
+    assert (baseline.host_lr, baseline.seed_lr, baseline.batch_size) == (0.01, 0.01, 128)
+    assert baseline.plateau_threshold == 0.4
     assert baseline.topology is Topology.CNN and baseline.task_type == "classification"
     assert baseline.random_guess_loss == pytest.approx(math.log(10))
     assert (baseline.loss_target, baseline.loss_delta_std, baseline.compute_rent_weight) == (0.3, 0.05, 0.05)
@@ -117,6 +120,19 @@ def test_synthetic_twins_load_without_any_download() -> None:
     assert host(lm.split.x_val[:2]).shape == (2, 32, 64)
     synthetic_cifar = get_task("cifar_impaired").load_data(3, True, None)
     assert synthetic_cifar.augment is None and synthetic_cifar.split.y_val.shape == (1280,)
+
+
+def test_tinystories_task_reads_a_local_text_file(monkeypatch: pytest.MonkeyPatch) -> None:
+    shared = Path(os.environ.get("ESPER_SHARED_DATA", Path(__file__).resolve().parents[3] / "shared" / "data"))
+    sample = shared / "tinystories-valid-sample.txt"
+    if not sample.is_file():
+        pytest.skip(f"shared TinyStories sample not found at {sample} (set ESPER_SHARED_DATA)")
+    monkeypatch.setenv("ESPER_TINYSTORIES_PATH", str(sample))
+    loaded = get_task("tinystories").load_data(0, False, None)
+    meta = loaded.metadata
+    assert meta["source"] == f"local:{sample}" and meta["tokenizer"] in {"byte", "gpt2"}
+    assert loaded.split.x_train.shape[1] == 256 and meta["n_val"] == round(0.1 * (meta["n_train"] + meta["n_val"]))
+    assert int(loaded.split.x_train.max()) < meta["vocab_size"]
 
 
 def test_build_host_accepts_overrides() -> None:

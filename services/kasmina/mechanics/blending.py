@@ -54,8 +54,9 @@ class GatedBlend(nn.Module):
         return gate.view(-1, 1, 1, 1) if self.topology is Topology.CNN else gate.view(-1, 1, 1)
 
 
-def blend(algorithm: AlphaAlgorithm, h: Tensor, s: Tensor, seed_input: Tensor, alpha: Tensor,
-          gate: GatedBlend | None) -> Tensor:
+def blend(
+    algorithm: AlphaAlgorithm, h: Tensor, s: Tensor, seed_input: Tensor, alpha: Tensor, gate: GatedBlend | None
+) -> Tensor:
     """Apply one operator; a gate network must be present exactly when the algorithm is GATE (invariant I5)."""
     if algorithm is AlphaAlgorithm.GATE:
         if gate is None:

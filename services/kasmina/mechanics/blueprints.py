@@ -273,8 +273,9 @@ class BlueprintInfo:
 _REGISTRY: dict[tuple[Topology, str], Blueprint] = {}
 
 
-def _register(topology: Topology, action: BlueprintAction, estimate: int, description: str,
-              factory: Callable[[int], nn.Module]) -> None:
+def _register(
+    topology: Topology, action: BlueprintAction, estimate: int, description: str, factory: Callable[[int], nn.Module]
+) -> None:
     key = (topology, blueprint_name(action))
     if key in _REGISTRY:
         raise ValueError(f"blueprint {key} registered twice")
@@ -343,8 +344,13 @@ def zero_init_final_layer(module: nn.Module) -> bool:
     return True
 
 
-def probe_input(topology: Topology, channels: int, variant: int = 0, generator: torch.Generator | None = None,
-                device: torch.device | None = None) -> Tensor:
+def probe_input(
+    topology: Topology,
+    channels: int,
+    variant: int = 0,
+    generator: torch.Generator | None = None,
+    device: torch.device | None = None,
+) -> Tensor:
     """The germination shape probe (§2.6 item 52): CNN (1,C,32,32) or transformer (2,8,C); variant 1 is an odd size."""
     if Topology(topology) is Topology.CNN:
         shape: tuple[int, ...] = (1, channels, 32, 32) if variant == 0 else (2, channels, 7, 5)
@@ -364,14 +370,20 @@ def _measure(topology: Topology, channels: int) -> tuple[BlueprintInfo, ...]:
             try:
                 seed = bp.factory(channels).eval()
             except ValueError:
-                infos.append(BlueprintInfo(bp.name, int(bp.action), bp.topology, 0, bp.param_estimate, False, False,
-                                           bp.description))
+                infos.append(
+                    BlueprintInfo(
+                        bp.name, int(bp.action), bp.topology, 0, bp.param_estimate, False, False, bp.description
+                    )
+                )
                 continue
             x = probe_input(topology, channels, variant=1, generator=generator)
             identity = bool(torch.equal(seed(x), x))
             count = sum(p.numel() for p in seed.parameters())
-            infos.append(BlueprintInfo(bp.name, int(bp.action), bp.topology, count, bp.param_estimate, identity, True,
-                                       bp.description))
+            infos.append(
+                BlueprintInfo(
+                    bp.name, int(bp.action), bp.topology, count, bp.param_estimate, identity, True, bp.description
+                )
+            )
     return tuple(infos)
 
 

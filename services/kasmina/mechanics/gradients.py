@@ -84,8 +84,7 @@ class _SlotGradients:
 class GradientMonitor:
     """Reads gradients left by backward (before the optimizer zeroes them) and keeps per-slot EMAs."""
 
-    def __init__(self, decay: float = EMA_DECAY,
-                 stages: frozenset[SeedStage] = DEFAULT_MONITORED_STAGES) -> None:
+    def __init__(self, decay: float = EMA_DECAY, stages: frozenset[SeedStage] = DEFAULT_MONITORED_STAGES) -> None:
         self.decay = decay
         self.stages = stages
         self._slots: dict[str, _SlotGradients] = {}
@@ -105,16 +104,17 @@ class GradientMonitor:
         flat = host_grads + [g for grads in seed_grads.values() for g in grads]
         # One device read for every tensor norm of this step.
         norms: list[float] = torch.stack([torch.linalg.vector_norm(g.detach().float()) for g in flat]).tolist()
-        host_norm = _global_norm(norms[:len(host_grads)])
+        host_norm = _global_norm(norms[: len(host_grads)])
         offset = len(host_grads)
         for slot_id, grads in seed_grads.items():
-            tensor_norms = norms[offset:offset + len(grads)]
+            tensor_norms = norms[offset : offset + len(grads)]
             offset += len(grads)
             self._record(slot_id, tensor_norms, host_norm, host_count, sum(g.numel() for g in grads))
         return list(seed_grads)
 
-    def _record(self, slot_id: str, tensor_norms: list[float], host_norm: float, host_count: int,
-                seed_count: int) -> None:
+    def _record(
+        self, slot_id: str, tensor_norms: list[float], host_norm: float, host_count: int, seed_count: int
+    ) -> None:
         entry = self._slots.setdefault(slot_id, _SlotGradients())
         entry.health, entry.has_vanishing, entry.has_exploding = gradient_health(tensor_norms)
         seed_norm = _global_norm(tensor_norms)

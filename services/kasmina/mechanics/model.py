@@ -50,7 +50,8 @@ class MorphogeneticModel(nn.Module):
             raise ValueError(f"slots {unknown} are not injection points of this host; it has {sorted(points)}")
         self._specs = [spec for spec in host.injection_specs() if spec.slot_id in wanted]
         self.slots = nn.ModuleDict(
-            {spec.slot_id: SeedSlot(spec.slot_id, spec.channels, self.topology) for spec in self._specs})
+            {spec.slot_id: SeedSlot(spec.slot_id, spec.channels, self.topology) for spec in self._specs}
+        )
         self._execution = [sid for sid in host.execution_order() if sid in self.slots]
 
     # ------------------------------------------------------------------ slots
@@ -75,8 +76,14 @@ class MorphogeneticModel(nn.Module):
         """Enabled slots in forward order (may differ from action order on a CNN)."""
         return list(self._execution)
 
-    def germinate(self, slot_id: str, blueprint: BlueprintAction, blend: BlendId, alpha_algorithm: AlphaAlgorithm,
-                  seed_id: str = "") -> None:
+    def germinate(
+        self,
+        slot_id: str,
+        blueprint: BlueprintAction,
+        blend: BlendId,
+        alpha_algorithm: AlphaAlgorithm,
+        seed_id: str = "",
+    ) -> None:
         """Germinate a seed in one slot (raises GerminationError)."""
         self.slot(slot_id).germinate(blueprint, blend, alpha_algorithm, seed_id)
 
@@ -153,8 +160,9 @@ def expand_for_configs(x: Tensor, k: int) -> Tensor:
     return x.repeat(k, *([1] * (x.dim() - 1)))
 
 
-def build_alpha_overrides(model: MorphogeneticModel, configs: list[dict[str, float]],
-                          batch_size: int) -> dict[str, Tensor]:
+def build_alpha_overrides(
+    model: MorphogeneticModel, configs: list[dict[str, float]], batch_size: int
+) -> dict[str, Tensor]:
     """Per-sample alpha tensors for K configs, matching `expand_for_configs` (tolaria_karn.md §3.6).
 
     A slot named by some config gets an override in every config (its current alpha where a config is silent);

@@ -28,10 +28,24 @@ from services.kasmina.mechanics.blending import GatedBlend, blend
 from services.kasmina.mechanics.blueprints import build_seed, probe_input, zero_init_final_layer
 
 SLOT_CHECKPOINT_VERSION = 1
-_CHECKPOINT_KEYS = frozenset({
-    "version", "slot_id", "topology", "channels", "stage", "seed_id", "blueprint", "blend", "alpha_algorithm",
-    "alpha", "alpha_mode", "isolate_gradients", "has_seed", "has_gate",
-})
+_CHECKPOINT_KEYS = frozenset(
+    {
+        "version",
+        "slot_id",
+        "topology",
+        "channels",
+        "stage",
+        "seed_id",
+        "blueprint",
+        "blend",
+        "alpha_algorithm",
+        "alpha",
+        "alpha_mode",
+        "isolate_gradients",
+        "has_seed",
+        "has_gate",
+    }
+)
 # Stages in which the slot holds no seed module.
 _EMPTY_STAGES = frozenset({SeedStage.UNKNOWN, SeedStage.DORMANT}) | FAILURE_STAGES
 
@@ -121,15 +135,18 @@ class SeedSlot(nn.Module):
 
     # ------------------------------------------------------------------ mutations
 
-    def germinate(self, blueprint: BlueprintAction, blend: BlendId, alpha_algorithm: AlphaAlgorithm,
-                  seed_id: str = "") -> None:
+    def germinate(
+        self, blueprint: BlueprintAction, blend: BlendId, alpha_algorithm: AlphaAlgorithm, seed_id: str = ""
+    ) -> None:
         """Build and probe a seed; the slot enters GERMINATED with alpha 0 (§2.6 item 52)."""
         if self.occupied:
             raise GerminationError(f"I2: slot {self.slot_id} is occupied (stage {self.stage.name}); cannot germinate")
         blueprint, blend, alpha_algorithm = BlueprintAction(blueprint), BlendId(blend), AlphaAlgorithm(alpha_algorithm)
         if (blend is BlendId.GATED) != (alpha_algorithm is AlphaAlgorithm.GATE):
-            raise GerminationError(f"slot {self.slot_id}: blend 'gated' and algorithm GATE go together, "
-                                   f"got blend {blend.value!r} with {alpha_algorithm.name}")
+            raise GerminationError(
+                f"slot {self.slot_id}: blend 'gated' and algorithm GATE go together, "
+                f"got blend {blend.value!r} with {alpha_algorithm.name}"
+            )
         try:
             seed = build_seed(self.topology, blueprint, self.channels).to(self.device)
         except (KeyError, ValueError) as exc:
@@ -161,8 +178,10 @@ class SeedSlot(nn.Module):
                     out = seed(x)
                     if not isinstance(out, Tensor) or out.shape != x.shape:
                         got = tuple(out.shape) if isinstance(out, Tensor) else type(out).__name__
-                        raise GerminationError(f"I11: slot {self.slot_id}: {blueprint_name(blueprint)} maps "
-                                               f"{tuple(x.shape)} to {got}; seeds must preserve shape")
+                        raise GerminationError(
+                            f"I11: slot {self.slot_id}: {blueprint_name(blueprint)} maps "
+                            f"{tuple(x.shape)} to {got}; seeds must preserve shape"
+                        )
         finally:
             seed.train(was_training)
 
@@ -266,8 +285,9 @@ class SeedSlot(nn.Module):
     def _check_override(self, h: Tensor, alpha_override: Tensor) -> None:
         expected = (h.shape[0], 1, 1, 1) if self.topology is Topology.CNN else (h.shape[0], 1, 1)
         if tuple(alpha_override.shape) != expected:
-            raise ValueError(f"slot {self.slot_id}: alpha_override must have shape {expected}, "
-                             f"got {tuple(alpha_override.shape)}")
+            raise ValueError(
+                f"slot {self.slot_id}: alpha_override must have shape {expected}, got {tuple(alpha_override.shape)}"
+            )
 
     def forward(self, h: Tensor, alpha_override: Tensor | None = None) -> Tensor:
         """Blend the seed into h; `alpha_override` is a per-sample amplitude for fused counterfactual passes."""
@@ -315,23 +335,28 @@ class SeedSlot(nn.Module):
         if not isinstance(data, dict):
             raise SlotCheckpointError(f"I14: slot {self.slot_id}: checkpoint must be a dict, got {type(data).__name__}")
         if data.get("version") != SLOT_CHECKPOINT_VERSION:
-            raise SlotCheckpointError(f"I14: slot {self.slot_id}: checkpoint version {data.get('version')!r}, "
-                                      f"expected {SLOT_CHECKPOINT_VERSION}")
+            raise SlotCheckpointError(
+                f"I14: slot {self.slot_id}: checkpoint version {data.get('version')!r}, "
+                f"expected {SLOT_CHECKPOINT_VERSION}"
+            )
         missing, extra = _CHECKPOINT_KEYS - data.keys(), data.keys() - _CHECKPOINT_KEYS
         if missing or extra:
-            raise SlotCheckpointError(f"I14: slot {self.slot_id}: checkpoint keys missing {sorted(missing)}, "
-                                      f"unexpected {sorted(extra)}")
+            raise SlotCheckpointError(
+                f"I14: slot {self.slot_id}: checkpoint keys missing {sorted(missing)}, unexpected {sorted(extra)}"
+            )
         identity = (data["slot_id"], data["topology"], data["channels"])
         if identity != (self.slot_id, self.topology.value, self.channels):
-            raise SlotCheckpointError(f"I14: checkpoint for {identity} loaded into slot "
-                                      f"{(self.slot_id, self.topology.value, self.channels)}")
+            raise SlotCheckpointError(
+                f"I14: checkpoint for {identity} loaded into slot {(self.slot_id, self.topology.value, self.channels)}"
+            )
         algorithm = AlphaAlgorithm(data["alpha_algorithm"])
         blueprint = None if data["blueprint"] is None else BlueprintAction(data["blueprint"])
         if data["has_seed"] and blueprint is None:
             raise SlotCheckpointError(f"I14: slot {self.slot_id}: checkpoint has a seed but no blueprint")
         if data["has_seed"] and data["has_gate"] != (algorithm is AlphaAlgorithm.GATE):
-            raise SlotCheckpointError(f"I5/I14: slot {self.slot_id}: gate presence {data['has_gate']} "
-                                      f"contradicts algorithm {algorithm.name}")
+            raise SlotCheckpointError(
+                f"I5/I14: slot {self.slot_id}: gate presence {data['has_gate']} contradicts algorithm {algorithm.name}"
+            )
         self._thaw()
         if not data["has_seed"]:
             self._release()
@@ -363,5 +388,7 @@ class SeedSlot(nn.Module):
         self.load_slot_checkpoint(state)
 
     def extra_repr(self) -> str:
-        return (f"slot_id={self.slot_id!r}, channels={self.channels}, topology={self.topology.value}, "
-                f"stage={self.stage.name}, alpha={self.alpha:.3f}")
+        return (
+            f"slot_id={self.slot_id!r}, channels={self.channels}, topology={self.topology.value}, "
+            f"stage={self.stage.name}, alpha={self.alpha:.3f}"
+        )

@@ -98,8 +98,12 @@ def test_transformer_identity_at_birth(blueprint: BlueprintAction) -> None:
 
 
 @settings(max_examples=12, deadline=None)
-@given(blueprint=st.sampled_from(CNN_BLUEPRINTS), h=st.integers(1, 9), w=st.integers(1, 9),
-       channels=st.sampled_from([4, 8, 12]))
+@given(
+    blueprint=st.sampled_from(CNN_BLUEPRINTS),
+    h=st.integers(1, 9),
+    w=st.integers(1, 9),
+    channels=st.sampled_from([4, 8, 12]),
+)
 def test_cnn_seeds_preserve_shape(blueprint: BlueprintAction, h: int, w: int, channels: int) -> None:
     seed = build_seed(Topology.CNN, blueprint, channels)
     x = torch.randn(2, channels, h, w)
