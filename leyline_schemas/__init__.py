@@ -8,6 +8,7 @@ from typing import Any
 
 import msgspec
 
+from leyline_schemas import enums as _enums
 from leyline_schemas import subjects
 from leyline_schemas.base import SCHEMA_VERSION, Message, Record
 from leyline_schemas.codec import decode, encode, pack_float32, to_builtins, unpack_float32
@@ -30,7 +31,6 @@ from leyline_schemas.directives import (
     StepRequest,
 )
 from leyline_schemas.enums import *  # noqa: F403 - the enums are part of the public surface
-from leyline_schemas.enums import __dict__ as _enum_namespace
 from leyline_schemas.errors import ErrorReply, LeylineDecodeError, RemoteError
 from leyline_schemas.lifecycle import (
     AlphaControllerState,
@@ -196,5 +196,5 @@ __all__ = [
     "subjects",
     "to_builtins",
     "unpack_float32",
-    *[name for name in _enum_namespace if name[:1].isupper() and not name.startswith(("IntEnum", "StrEnum"))],
+    *[name for name in vars(_enums) if name[:1].isupper() and name not in ("IntEnum", "StrEnum")],
 ]

@@ -28,7 +28,7 @@ def _decoder(message_type: type[Any]) -> msgspec.msgpack.Decoder[Any]:
 def decode(data: bytes, message_type: type[T]) -> T:
     """Decode `data` as `message_type`, raising LeylineDecodeError naming the type and the offending field."""
     try:
-        return _decoder(message_type).decode(data)
+        message: T = _decoder(message_type).decode(data)
     except msgspec.ValidationError as exc:
         text = str(exc)
         match = _PATH.search(text)
@@ -38,6 +38,7 @@ def decode(data: bytes, message_type: type[T]) -> T:
         raise LeylineDecodeError(message_type.__name__, path, detail, wrong_type=wrong_type) from exc
     except msgspec.DecodeError as exc:
         raise LeylineDecodeError(message_type.__name__, "", f"malformed MessagePack: {exc}") from exc
+    return message
 
 
 def to_builtins(message: msgspec.Struct) -> Any:

@@ -19,7 +19,7 @@ from leyline_schemas.reports import TrainingSignals
 HEAD_NAMES = ("slot", "blueprint", "style", "tempo", "alpha_target", "alpha_speed", "alpha_curve", "op")
 
 
-class ActionMasks(Record, kw_only=True):
+class ActionMasks(Record, frozen=True, kw_only=True):
     """Legal values per head (reference/tamiyo_simic.md §2.3–2.5); `slot_by_op[op][slot]`."""
 
     op: list[bool]
@@ -32,7 +32,7 @@ class ActionMasks(Record, kw_only=True):
     alpha_curve: list[bool]
 
 
-class FactoredAction(Record, kw_only=True):
+class FactoredAction(Record, frozen=True, kw_only=True):
     """One value per head; `slot` indexes the enabled slots in action order."""
 
     op: LifecycleOp = LifecycleOp.WAIT
@@ -45,7 +45,7 @@ class FactoredAction(Record, kw_only=True):
     alpha_curve: AlphaCurveAction = AlphaCurveAction.LINEAR
 
 
-class HeadValues(Record, kw_only=True):
+class HeadValues(Record, frozen=True, kw_only=True):
     """A float per head: log-probabilities or normalised entropies."""
 
     op: float = 0.0
@@ -58,7 +58,7 @@ class HeadValues(Record, kw_only=True):
     alpha_curve: float = 0.0
 
 
-class DecisionRequest(Message, kw_only=True):
+class DecisionRequest(Message, frozen=True, kw_only=True):
     """Everything a stateless policy needs for one decision; `policy_state` is opaque to all but the policy."""
 
     run_id: str
@@ -77,7 +77,7 @@ class DecisionRequest(Message, kw_only=True):
     deterministic: bool = False
 
 
-class Decision(Message, kw_only=True):
+class Decision(Message, frozen=True, kw_only=True):
     """A policy's factored action with per-head log-probs, V(s) and the new recurrent state."""
 
     policy_id: str

@@ -18,7 +18,7 @@ from leyline_schemas.reports import EpochReport
 from leyline_schemas.telemetry import LifecyclePayload
 
 
-class Germinate(Record, kw_only=True, tag="germinate", tag_field="kind"):
+class Germinate(Record, frozen=True, kw_only=True, tag="germinate", tag_field="kind"):
     slot_id: str
     seed_id: str
     blueprint: BlueprintAction
@@ -28,13 +28,13 @@ class Germinate(Record, kw_only=True, tag="germinate", tag_field="kind"):
     alpha_target: float
 
 
-class Advance(Record, kw_only=True, tag="advance", tag_field="kind"):
+class Advance(Record, frozen=True, kw_only=True, tag="advance", tag_field="kind"):
     slot_id: str
     from_stage: SeedStage
     to_stage: SeedStage
 
 
-class SetAlphaTarget(Record, kw_only=True, tag="set_alpha_target", tag_field="kind"):
+class SetAlphaTarget(Record, frozen=True, kw_only=True, tag="set_alpha_target", tag_field="kind"):
     slot_id: str
     target: float
     steps: int
@@ -43,7 +43,7 @@ class SetAlphaTarget(Record, kw_only=True, tag="set_alpha_target", tag_field="ki
     alpha_algorithm: AlphaAlgorithm
 
 
-class Prune(Record, kw_only=True, tag="prune", tag_field="kind"):
+class Prune(Record, frozen=True, kw_only=True, tag="prune", tag_field="kind"):
     """Instant when `steps` is 0, otherwise a scheduled blend-out that completes on a later tick."""
 
     slot_id: str
@@ -54,14 +54,14 @@ class Prune(Record, kw_only=True, tag="prune", tag_field="kind"):
     initiator: str
 
 
-class Fossilize(Record, kw_only=True, tag="fossilize", tag_field="kind"):
+class Fossilize(Record, frozen=True, kw_only=True, tag="fossilize", tag_field="kind"):
     slot_id: str
 
 
 Mutation = Germinate | Advance | SetAlphaTarget | Prune | Fossilize
 
 
-class StepRequest(Message, kw_only=True):
+class StepRequest(Message, frozen=True, kw_only=True):
     """Tolaria → Kasmina once per epoch: the report, the slot states and the policy's opaque state."""
 
     run_id: str
@@ -80,7 +80,7 @@ class StepRequest(Message, kw_only=True):
     deterministic: bool = False
 
 
-class StepDirective(Message, kw_only=True):
+class StepDirective(Message, frozen=True, kw_only=True):
     """Kasmina's answer: the decision, its validation and the mutations to apply.
 
     `observed_slots` are the ticked states the policy saw (the pre-action state rewards use);

@@ -6,7 +6,7 @@ from leyline_schemas.base import Message
 from leyline_schemas.enums import ErrorCode
 
 
-class ErrorReply(Message, kw_only=True):
+class ErrorReply(Message, frozen=True, kw_only=True):
     """Never silence and never a crash: what went wrong with a request, and where."""
 
     code: ErrorCode

@@ -15,7 +15,7 @@ from leyline_schemas.enums import (
 )
 
 
-class AlphaControllerState(Record, kw_only=True):
+class AlphaControllerState(Record, frozen=True, kw_only=True):
     """The alpha controller of one slot (reference/kasmina.md §4.3)."""
 
     alpha: float = 0.0
@@ -28,7 +28,7 @@ class AlphaControllerState(Record, kw_only=True):
     steps_done: int = 0
 
 
-class SeedMetrics(Record, kw_only=True):
+class SeedMetrics(Record, frozen=True, kw_only=True):
     """Accuracy, counterfactual and gradient metrics of one seed (reference/kasmina.md §6, item 104)."""
 
     epochs_total: int = 0
@@ -55,7 +55,7 @@ class SeedMetrics(Record, kw_only=True):
     host_param_count: int = 0
 
 
-class SlotState(Record, kw_only=True):
+class SlotState(Record, frozen=True, kw_only=True):
     """One slot's lifecycle state; stage DORMANT with an empty seed_id is an empty slot."""
 
     slot_id: str
@@ -82,7 +82,7 @@ class SlotState(Record, kw_only=True):
         return self.stage is not SeedStage.DORMANT and self.stage is not SeedStage.UNKNOWN
 
 
-class SlotSpec(Record, kw_only=True):
+class SlotSpec(Record, frozen=True, kw_only=True):
     """An injection point of the host (reference/kasmina.md §2.1)."""
 
     slot_id: str
@@ -92,7 +92,7 @@ class SlotSpec(Record, kw_only=True):
     position: float = 0.0
 
 
-class SlotConfig(Record, kw_only=True):
+class SlotConfig(Record, frozen=True, kw_only=True):
     """The host's enabled slots in action (row-major) order and its topology."""
 
     topology: Topology
@@ -100,7 +100,7 @@ class SlotConfig(Record, kw_only=True):
     host_param_count: int = 0
 
 
-class LifecycleConfig(Record, kw_only=True):
+class LifecycleConfig(Record, frozen=True, kw_only=True):
     """Per-run lifecycle knobs that Kasmina applies to every step."""
 
     max_seeds: int = 0

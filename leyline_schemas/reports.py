@@ -5,7 +5,7 @@ from __future__ import annotations
 from leyline_schemas.base import Record
 
 
-class SlotReport(Record, kw_only=True):
+class SlotReport(Record, frozen=True, kw_only=True):
     """Measurements of one slot this epoch; None means not measured."""
 
     slot_id: str
@@ -23,13 +23,13 @@ class SlotReport(Record, kw_only=True):
     seed_param_count: int = 0
 
 
-class PairInteraction(Record, kw_only=True):
+class PairInteraction(Record, frozen=True, kw_only=True):
     slot_a: str
     slot_b: str
     interaction: float
 
 
-class TrainingSignals(Record, kw_only=True):
+class TrainingSignals(Record, frozen=True, kw_only=True):
     """Host-level signals the heuristic reads (reference/tamiyo_simic.md §3.3–3.4)."""
 
     plateau_epochs: int = 0
@@ -38,7 +38,7 @@ class TrainingSignals(Record, kw_only=True):
     loss_delta: float = 0.0
 
 
-class GovernorReport(Record, kw_only=True):
+class GovernorReport(Record, frozen=True, kw_only=True):
     """A rollback the governor performed this epoch (reference/tolaria_karn.md §4)."""
 
     reason: str
@@ -47,7 +47,7 @@ class GovernorReport(Record, kw_only=True):
     pruned_slots: list[str] = []
 
 
-class EpochReport(Record, kw_only=True):
+class EpochReport(Record, frozen=True, kw_only=True):
     """Host metrics after one train + fused validation pass, with a report per slot."""
 
     epoch: int

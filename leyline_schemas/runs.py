@@ -6,7 +6,7 @@ from leyline_schemas.base import Message, Record
 from leyline_schemas.enums import PolicyKind, RewardMode, RunState
 
 
-class ArmSpec(Record, kw_only=True):
+class ArmSpec(Record, frozen=True, kw_only=True):
     """One arm of a run: a policy id trained (or evaluated) under one reward mode."""
 
     arm_id: str
@@ -14,7 +14,7 @@ class ArmSpec(Record, kw_only=True):
     reward_mode: RewardMode = RewardMode.SIMPLIFIED
 
 
-class RunSpec(Message, kw_only=True):
+class RunSpec(Message, frozen=True, kw_only=True):
     """What a run is: task, slots, episode length, envs, arms, seed and budgets (ARCHITECTURE.md §6)."""
 
     run_id: str
@@ -36,7 +36,7 @@ class RunSpec(Message, kw_only=True):
     created_at: float = 0.0
 
 
-class RunAccepted(Message, kw_only=True):
+class RunAccepted(Message, frozen=True, kw_only=True):
     run_id: str
     n_envs: int
     episodes: int
@@ -44,16 +44,16 @@ class RunAccepted(Message, kw_only=True):
     host_params: int
 
 
-class RunStopRequest(Message, kw_only=True):
+class RunStopRequest(Message, frozen=True, kw_only=True):
     run_id: str
     reason: str = ""
 
 
-class RunStatusRequest(Message, kw_only=True):
+class RunStatusRequest(Message, frozen=True, kw_only=True):
     run_id: str
 
 
-class EnvProgress(Record, kw_only=True):
+class EnvProgress(Record, frozen=True, kw_only=True):
     env_id: int
     episodes_done: int = 0
     current_episode: int = -1
@@ -61,7 +61,7 @@ class EnvProgress(Record, kw_only=True):
     worker_id: str = ""
 
 
-class RunStatus(Message, kw_only=True):
+class RunStatus(Message, frozen=True, kw_only=True):
     run_id: str
     state: RunState
     episodes_total: int = 0
@@ -71,7 +71,7 @@ class RunStatus(Message, kw_only=True):
     updated_at: float = 0.0
 
 
-class EnvLease(Message, kw_only=True):
+class EnvLease(Message, frozen=True, kw_only=True):
     """A worker's claim on one env of a run, kept by compare-and-set and renewed before `expires_at`."""
 
     run_id: str
@@ -83,7 +83,7 @@ class EnvLease(Message, kw_only=True):
     released: bool = False
 
 
-class ActivePolicy(Message, kw_only=True):
+class ActivePolicy(Message, frozen=True, kw_only=True):
     """The version a policy id currently points at; weights are in ESPER_WEIGHTS under `object_name`."""
 
     policy_id: str

@@ -7,7 +7,7 @@ from leyline_schemas.directives import StepDirective
 from leyline_schemas.reports import EpochReport
 
 
-class EpisodeSummary(Record, kw_only=True):
+class EpisodeSummary(Record, frozen=True, kw_only=True):
     """Tolaria's facts about an episode, attached to its last step."""
 
     final_accuracy: float
@@ -19,7 +19,7 @@ class EpisodeSummary(Record, kw_only=True):
     rollbacks: int = 0
 
 
-class StepRecord(Message, kw_only=True):
+class StepRecord(Message, frozen=True, kw_only=True):
     """One RL transition as Tolaria executed it; dedup id is `run/env/episode/step`."""
 
     run_id: str

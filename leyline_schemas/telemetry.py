@@ -6,7 +6,7 @@ from leyline_schemas.base import Message, Record
 from leyline_schemas.enums import BlueprintAction, RewardMode, Severity
 
 
-class SeedGerminated(Record, kw_only=True, tag="seed_germinated", tag_field="kind"):
+class SeedGerminated(Record, frozen=True, kw_only=True, tag="seed_germinated", tag_field="kind"):
     slot_id: str
     seed_id: str
     blueprint: BlueprintAction
@@ -16,7 +16,7 @@ class SeedGerminated(Record, kw_only=True, tag="seed_germinated", tag_field="kin
     alpha_curve: str = ""
 
 
-class SeedStageChanged(Record, kw_only=True, tag="seed_stage_changed", tag_field="kind"):
+class SeedStageChanged(Record, frozen=True, kw_only=True, tag="seed_stage_changed", tag_field="kind"):
     slot_id: str
     seed_id: str
     from_stage: str
@@ -26,7 +26,7 @@ class SeedStageChanged(Record, kw_only=True, tag="seed_stage_changed", tag_field
     epochs_in_stage: int = 0
 
 
-class SeedGateEvaluated(Record, kw_only=True, tag="seed_gate_evaluated", tag_field="kind"):
+class SeedGateEvaluated(Record, frozen=True, kw_only=True, tag="seed_gate_evaluated", tag_field="kind"):
     slot_id: str
     gate: int
     passed: bool
@@ -36,7 +36,7 @@ class SeedGateEvaluated(Record, kw_only=True, tag="seed_gate_evaluated", tag_fie
     message: str = ""
 
 
-class SeedFossilized(Record, kw_only=True, tag="seed_fossilized", tag_field="kind"):
+class SeedFossilized(Record, frozen=True, kw_only=True, tag="seed_fossilized", tag_field="kind"):
     slot_id: str
     seed_id: str
     blueprint: BlueprintAction
@@ -47,7 +47,7 @@ class SeedFossilized(Record, kw_only=True, tag="seed_fossilized", tag_field="kin
     counterfactual: float | None = None
 
 
-class SeedPruned(Record, kw_only=True, tag="seed_pruned", tag_field="kind"):
+class SeedPruned(Record, frozen=True, kw_only=True, tag="seed_pruned", tag_field="kind"):
     slot_id: str
     seed_id: str
     blueprint: BlueprintAction
@@ -62,7 +62,7 @@ class SeedPruned(Record, kw_only=True, tag="seed_pruned", tag_field="kind"):
 LifecyclePayload = SeedGerminated | SeedStageChanged | SeedGateEvaluated | SeedFossilized | SeedPruned
 
 
-class EpochCompleted(Record, kw_only=True, tag="epoch_completed", tag_field="kind"):
+class EpochCompleted(Record, frozen=True, kw_only=True, tag="epoch_completed", tag_field="kind"):
     val_accuracy: float
     val_loss: float
     train_accuracy: float = 0.0
@@ -79,20 +79,20 @@ class EpochCompleted(Record, kw_only=True, tag="epoch_completed", tag_field="kin
     epoch_seconds: float = 0.0
 
 
-class GovernorRollback(Record, kw_only=True, tag="governor_rollback", tag_field="kind"):
+class GovernorRollback(Record, frozen=True, kw_only=True, tag="governor_rollback", tag_field="kind"):
     reason: str
     loss_at_panic: float | None = None
     loss_threshold: float | None = None
     pruned_slots: list[str] = []
 
 
-class MutationRefused(Record, kw_only=True, tag="mutation_refused", tag_field="kind"):
+class MutationRefused(Record, frozen=True, kw_only=True, tag="mutation_refused", tag_field="kind"):
     slot_id: str
     mutation: str
     reason: str
 
 
-class PPOUpdateCompleted(Record, kw_only=True, tag="ppo_update_completed", tag_field="kind"):
+class PPOUpdateCompleted(Record, frozen=True, kw_only=True, tag="ppo_update_completed", tag_field="kind"):
     policy_id: str
     version: int
     policy_loss: float = 0.0
@@ -109,19 +109,19 @@ class PPOUpdateCompleted(Record, kw_only=True, tag="ppo_update_completed", tag_f
     skipped: bool = False
 
 
-class PolicyUpdated(Record, kw_only=True, tag="policy_updated", tag_field="kind"):
+class PolicyUpdated(Record, frozen=True, kw_only=True, tag="policy_updated", tag_field="kind"):
     policy_id: str
     version: int
     sha256: str = ""
 
 
-class PolicyLoadFailed(Record, kw_only=True, tag="policy_load_failed", tag_field="kind"):
+class PolicyLoadFailed(Record, frozen=True, kw_only=True, tag="policy_load_failed", tag_field="kind"):
     policy_id: str
     version: int
     reason: str
 
 
-class EpisodeOutcome(Record, kw_only=True, tag="episode_outcome", tag_field="kind"):
+class EpisodeOutcome(Record, frozen=True, kw_only=True, tag="episode_outcome", tag_field="kind"):
     """One finished episode: Tolaria's facts plus the learner's return under the run's reward mode."""
 
     env_id: int
@@ -139,20 +139,20 @@ class EpisodeOutcome(Record, kw_only=True, tag="episode_outcome", tag_field="kin
     rollbacks: int = 0
 
 
-class ServiceStarted(Record, kw_only=True, tag="service_started", tag_field="kind"):
+class ServiceStarted(Record, frozen=True, kw_only=True, tag="service_started", tag_field="kind"):
     service: str
     instance: str
     version: str
     device: str = "cpu"
 
 
-class ServiceStopped(Record, kw_only=True, tag="service_stopped", tag_field="kind"):
+class ServiceStopped(Record, frozen=True, kw_only=True, tag="service_stopped", tag_field="kind"):
     service: str
     instance: str
     reason: str = ""
 
 
-class RunStarted(Record, kw_only=True, tag="run_started", tag_field="kind"):
+class RunStarted(Record, frozen=True, kw_only=True, tag="run_started", tag_field="kind"):
     task: str
     n_envs: int
     episodes: int
@@ -162,7 +162,7 @@ class RunStarted(Record, kw_only=True, tag="run_started", tag_field="kind"):
     reward_mode: RewardMode
 
 
-class RunFinished(Record, kw_only=True, tag="run_finished", tag_field="kind"):
+class RunFinished(Record, frozen=True, kw_only=True, tag="run_finished", tag_field="kind"):
     state: str
     message: str = ""
 
@@ -187,7 +187,7 @@ EventPayload = (
 )
 
 
-class TelemetryEvent(Message, kw_only=True):
+class TelemetryEvent(Message, frozen=True, kw_only=True):
     """The envelope every service publishes on `esper.v1.telemetry.<run>.<kind>`."""
 
     event_id: str

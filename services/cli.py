@@ -21,7 +21,12 @@ def cmd_service(args: argparse.Namespace) -> int:
     from services.services import service_definition, service_settings
 
     definition = service_definition(args.name)
-    overrides = {"nats_url": args.nats, "admin_port": args.admin_port, "device": args.device, "log_level": args.log_level}
+    overrides = {
+        "nats_url": args.nats,
+        "admin_port": args.admin_port,
+        "device": args.device,
+        "log_level": args.log_level,
+    }
     run_service(definition, service_settings(args.name, overrides))
     return 0
 
@@ -122,21 +127,29 @@ def cmd_tasks(args: argparse.Namespace) -> int:
         _print_json(table)
     else:
         for row in table:
-            print(f"{row['name']:<24} {row['topology']:<12} {row['host_params']:>10,}  slots {','.join(row['slot_ids'])}")
+            print(
+                f"{row['name']:<24} {row['topology']:<12} {row['host_params']:>10,}  slots {','.join(row['slot_ids'])}"
+            )
     return 0
 
 
 def cmd_kasmina(args: argparse.Namespace) -> int:
+    import dataclasses
+
     from leyline_schemas import Topology
     from services.kasmina.mechanics.blueprints import blueprint_catalog
 
-    catalog = [info.as_dict() for info in blueprint_catalog(Topology(args.topology), args.channels)]
+    catalog = [
+        {**dataclasses.asdict(info), "topology": info.topology.value}
+        for info in blueprint_catalog(Topology(args.topology), args.channels)
+    ]
     if args.json:
         _print_json(catalog)
-    else:
-        for row in catalog:
-            ident = "identity" if row["identity_at_birth"] else ""
-            print(f"{row['index']:>2} {row['name']:<16} params {row['params']:>9,}  estimate {row['estimate']:>9,}  {ident}")
+        return 0
+    for row in catalog:
+        ident = "identity at birth" if row["identity_at_birth"] else ""
+        count, estimate = row["param_count"], row["param_estimate"]
+        print(f"{row['index']:>2} {row['name']:<16} {count:>10,} params (estimate {estimate:>9,}) {ident}")
     return 0
 
 

@@ -47,9 +47,8 @@ def render(event: TelemetryEvent) -> str | None:
         slots = " ".join(f"{slot}={stage}" for slot, stage in p.slots.items()) or "-"
         action = p.op + (f"@{p.target_slot}" if p.target_slot else "")
         contributions = " ".join(f"c[{s}]={c:+.2f}" for s, c in p.contributions.items())
-        text = (
-            f"acc {p.val_accuracy:6.2f}% loss {p.val_loss:.4f} | {slots} | {action} ({p.outcome})"
-            + (f" | {contributions}" if contributions else "")
+        text = f"acc {p.val_accuracy:6.2f}% loss {p.val_loss:.4f} | {slots} | {action} ({p.outcome})" + (
+            f" | {contributions}" if contributions else ""
         )
     elif isinstance(p, SeedGerminated):
         text = f"germinated {blueprint_name(p.blueprint)} in {p.slot_id} ({p.params:,} params)"

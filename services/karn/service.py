@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import logging
 import sys
@@ -34,12 +33,14 @@ async def follow_telemetry(ctx: ServiceContext) -> None:
         subjects.TELEMETRY_SUBJECTS,
         durable=settings.consumer,
         stream=subjects.TELEMETRY_STREAM,
-        config=ConsumerConfig(ack_policy=AckPolicy.EXPLICIT, deliver_policy=DeliverPolicy.NEW, ack_wait=30, max_ack_pending=10_000),
+        config=ConsumerConfig(
+            ack_policy=AckPolicy.EXPLICIT, deliver_policy=DeliverPolicy.NEW, ack_wait=30, max_ack_pending=10_000
+        ),
     )
     while not ctx.stopping.is_set():
         try:
             batch = await sub.fetch(256, timeout=1.0)
-        except (NatsTimeoutError, asyncio.TimeoutError):
+        except (TimeoutError, NatsTimeoutError):
             continue
         for msg in batch:
             try:

@@ -102,8 +102,9 @@ def _validate_slot(path: str, state: SlotState) -> None:
             raise InvalidStepRequest(f"{path}.controller.{name}", f"must be a finite value in [0, 1], got {value}")
     if not math.isfinite(c.steepness) or c.steepness <= 0.0:
         raise InvalidStepRequest(f"{path}.controller.steepness", f"must be finite and positive, got {c.steepness}")
-    if c.steps_total < 0 or c.steps_done < 0:
-        raise InvalidStepRequest(f"{path}.controller.steps_done", "alpha step counters must be ≥ 0")
+    for name, count in (("steps_total", c.steps_total), ("steps_done", c.steps_done)):
+        if count < 0:
+            raise InvalidStepRequest(f"{path}.controller.{name}", f"must be ≥ 0, got {count}")
     if c.steps_done > c.steps_total:
         raise InvalidStepRequest(f"{path}.controller.steps_done", f"{c.steps_done} > steps_total {c.steps_total}")
     if not _unit(state.alpha_target_on_blend):
@@ -121,6 +122,13 @@ def _validate_slot(path: str, state: SlotState) -> None:
     for name, count in counters:
         if count < 0:
             raise InvalidStepRequest(f"{path}.metrics.{name}", f"must be ≥ 0, got {count}")
+    # Gradient health is 0 when the norm is non-finite (kasmina.md §1.3 item 15), so a NaN here is a producer bug.
+    for name, health in (
+        ("gradient_health", m.gradient_health),
+        ("previous_gradient_health", m.previous_gradient_health),
+    ):
+        if health is not None and math.isnan(health):
+            raise InvalidStepRequest(f"{path}.metrics.{name}", "NaN gradient health")
 
 
 def validate_request(req: StepRequest) -> None:
@@ -145,6 +153,8 @@ def validate_request(req: StepRequest) -> None:
     for j, report in enumerate(req.report.slots):
         if report.slot_id not in spec_ids or report.slot_id in seen:
             raise InvalidStepRequest(f"report.slots[{j}].slot_id", f"unknown or repeated slot {report.slot_id!r}")
+        if report.gradient_health is not None and math.isnan(report.gradient_health):
+            raise InvalidStepRequest(f"report.slots[{j}].gradient_health", "NaN gradient health")
         seen.add(report.slot_id)
     for k, gate in enumerate(req.lifecycle.auto_forward_gates):
         if gate not in AUTO_FORWARD_GATES:

@@ -36,7 +36,9 @@ class KasminaSettings(RuntimeSettings):
     decision_deadline: float = 8.0
 
 
-async def decide(req: StepRequest, decision_request: DecisionRequest, ctx: ServiceContext) -> tuple[Decision | None, DecisionOutcome, str]:
+async def decide(
+    req: StepRequest, decision_request: DecisionRequest, ctx: ServiceContext
+) -> tuple[Decision | None, DecisionOutcome, str]:
     """Ask Tamiyo, retrying with backoff within the deadline; a missing policy is a WAIT, never a dead run."""
     settings = ctx.settings
     assert isinstance(settings, KasminaSettings)

@@ -19,6 +19,7 @@ from leyline_schemas.enums import (
     AlphaMode,
     BlendId,
     BlueprintAction,
+    GateLevel,
     SeedStage,
     Topology,
 )
@@ -371,11 +372,11 @@ def tick_slot(state: SlotState, rules: TickRules) -> SlotChange:
         return SlotChange(state=SlotState(slot_id=state.slot_id), applied=True, events=[changed])
     if stage is SeedStage.BLENDING:
         return _tick_blending(state, rules)
-    if stage is SeedStage.GERMINATED and 1 in rules.auto_forward_gates:
+    if stage is SeedStage.GERMINATED and GateLevel.G1 in rules.auto_forward_gates:
         return advance_state(state, rules.permissive, rules.topology)
     if (
         stage is SeedStage.TRAINING
-        and 2 in rules.auto_forward_gates
+        and GateLevel.G2 in rules.auto_forward_gates
         and state.metrics.epochs_in_current_stage >= DEFAULT_MIN_BLENDING_EPOCHS
     ):
         return advance_state(state, rules.permissive, rules.topology)
@@ -389,7 +390,7 @@ def _tick_blending(state: SlotState, rules: TickRules) -> SlotChange:
         # §1.5 item 29: a scheduled blend-out completes as a prune on the tick alpha reaches 0.
         return prune_state(stepped, stepped.prune_reason or "scheduled_prune", stepped.prune_initiator or "policy")
     ready = (
-        3 in rules.auto_forward_gates
+        GateLevel.G3 in rules.auto_forward_gates
         and alpha.at_target(controller)
         # G3 rejects partial targets anyway; skipping them keeps a partial hold from emitting a failed gate per tick.
         and controller.alpha_target >= 1.0 - alpha.ALPHA_EPSILON

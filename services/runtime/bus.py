@@ -100,8 +100,10 @@ async def connect(
     deadline = time.monotonic() + settings.connect_timeout
     delay = 0.2
     while True:
+        remaining = deadline - time.monotonic()
         try:
-            client = await nats.connect(**options)
+            # nats-py keeps retrying an initial connect forever when reconnects are unlimited: bound each attempt.
+            client = await asyncio.wait_for(nats.connect(**options), timeout=max(0.5, remaining))
         except Exception as exc:  # nats raises several unrelated types for an absent server
             if time.monotonic() + delay > deadline:
                 raise BusUnavailable(f"cannot reach NATS at {settings.nats_url}: {exc}") from exc
@@ -142,7 +144,7 @@ async def request(
         try:
             with client_span(subject):
                 reply = await nc.request(subject, payload, timeout=per_try, headers=outgoing_headers())
-        except (NatsTimeoutError, NoRespondersError, asyncio.TimeoutError) as exc:
+        except (TimeoutError, NatsTimeoutError, NoRespondersError) as exc:
             attempt += 1
             elapsed = time.monotonic() - started
             out_of_time = deadline is not None and elapsed + backoff >= deadline

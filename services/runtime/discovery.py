@@ -10,7 +10,9 @@ from typing import Any
 from nats.aio.client import Client
 
 
-async def discover(nc: Client, verb: str = "INFO", timeout: float = 0.5, name: str | None = None) -> list[dict[str, Any]]:
+async def discover(
+    nc: Client, verb: str = "INFO", timeout: float = 0.5, name: str | None = None
+) -> list[dict[str, Any]]:
     """Collect every answer to `$SRV.<verb>[.<name>]` that arrives within `timeout` seconds."""
     inbox = nc.new_inbox()
     answers: list[dict[str, Any]] = []
@@ -46,7 +48,9 @@ def summarize(info: dict[str, Any]) -> dict[str, Any]:
 
 
 async def live_services(nc: Client, timeout: float = 0.5) -> list[dict[str, Any]]:
-    return sorted((summarize(i) for i in await discover(nc, "INFO", timeout)), key=lambda s: (s["service"], s["instance"]))
+    return sorted(
+        (summarize(i) for i in await discover(nc, "INFO", timeout)), key=lambda s: (s["service"], s["instance"])
+    )
 
 
 async def wait_for_services(nc: Client, services: list[str], timeout: float = 60.0) -> list[dict[str, Any]]:

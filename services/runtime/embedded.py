@@ -142,4 +142,6 @@ def start_nats(
     except Exception:
         process.kill()
         raise
-    return EmbeddedNats(process=process, url=f"nats://{host}:{port}", port=port, state_dir=state_dir, config_path=config_path)
+    return EmbeddedNats(
+        process=process, url=f"nats://{host}:{port}", port=port, state_dir=state_dir, config_path=config_path
+    )

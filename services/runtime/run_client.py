@@ -93,7 +93,9 @@ class RunFollower:
 
     @property
     def done(self) -> bool:
-        return len(self.outcomes) >= self.spec.episodes or (self.finished is not None and self.finished.state != "completed")
+        return len(self.outcomes) >= self.spec.episodes or (
+            self.finished is not None and self.finished.state != "completed"
+        )
 
 
 def build_report(spec: RunSpec, accepted: RunAccepted, follower: RunFollower, wall_seconds: float) -> dict[str, Any]:
@@ -132,18 +134,24 @@ def build_report(spec: RunSpec, accepted: RunAccepted, follower: RunFollower, wa
             "mean_final_accuracy": round(statistics.fmean(accuracies), 4) if accuracies else None,
             "seeds_fossilized": sum(e["seeds_fossilized"] for e in episodes),
             "seeds_pruned": sum(e["seeds_pruned"] for e in episodes),
-            "mean_episode_return": round(statistics.fmean(e["episode_return"] for e in episodes), 6) if episodes else None,
+            "mean_episode_return": round(statistics.fmean(e["episode_return"] for e in episodes), 6)
+            if episodes
+            else None,
         },
         "spec": to_builtins(spec),
     }
 
 
-async def follow_run(nc: Client, spec: RunSpec, *, timeout: float, show_progress: bool) -> tuple[RunAccepted, RunFollower, float]:
+async def follow_run(
+    nc: Client, spec: RunSpec, *, timeout: float, show_progress: bool
+) -> tuple[RunAccepted, RunFollower, float]:
     js = nc.jetstream()
     follower = RunFollower(spec)
     # An ordered consumer from the start of the run's subjects: no event is missed, even one published
     # before this subscription was made.
-    sub = await js.subscribe(f"{subjects.PREFIX}.telemetry.{spec.run_id}.>", cb=follower.on_message, ordered_consumer=True)
+    sub = await js.subscribe(
+        f"{subjects.PREFIX}.telemetry.{spec.run_id}.>", cb=follower.on_message, ordered_consumer=True
+    )
     started = time.monotonic()
     accepted = await request(nc, subjects.RUNS_START, spec, RunAccepted, timeout=120.0, retries=3)
     total_epochs = spec.episodes * spec.episode_length
@@ -193,7 +201,9 @@ def spec_from_args(args: argparse.Namespace) -> RunSpec:
     )
 
 
-async def run_job(spec: RunSpec, nats_url: str | None, out_dir: Path, *, timeout: float, show_progress: bool) -> dict[str, Any]:
+async def run_job(
+    spec: RunSpec, nats_url: str | None, out_dir: Path, *, timeout: float, show_progress: bool
+) -> dict[str, Any]:
     out_dir.mkdir(parents=True, exist_ok=True)
     stack: LocalStack | None = None
     log_file = None
@@ -236,7 +246,13 @@ def run_from_args(args: argparse.Namespace, nats_url: str | None) -> int:
     out_dir = Path(args.out or f"runs/{spec.run_id}")
     try:
         report = asyncio.run(
-            run_job(spec, nats_url, out_dir, timeout=args.timeout, show_progress=not args.no_progress and sys.stderr.isatty())
+            run_job(
+                spec,
+                nats_url,
+                out_dir,
+                timeout=args.timeout,
+                show_progress=not args.no_progress and sys.stderr.isatty(),
+            )
         )
     except RemoteError as exc:
         print(f"esper run: the run was refused: {exc.reply.message}", file=sys.stderr)

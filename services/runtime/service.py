@@ -147,7 +147,9 @@ class ServiceRunner:
         nc = await connect(self.settings, on_state=self._bus_state)
         js = nc.jetstream()
         await jetstream.bootstrap(js)
-        telemetry = TelemetryPublisher(js, self.settings.instance, lambda kind: self.metrics.count_event(f"telemetry_drop_{kind}"))
+        telemetry = TelemetryPublisher(
+            js, self.settings.instance, lambda kind: self.metrics.count_event(f"telemetry_drop_{kind}")
+        )
         ctx = ServiceContext(self.settings, nc, js, self.metrics, telemetry, self.device, self.stopping)
         self.context = ctx
         if self.definition.on_start is not None:
@@ -179,9 +181,14 @@ class ServiceRunner:
                     metadata={"request": endpoint.request_type.__name__},
                 )
             )
-        background = [asyncio.create_task(task(ctx), name=f"{name}-bg-{i}") for i, task in enumerate(self.definition.background)]
+        background = [
+            asyncio.create_task(task(ctx), name=f"{name}-bg-{i}") for i, task in enumerate(self.definition.background)
+        ]
         self._ready = True
-        await telemetry.emit(SYSTEM_RUN, ServiceStarted(service=name, instance=self.settings.instance, version=__version__, device=self.device))
+        await telemetry.emit(
+            SYSTEM_RUN,
+            ServiceStarted(service=name, instance=self.settings.instance, version=__version__, device=self.device),
+        )
         log.info("%s: ready (%d endpoints)", name, len(self.definition.endpoints))
 
         stop_wait = asyncio.create_task(self.stopping.wait())
@@ -213,7 +220,9 @@ class ServiceRunner:
                 await asyncio.wait_for(task, timeout=max(1.0, deadline - time.monotonic()))
         if self.definition.on_stop is not None:
             await self.definition.on_stop(ctx)
-        await ctx.telemetry.emit(SYSTEM_RUN, ServiceStopped(service=name, instance=self.settings.instance, reason="drain"))
+        await ctx.telemetry.emit(
+            SYSTEM_RUN, ServiceStopped(service=name, instance=self.settings.instance, reason="drain")
+        )
         # Endpoint subscriptions are drained above; the rest (pull consumers) just needs a flush before closing.
         with contextlib.suppress(Exception):
             await asyncio.wait_for(ctx.nc.flush(), timeout=5)
@@ -262,12 +271,16 @@ class ServiceRunner:
                 self.metrics.requests.labels(service, endpoint.name, "ok").inc()
         self.metrics.latency.labels(service, endpoint.name).observe(time.perf_counter() - started)
 
-    async def _reply_error(self, request: Request, endpoint: Endpoint[Any], code: ErrorCode, message: str, field_path: str) -> None:
+    async def _reply_error(
+        self, request: Request, endpoint: Endpoint[Any], code: ErrorCode, message: str, field_path: str
+    ) -> None:
         self.metrics.requests.labels(self.definition.name, endpoint.name, "error").inc()
         self.metrics.bad_requests.labels(self.definition.name, endpoint.name, code.value).inc()
         reply = ErrorReply(code=code, message=message, subject=endpoint.subject, field=field_path)
         with contextlib.suppress(Exception):
-            await request.respond(encode(reply), headers={ERROR_HEADER: " ".join(message.split())[:200], ERROR_CODE_HEADER: code.value})
+            await request.respond(
+                encode(reply), headers={ERROR_HEADER: " ".join(message.split())[:200], ERROR_CODE_HEADER: code.value}
+            )
 
 
 def run_service(definition: ServiceDefinition, settings: RuntimeSettings) -> None:

@@ -24,7 +24,9 @@ class ChildSpec:
     env: dict[str, str] = field(default_factory=dict)
 
 
-def service_child(name: str, nats_url: str, extra_env: dict[str, str] | None = None, label: str | None = None) -> ChildSpec:
+def service_child(
+    name: str, nats_url: str, extra_env: dict[str, str] | None = None, label: str | None = None
+) -> ChildSpec:
     """The child that runs `esper service NAME` against the given bus."""
     env = {"ESPER_NATS_URL": nats_url, "PYTHONUNBUFFERED": "1", **(extra_env or {})}
     return ChildSpec(name=label or name, argv=[sys.executable, "-m", "services.cli", "service", name], env=env)

@@ -21,7 +21,9 @@ def configure_tracing(service: str, instance: str) -> None:
     global _configured
     if _configured:
         return
-    provider = TracerProvider(resource=Resource.create({"service.name": f"esper-{service}", "service.instance.id": instance}))
+    provider = TracerProvider(
+        resource=Resource.create({"service.name": f"esper-{service}", "service.instance.id": instance})
+    )
     if os.environ.get("OTEL_EXPORTER_OTLP_ENDPOINT"):
         from opentelemetry.exporter.otlp.proto.http.trace_exporter import OTLPSpanExporter
         from opentelemetry.sdk.trace.export import BatchSpanProcessor

@@ -84,9 +84,7 @@ def occupancy(slots: tuple[SlotView, ...]) -> float:
     return 0.01 * max(0, active + fossils - 1) + 0.002 * fossils
 
 
-def contribution_components(
-    config: RewardConfig, inputs: RewardInputs, state: EpisodeRewardState
-) -> dict[str, float]:
+def contribution_components(config: RewardConfig, inputs: RewardInputs, state: EpisodeRewardState) -> dict[str, float]:
     """The SHAPED (or ESCROW) reward of one step, by component."""
     seed = inputs.seed
     op = inputs.effective_op

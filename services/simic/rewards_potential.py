@@ -73,9 +73,7 @@ def pbrs_term(
     birth_paid: bool = False,
 ) -> float:
     """F = 0.3(γΦ(stage, e) − Φ_prev) (§6.3)."""
-    before = previous_potential(
-        stage, epochs_in_stage, previous_stage, previous_epochs_in_stage, birth_paid=birth_paid
-    )
+    before = previous_potential(stage, epochs_in_stage, previous_stage, previous_epochs_in_stage, birth_paid=birth_paid)
     return PBRS_WEIGHT * (gamma * potential(stage, epochs_in_stage) - before)
 
 

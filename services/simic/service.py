@@ -58,7 +58,9 @@ async def consume_steps(ctx: ServiceContext) -> None:
         durable=settings.consumer,
         stream=subjects.STEPS_STREAM,
         config=ConsumerConfig(
-            ack_policy=AckPolicy.EXPLICIT, deliver_policy=DeliverPolicy.ALL, ack_wait=settings.ack_wait,
+            ack_policy=AckPolicy.EXPLICIT,
+            deliver_policy=DeliverPolicy.ALL,
+            ack_wait=settings.ack_wait,
             max_ack_pending=100_000,
         ),
     )
@@ -102,8 +104,14 @@ async def finish_episode(ctx: ServiceContext, buffer: EpisodeBuffer) -> None:
     for msg in buffer.messages:
         with contextlib.suppress(Exception):
             await msg.ack()
-    log.info("%s env %d episode %d: return %+.4f (%s)", first.run_id, first.env_id, first.episode,
-             outcome.episode_return, mode.value)
+    log.info(
+        "%s env %d episode %d: return %+.4f (%s)",
+        first.run_id,
+        first.env_id,
+        first.episode,
+        outcome.episode_return,
+        mode.value,
+    )
 
 
 def definition() -> ServiceDefinition:

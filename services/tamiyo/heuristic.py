@@ -184,6 +184,8 @@ def _manage(
     request: DecisionRequest, seed: SlotState, memory: HeuristicMemory, cfg: HeuristicConfig
 ) -> tuple[FactoredAction, float, str]:
     """§3.9: the first live seed (in slot order) decides."""
+    if seed.slot_id not in request.slot_ids:
+        raise ValueError(f"slot state {seed.slot_id!r} is not one of the request's slot_ids {request.slot_ids}")
     slot = request.slot_ids.index(seed.slot_id)
     name = f"{blueprint_name(seed.blueprint)} in {seed.slot_id}"
     stage = seed.stage

@@ -22,13 +22,16 @@ def validate_decision_request(request: DecisionRequest) -> None:
     expected = BASE_FEATURES + SLOT_FEATURES * n_slots
     if len(request.observation) != expected:
         raise InvalidDecisionRequest(
-            "observation", f"observation has {len(request.observation)} features, expected {expected} for {n_slots} slots"
+            "observation",
+            f"observation has {len(request.observation)} features, expected {expected} for {n_slots} slots",
         )
     for i, value in enumerate(request.observation):
         if not math.isfinite(value):
             raise InvalidDecisionRequest(f"observation[{i}]", f"observation[{i}] is {value}")
     if len(request.blueprint_indices) != n_slots:
-        raise InvalidDecisionRequest("blueprint_indices", f"{len(request.blueprint_indices)} blueprint indices for {n_slots} slots")
+        raise InvalidDecisionRequest(
+            "blueprint_indices", f"{len(request.blueprint_indices)} blueprint indices for {n_slots} slots"
+        )
     if len(request.slots) != n_slots:
         raise InvalidDecisionRequest("slots", f"{len(request.slots)} slot states for {n_slots} slot ids")
     masks = request.masks
@@ -36,14 +39,18 @@ def validate_decision_request(request: DecisionRequest) -> None:
     for head, size in sizes.items():
         row: list[bool] = getattr(masks, head)
         if len(row) != size:
-            raise InvalidDecisionRequest(f"masks.{head}", f"mask for head {head} has {len(row)} entries, expected {size}")
+            raise InvalidDecisionRequest(
+                f"masks.{head}", f"mask for head {head} has {len(row)} entries, expected {size}"
+            )
         if not any(row):
             raise InvalidDecisionRequest(f"masks.{head}", f"mask for head {head} has no legal action")
     if len(masks.slot_by_op) != 6:
         raise InvalidDecisionRequest("masks.slot_by_op", f"slot_by_op has {len(masks.slot_by_op)} rows, expected 6")
     for op, row in enumerate(masks.slot_by_op):
         if len(row) != n_slots:
-            raise InvalidDecisionRequest(f"masks.slot_by_op[{op}]", f"slot_by_op[{op}] has {len(row)} entries for {n_slots} slots")
+            raise InvalidDecisionRequest(
+                f"masks.slot_by_op[{op}]", f"slot_by_op[{op}] has {len(row)} entries for {n_slots} slots"
+            )
         if masks.op[op] and not any(row):
             raise InvalidDecisionRequest(f"masks.slot_by_op[{op}]", f"op {op} is legal but no slot allows it")
     assert set(HEAD_NAMES) >= set(sizes)

@@ -38,7 +38,7 @@ class DatasetUnavailable(RuntimeError):
         self.cache_dir = cache_dir
         super().__init__(
             f"dataset {dataset!r} is not available offline{': ' + detail if detail else ''}. "
-            f"Download it on a connected machine with `python -c \"import datasets; "
+            f'Download it on a connected machine with `python -c "import datasets; '
             f"datasets.load_dataset('{dataset}', cache_dir='{cache_dir}')\"` and copy {cache_dir} here "
             f"(set ESPER_DATA_DIR or HF_DATASETS_CACHE to choose the directory), or point at local files "
             f"(ESPER_CIFAR10_PATH: parquet/arrow with columns img,label; ESPER_TINYSTORIES_PATH: a text file with "
@@ -75,8 +75,10 @@ def load_digits_split(seed: int, val_fraction: float = 0.2) -> TensorSplit:
     )
     mean, std = float(x_tr.mean()), float(x_tr.std())
     return TensorSplit(
-        torch.from_numpy((x_tr - mean) / std), torch.from_numpy(y_tr),
-        torch.from_numpy((x_va - mean) / std), torch.from_numpy(y_va),
+        torch.from_numpy((x_tr - mean) / std),
+        torch.from_numpy(y_tr),
+        torch.from_numpy((x_va - mean) / std),
+        torch.from_numpy(y_va),
     )
 
 

@@ -30,10 +30,10 @@ from leyline_schemas import (
     SlotState,
     StepDirective,
 )
-from services.kasmina.transitions import prune_state
 from services.kasmina.mechanics.gradients import GradientMonitor
 from services.kasmina.mechanics.model import MorphogeneticModel
 from services.kasmina.mechanics.slot import GerminationError, SlotSyncError
+from services.kasmina.transitions import prune_state
 from services.tolaria.data import BatchStream
 from services.tolaria.governor import Governor, GovernorConfig
 from services.tolaria.signals import SignalTracker
@@ -92,7 +92,9 @@ class EpisodeEnv:
         self.episode_length = episode_length
         # A language model's vocabulary is the tokenizer's, which the data loader chose (byte-level offline).
         vocab = task_data.metadata.get("vocab_size") if task.task_type == "lm" else None
-        self.model = MorphogeneticModel(task.build_host(**({"vocab_size": vocab} if vocab else {})), slot_ids).to(self.device)
+        self.model = MorphogeneticModel(task.build_host(**({"vocab_size": vocab} if vocab else {})), slot_ids).to(
+            self.device
+        )
         self.slot_ids = [spec.slot_id for spec in self.model.slot_specs()]
         self.host_optimizer = torch.optim.SGD(
             self.model.host_parameters(), lr=task.host_lr, momentum=0.9, weight_decay=5e-4
@@ -102,7 +104,12 @@ class EpisodeEnv:
         self.augment = task_data.augment
         self.augment_generator = torch.Generator().manual_seed(seed + 1)
         self.train_stream = BatchStream(
-            data.x_train, data.y_train, batch_size, seed=seed + 1, shuffle=True, drop_last=False,
+            data.x_train,
+            data.y_train,
+            batch_size,
+            seed=seed + 1,
+            shuffle=True,
+            drop_last=False,
             max_batches=max_batches or None,
         )
         val = BatchStream(data.x_val, data.y_val, batch_size, seed=seed, shuffle=False, max_batches=max_batches or None)
@@ -123,7 +130,9 @@ class EpisodeEnv:
     # ------------------------------------------------------------------ description
 
     def slot_config(self) -> SlotConfig:
-        return SlotConfig(topology=self.model.topology, slots=self.model.slot_specs(), host_param_count=self.host_params)
+        return SlotConfig(
+            topology=self.model.topology, slots=self.model.slot_specs(), host_param_count=self.host_params
+        )
 
     @property
     def total_seeds(self) -> int:
@@ -195,8 +204,8 @@ class EpisodeEnv:
         elif self.governor.should_snapshot(epoch, self.fossilized_since_snapshot):
             self._snapshot()
         val_loss = validation.val_loss if math.isfinite(validation.val_loss) else float("nan")
-        self.loss_history = (self.loss_history + [val_loss])[-HISTORY:]
-        self.accuracy_history = (self.accuracy_history + [validation.val_accuracy])[-HISTORY:]
+        self.loss_history = ([*self.loss_history, val_loss])[-HISTORY:]
+        self.accuracy_history = ([*self.accuracy_history, validation.val_accuracy])[-HISTORY:]
         signals = self.signals.update(validation.val_accuracy, validation.val_loss)
         self.last_accuracy = validation.val_accuracy
         report = EpochReport(
@@ -213,7 +222,9 @@ class EpisodeEnv:
             host_params=self.host_params,
             total_params=self.model.total_params,
             slots=self._slot_reports(validation),
-            interactions=[PairInteraction(slot_a=a, slot_b=b, interaction=v) for (a, b), v in validation.interactions.items()],
+            interactions=[
+                PairInteraction(slot_a=a, slot_b=b, interaction=v) for (a, b), v in validation.interactions.items()
+            ],
             signals=signals,
             governor=rollback,
             epoch_seconds=time.perf_counter() - started,
@@ -255,7 +266,9 @@ class EpisodeEnv:
         self.governor.snapshot(self.model, exclude_prefixes=excluded)
         self.fossilized_since_snapshot = False
 
-    def _rollback(self, reason: str, loss: float | None, threshold: float | None) -> tuple[GovernorReport, list[SeedPruned]]:
+    def _rollback(
+        self, reason: str, loss: float | None, threshold: float | None
+    ) -> tuple[GovernorReport, list[SeedPruned]]:
         """Restore the host, prune every live seed, clear all optimizer state (§4.5–4.6)."""
         self.governor.rollback(self.model)
         pruned: list[str] = []

@@ -116,7 +116,9 @@ async def read_status(kv: KeyValue, run_id: str) -> RunStatus | None:
         return None
 
 
-async def update_status(kv: KeyValue, run_id: str, change: Callable[[RunStatus], RunStatus | None], attempts: int = 20) -> RunStatus | None:
+async def update_status(
+    kv: KeyValue, run_id: str, change: Callable[[RunStatus], RunStatus | None], attempts: int = 20
+) -> RunStatus | None:
     """Apply `change` to the run's status with compare-and-set, retrying on concurrent writers."""
     key = subjects.run_status_key(run_id)
     for _ in range(attempts):

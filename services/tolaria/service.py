@@ -56,7 +56,9 @@ def _check_spec(spec: RunSpec) -> RunSpec:
         raise RequestRejected(ErrorCode.INVALID_REQUEST, str(exc), "run_id") from exc
     for name in ("episodes", "n_envs", "episode_length", "batch_size"):
         if getattr(spec, name) < 1:
-            raise RequestRejected(ErrorCode.INVALID_REQUEST, f"{name} must be at least 1, got {getattr(spec, name)}", name)
+            raise RequestRejected(
+                ErrorCode.INVALID_REQUEST, f"{name} must be at least 1, got {getattr(spec, name)}", name
+            )
     if spec.max_seeds < 0 or spec.max_batches < 0:
         raise RequestRejected(ErrorCode.INVALID_REQUEST, "max_seeds and max_batches must be >= 0", "max_seeds")
     try:
@@ -68,10 +70,14 @@ def _check_spec(spec: RunSpec) -> RunSpec:
     unknown = [s for s in slots if s not in available]
     if unknown or len(set(slots)) != len(slots) or not slots:
         raise RequestRejected(
-            ErrorCode.INVALID_REQUEST, f"slots {slots} are not distinct injection points of {task.name}: {available}", "slots"
+            ErrorCode.INVALID_REQUEST,
+            f"slots {slots} are not distinct injection points of {task.name}: {available}",
+            "slots",
         )
     arms = list(spec.arms) or [ArmSpec(arm_id="main", policy_id="heuristic")]
-    return msgspec.structs.replace(spec, task=task.name, slots=slots, arms=arms, created_at=spec.created_at or time.time())
+    return msgspec.structs.replace(
+        spec, task=task.name, slots=slots, arms=arms, created_at=spec.created_at or time.time()
+    )
 
 
 async def handle_start(spec: RunSpec, ctx: ServiceContext) -> RunAccepted:
@@ -104,8 +110,13 @@ async def handle_start(spec: RunSpec, ctx: ServiceContext) -> RunAccepted:
         ),
     )
     log.info("accepted %s: %s", spec.run_id, spec)
-    return RunAccepted(run_id=spec.run_id, n_envs=spec.n_envs, episodes=spec.episodes, slot_ids=list(spec.slots),
-                       host_params=host_params)
+    return RunAccepted(
+        run_id=spec.run_id,
+        n_envs=spec.n_envs,
+        episodes=spec.episodes,
+        slot_ids=list(spec.slots),
+        host_params=host_params,
+    )
 
 
 async def handle_status(message: RunStatusRequest, ctx: ServiceContext) -> RunStatus:
@@ -137,8 +148,15 @@ async def drive_envs(ctx: ServiceContext) -> None:
         import torch
 
         torch.set_num_threads(settings.torch_threads)
-    worker = EnvWorker(ctx, settings.max_envs, settings.lease_ttl, settings.poll_interval, settings.data_dir,
-                       settings.step_timeout, settings.step_deadline)
+    worker = EnvWorker(
+        ctx,
+        settings.max_envs,
+        settings.lease_ttl,
+        settings.poll_interval,
+        settings.data_dir,
+        settings.step_timeout,
+        settings.step_deadline,
+    )
     await worker.run()
 
 

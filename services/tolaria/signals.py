@@ -30,7 +30,9 @@ class SignalTracker:
         if self.previous_accuracy is not None:
             self.plateau_epochs = self.plateau_epochs + 1 if accuracy_delta < self.plateau_threshold else 0
         if self.previous_loss is not None and not self.host_stabilized:
-            relative = loss_delta / self.previous_loss if self.previous_loss > 0 and math.isfinite(loss_delta) else math.inf
+            relative = (
+                loss_delta / self.previous_loss if self.previous_loss > 0 and math.isfinite(loss_delta) else math.inf
+            )
             self.stable_count = self.stable_count + 1 if STABLE_LOW < relative < STABLE_HIGH else 0
             if self.stable_count >= STABILIZATION_EPOCHS:
                 self.host_stabilized = True

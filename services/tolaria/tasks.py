@@ -148,8 +148,14 @@ def _meta(split: data.TensorSplit, dataset: str, source: str, **extra: Any) -> d
 
 def _cnn(base: int, blocks: int, kernel: int, pools: int, in_channels: int = 3) -> Mapping[str, Any]:
     return MappingProxyType(
-        {"in_channels": in_channels, "base_channels": base, "n_blocks": blocks, "kernel_size": kernel,
-         "pool_layers": pools, "num_classes": 10}
+        {
+            "in_channels": in_channels,
+            "base_channels": base,
+            "n_blocks": blocks,
+            "kernel_size": kernel,
+            "pool_layers": pools,
+            "num_classes": 10,
+        }
     )
 
 
@@ -161,8 +167,15 @@ _BASELINE = _cnn(8, 3, 3, 3)
 _SCALE = _cnn(8, 5, 3, 5)
 _POSTPOOL = _cnn(16, 3, 3, 3)
 _GPT = MappingProxyType(
-    {"vocab_size": 50257, "n_embd": 384, "n_head": 6, "n_layer": 6, "block_size": 256, "dropout": 0.1,
-     "num_segments": 3}
+    {
+        "vocab_size": 50257,
+        "n_embd": 384,
+        "n_head": 6,
+        "n_layer": 6,
+        "block_size": 256,
+        "dropout": 0.1,
+        "num_segments": 3,
+    }
 )
 _SMALL_GPT = MappingProxyType(
     {"vocab_size": 64, "n_embd": 64, "n_head": 4, "n_layer": 3, "block_size": 32, "dropout": 0.0, "num_segments": 3}
@@ -170,8 +183,9 @@ _SMALL_GPT = MappingProxyType(
 
 
 def _cifar(name: str, host: Mapping[str, Any], slots: tuple[str, ...], plateau: float = 0.5) -> TaskSpec:
-    return TaskSpec(name, Topology.CNN, "classification", host, slots, _cifar_data, num_classes=10,
-                    plateau_threshold=plateau)
+    return TaskSpec(
+        name, Topology.CNN, "classification", host, slots, _cifar_data, num_classes=10, plateau_threshold=plateau
+    )
 
 
 # Default slots: the reference enables r0c0–r0c2 (§1.9, §6.3); the surface variants differ only in the slots
@@ -189,19 +203,63 @@ _REGISTRY: dict[str, TaskSpec] = {
         _cifar("cifar_highres", _POSTPOOL, _slots(0, 3)),
         _cifar("cifar_deep_multichannel", _SCALE, _slots(0, 5) + _slots(1, 5)),
         _cifar("cifar_deep_impaired", _cnn(2, 5, 1, 5), _slots(0, 5)),
-        TaskSpec("tinystories", Topology.TRANSFORMER, "lm", _GPT, _slots(0, 3), _tinystories_data,
-                 vocab_size=50257, block_size=256, batch_size=32, plateau_threshold=0.3,
-                 loss_baseline=math.log(50257), loss_target=3.5, loss_delta_std=0.15, feature_max_epochs=50,
-                 compute_rent_weight=0.01),
+        TaskSpec(
+            "tinystories",
+            Topology.TRANSFORMER,
+            "lm",
+            _GPT,
+            _slots(0, 3),
+            _tinystories_data,
+            vocab_size=50257,
+            block_size=256,
+            batch_size=32,
+            plateau_threshold=0.3,
+            loss_baseline=math.log(50257),
+            loss_target=3.5,
+            loss_delta_std=0.15,
+            feature_max_epochs=50,
+            compute_rent_weight=0.01,
+        ),
         # Three blocks with two pools keep 8×8 digits at 2×2 before the global pool (8 → 4 → 2).
-        TaskSpec("digits", Topology.CNN, "classification", _cnn(16, 3, 3, 2, in_channels=1), _slots(0, 3),
-                 _digits_data, num_classes=10, batch_size=64, loss_target=0.1, episode_length=40),
-        TaskSpec("synthetic_cnn", Topology.CNN, "classification", _BASELINE, _slots(0, 3), _synthetic_cnn_data,
-                 num_classes=10, plateau_threshold=0.4, episode_length=25),
-        TaskSpec("synthetic_transformer", Topology.TRANSFORMER, "lm", _SMALL_GPT, _slots(0, 3),
-                 _synthetic_transformer_data, vocab_size=64, block_size=32, batch_size=32,
-                 loss_baseline=math.log(64), loss_target=math.log(3), loss_delta_std=0.15, compute_rent_weight=0.01,
-                 episode_length=25),
+        TaskSpec(
+            "digits",
+            Topology.CNN,
+            "classification",
+            _cnn(16, 3, 3, 2, in_channels=1),
+            _slots(0, 3),
+            _digits_data,
+            num_classes=10,
+            batch_size=64,
+            loss_target=0.1,
+            episode_length=40,
+        ),
+        TaskSpec(
+            "synthetic_cnn",
+            Topology.CNN,
+            "classification",
+            _BASELINE,
+            _slots(0, 3),
+            _synthetic_cnn_data,
+            num_classes=10,
+            plateau_threshold=0.4,
+            episode_length=25,
+        ),
+        TaskSpec(
+            "synthetic_transformer",
+            Topology.TRANSFORMER,
+            "lm",
+            _SMALL_GPT,
+            _slots(0, 3),
+            _synthetic_transformer_data,
+            vocab_size=64,
+            block_size=32,
+            batch_size=32,
+            loss_baseline=math.log(64),
+            loss_target=math.log(3),
+            loss_delta_std=0.15,
+            compute_rent_weight=0.01,
+            episode_length=25,
+        ),
     )
 }
 REFERENCE_TASKS = tuple(name for name in _REGISTRY if name.startswith(("cifar_", "tinystories")))
@@ -224,15 +282,17 @@ def task_table() -> list[dict[str, Any]]:
     rows = []
     for spec in _REGISTRY.values():
         host = spec.build_host()
-        rows.append({
-            "name": spec.name,
-            "topology": str(spec.topology),
-            "task_type": spec.task_type,
-            "host_params": sum(p.numel() for p in host.parameters()),
-            "slot_ids": [s.slot_id for s in host.injection_specs()],
-            "default_slots": list(spec.default_slots),
-            "batch_size": spec.batch_size,
-            "episode_length": spec.episode_length,
-        })
+        rows.append(
+            {
+                "name": spec.name,
+                "topology": str(spec.topology),
+                "task_type": spec.task_type,
+                "host_params": sum(p.numel() for p in host.parameters()),
+                "slot_ids": [s.slot_id for s in host.injection_specs()],
+                "default_slots": list(spec.default_slots),
+                "batch_size": spec.batch_size,
+                "episode_length": spec.episode_length,
+            }
+        )
         del host
     return rows

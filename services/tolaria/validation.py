@@ -1,4 +1,4 @@
-"""Fused validation: main, each-slot-off, solo-on, all-off and pairs in one pass (reference/tolaria_karn.md §3.6–3.7)."""
+"""Fused validation: main, each slot off, solo-on, all-off and pairs in one pass (tolaria_karn.md §3.6–3.7)."""
 
 from __future__ import annotations
 

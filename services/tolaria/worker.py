@@ -6,8 +6,8 @@ import asyncio
 import contextlib
 import functools
 import logging
-from pathlib import Path
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import msgspec
 from nats.js.errors import KeyWrongLastSequenceError
@@ -85,8 +85,16 @@ class LeaseKeeper:
 class EnvWorker:
     """Leases up to `max_envs` envs and runs each as an asyncio task; training runs in worker threads."""
 
-    def __init__(self, ctx: ServiceContext, max_envs: int, lease_ttl: float, poll_interval: float, data_dir: str,
-                 step_timeout: float, step_deadline: float) -> None:
+    def __init__(
+        self,
+        ctx: ServiceContext,
+        max_envs: int,
+        lease_ttl: float,
+        poll_interval: float,
+        data_dir: str,
+        step_timeout: float,
+        step_deadline: float,
+    ) -> None:
         self.ctx = ctx
         self.max_envs = max_envs
         self.lease_ttl = lease_ttl
@@ -170,10 +178,13 @@ class EnvWorker:
         updated = await leases.update_status(kv, spec.run_id, finish)
         if updated is not None and updated.state is state:
             severity = Severity.INFO if state is RunState.COMPLETED else Severity.ERROR
-            await self.ctx.telemetry.emit(spec.run_id, RunFinished(state=state.value, message=message), severity=severity)
+            await self.ctx.telemetry.emit(
+                spec.run_id, RunFinished(state=state.value, message=message), severity=severity
+            )
 
-    async def _run_episode(self, spec: RunSpec, task: TaskSpec, data: TaskData, env_id: int, episode: int,
-                           keeper: LeaseKeeper) -> None:
+    async def _run_episode(
+        self, spec: RunSpec, task: TaskSpec, data: TaskData, env_id: int, episode: int, keeper: LeaseKeeper
+    ) -> None:
         ctx = self.ctx
         round_index = episode // spec.n_envs
         lifecycle = LifecycleConfig(
@@ -210,8 +221,12 @@ class EnvWorker:
                 rb = outcome.rollback
                 await ctx.telemetry.emit(
                     spec.run_id,
-                    GovernorRollback(reason=rb.reason, loss_at_panic=rb.loss_at_panic, loss_threshold=rb.loss_threshold,
-                                     pruned_slots=rb.pruned_slots),
+                    GovernorRollback(
+                        reason=rb.reason,
+                        loss_at_panic=rb.loss_at_panic,
+                        loss_threshold=rb.loss_threshold,
+                        pruned_slots=rb.pruned_slots,
+                    ),
                     severity=Severity.WARNING,
                     **where,
                 )
@@ -233,8 +248,13 @@ class EnvWorker:
                 total_seeds=env.total_seeds,
             )
             directive = await request(
-                ctx.nc, subjects.KASMINA_STEP, step, StepDirective,
-                timeout=self.step_timeout, retries=1000, deadline=self.step_deadline,
+                ctx.nc,
+                subjects.KASMINA_STEP,
+                step,
+                StepDirective,
+                timeout=self.step_timeout,
+                retries=1000,
+                deadline=self.step_deadline,
             )
             refused = await asyncio.to_thread(env.apply, directive)
             done = epoch == spec.episode_length
@@ -256,7 +276,10 @@ class EnvWorker:
                 worker_id=ctx.settings.instance,
             )
             await ctx.js.publish(
-                subjects.steps_subject(spec.run_id), encode(record), headers={"Nats-Msg-Id": record.dedup_id}, timeout=10.0
+                subjects.steps_subject(spec.run_id),
+                encode(record),
+                headers={"Nats-Msg-Id": record.dedup_id},
+                timeout=10.0,
             )
             await self._publish_epoch(spec, env, directive, report, where)
             for refusal in refused:
@@ -265,8 +288,9 @@ class EnvWorker:
             last_op = directive.effective_op
             last_ok = directive.outcome in (DecisionOutcome.APPLIED, DecisionOutcome.WAITED) and not refused
 
-    async def _publish_epoch(self, spec: RunSpec, env: EpisodeEnv, directive: StepDirective, report: EpochReport,
-                             where: dict[str, int]) -> None:
+    async def _publish_epoch(
+        self, spec: RunSpec, env: EpisodeEnv, directive: StepDirective, report: EpochReport, where: dict[str, int]
+    ) -> None:
         ctx = self.ctx
         for event in directive.lifecycle_events:
             if isinstance(event, SeedGerminated):
@@ -298,4 +322,3 @@ class EnvWorker:
             ),
             **where,
         )
-

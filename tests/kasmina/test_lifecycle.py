@@ -91,6 +91,15 @@ def _with_slot(state: SlotState, index: int = 1) -> StepRequest:
         ),
         (request(empty_slots(), lifecycle=LifecycleConfig(auto_forward_gates=[4])), "lifecycle.auto_forward_gates[0]"),
         (request(empty_slots(), total_seeds=-1), "total_seeds"),
+        (
+            request(empty_slots(), epoch_report=report(slots=[SlotReport(slot_id="r0c2", gradient_health=math.nan)])),
+            "report.slots[0].gradient_health",
+        ),
+        (_with_slot(seed(S.TRAINING, gradient_health=math.nan)), "slots[1].metrics.gradient_health"),
+        (
+            _with_slot(replace(seed(S.BLENDING), controller=AlphaControllerState(steps_total=-1))),
+            "slots[1].controller.steps_total",
+        ),
     ],
 )
 def test_inconsistent_requests_name_the_offending_field(req: StepRequest, field: str) -> None:
@@ -208,6 +217,7 @@ def test_instant_prune_frees_the_slot_after_exactly_one_plus_embargo_plus_one_ti
     pruned = execute(prune, request(slots), slots)
     assert pruned.valid and pruned.slots[0].stage is S.PRUNED
     slots = pruned.slots
+    assert not execute(germinate, request(slots), slots).valid
     cooldown = 1 + DEFAULT_EMBARGO_EPOCHS_AFTER_PRUNE + 1
     for epoch in range(11, 11 + cooldown):
         req = request(slots, epoch=epoch)

@@ -19,28 +19,28 @@ _cache: dict[Any, st.SearchStrategy[Any]] = {}
 
 def strategy(info: msgspec.inspect.Type) -> st.SearchStrategy[Any]:
     """A hypothesis strategy for any msgspec type, built from msgspec's own type introspection."""
-    I = msgspec.inspect
-    if isinstance(info, I.IntType):
+    inspect = msgspec.inspect
+    if isinstance(info, inspect.IntType):
         return st.integers(min_value=-(2**31), max_value=2**31)
-    if isinstance(info, I.FloatType):
+    if isinstance(info, inspect.FloatType):
         return st.floats(allow_nan=False, width=64)
-    if isinstance(info, I.StrType):
+    if isinstance(info, inspect.StrType):
         return st.text(max_size=12)
-    if isinstance(info, I.BoolType):
+    if isinstance(info, inspect.BoolType):
         return st.booleans()
-    if isinstance(info, I.BytesType):
+    if isinstance(info, inspect.BytesType):
         return st.binary(max_size=32)
-    if isinstance(info, I.NoneType):
+    if isinstance(info, inspect.NoneType):
         return st.none()
-    if isinstance(info, I.EnumType):
+    if isinstance(info, inspect.EnumType):
         return st.sampled_from(list(info.cls))
-    if isinstance(info, I.ListType):
+    if isinstance(info, inspect.ListType):
         return st.lists(strategy(info.item_type), max_size=3)
-    if isinstance(info, I.DictType):
+    if isinstance(info, inspect.DictType):
         return st.dictionaries(strategy(info.key_type), strategy(info.value_type), max_size=3)
-    if isinstance(info, I.UnionType):
+    if isinstance(info, inspect.UnionType):
         return st.one_of(*[strategy(t) for t in info.types])
-    if isinstance(info, I.StructType):
+    if isinstance(info, inspect.StructType):
         cls = info.cls
         if cls not in _cache:
             fields = {f.name: strategy(f.type) for f in info.fields if not f.name.startswith("_")}
@@ -82,7 +82,9 @@ def _step_request() -> L.StepRequest:
         policy_id="heuristic",
         slot_config=L.SlotConfig(topology=L.Topology.CNN, slots=[L.SlotSpec(slot_id="r0c0", channels=8, order=0)]),
         lifecycle=L.LifecycleConfig(),
-        report=L.EpochReport(epoch=1, max_epochs=10, train_loss=1.0, train_accuracy=50.0, val_loss=1.0, val_accuracy=50.0),
+        report=L.EpochReport(
+            epoch=1, max_epochs=10, train_loss=1.0, train_accuracy=50.0, val_loss=1.0, val_accuracy=50.0
+        ),
         slots=[L.SlotState(slot_id="r0c0")],
     )
 
@@ -142,8 +144,15 @@ def test_float32_state_packing_round_trips() -> None:
 
 def test_mutation_union_is_tagged() -> None:
     directive_mutations = [
-        L.Germinate(slot_id="r0c0", seed_id="s", blueprint=L.BlueprintAction.NORM, blend=L.BlendId.SIGMOID,
-                    alpha_algorithm=L.AlphaAlgorithm.ADD, blend_tempo_epochs=5, alpha_target=1.0),
+        L.Germinate(
+            slot_id="r0c0",
+            seed_id="s",
+            blueprint=L.BlueprintAction.NORM,
+            blend=L.BlendId.SIGMOID,
+            alpha_algorithm=L.AlphaAlgorithm.ADD,
+            blend_tempo_epochs=5,
+            alpha_target=1.0,
+        ),
         L.Fossilize(slot_id="r0c0"),
     ]
     encoded = msgspec.msgpack.decode(msgspec.msgpack.encode(directive_mutations))

@@ -55,7 +55,8 @@ def walk(start: SeedStage, steps: list[SeedStage | None]) -> list[tuple[SeedStag
 def test_pbrs_telescopes_over_any_stage_path(start: SeedStage, steps: list[SeedStage | None]) -> None:
     states = walk(start, steps)
     total = math.fsum(
-        GAMMA ** (t - 1) * pbrs_term(stage, e, prev, prev_e, GAMMA) for t, (stage, e, prev, prev_e) in enumerate(states)
+        GAMMA ** (t - 1) * pbrs_term(stage, e, prev, prev_e, GAMMA)
+        for t, (stage, e, prev, prev_e) in enumerate(states)
         if t > 0
     )
     horizon = len(states) - 1

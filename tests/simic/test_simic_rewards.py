@@ -1,4 +1,4 @@
-"""Reward modes of reference/tamiyo_simic.md §6: golden values (§12.17), attribution rules (§12.15) and each mode's terms."""
+"""Reward modes of reference/tamiyo_simic.md §6: golden values (§12.17), attribution (§12.15) and each mode's terms."""
 
 from __future__ import annotations
 
@@ -156,9 +156,8 @@ def test_fossilize_with_negative_total_improvement_gets_no_attribution() -> None
 
 
 def test_proxy_attribution_pays_only_blended_seeds_and_never_host_drift() -> None:
-    gain = {"stage_start": 50.0, "current": 55.0}
-    training = reward(SHAPED, step(target=seed(SeedStage.TRAINING, **gain)))
-    blending = reward(SHAPED, step(target=seed(SeedStage.BLENDING, **gain)))
+    training = reward(SHAPED, step(target=seed(SeedStage.TRAINING, stage_start=50.0, current=55.0)))
+    blending = reward(SHAPED, step(target=seed(SeedStage.BLENDING, stage_start=50.0, current=55.0)))
     no_seed = reward(SHAPED, step(val_accuracy=90.0, total=5.0))
     assert training.components.get("attribution", 0.0) == 0.0
     assert blending.components["attribution"] == pytest.approx(1.5)
@@ -192,8 +191,14 @@ def test_attribution_discount_when_seeds_hurt_the_host() -> None:
 
 def test_parameter_rent_alpha_shock_and_occupancy() -> None:
     slots = (
-        SlotView(slot_id="r0c0", stage=SeedStage.BLENDING, alpha=0.5, previous_alpha=0.2, seed_params=10_000,
-                 previous_seed_params=10_000),
+        SlotView(
+            slot_id="r0c0",
+            stage=SeedStage.BLENDING,
+            alpha=0.5,
+            previous_alpha=0.2,
+            seed_params=10_000,
+            previous_seed_params=10_000,
+        ),
         SlotView(slot_id="r0c1", stage=SeedStage.TRAINING, seed_params=5_000, previous_seed_params=5_000),
         SlotView(slot_id="r0c2", stage=SeedStage.FOSSILIZED, alpha=1.0, previous_alpha=1.0, seed_params=2_000),
     )
@@ -207,12 +212,14 @@ def test_parameter_rent_alpha_shock_and_occupancy() -> None:
 def test_warnings_and_synergy() -> None:
     blending = reward(SHAPED, step(target=seed(SeedStage.BLENDING, epochs=3), c=0.5, total=-0.5, progress=1.0))
     assert blending.components["blending_warning"] == pytest.approx(-0.25)
-    holding = reward(SHAPED, step(target=seed(SeedStage.HOLDING, epochs=4), c=2.0, total=2.0, progress=5.0,
-                                  interaction_sum=2.0))
+    holding = reward(
+        SHAPED, step(target=seed(SeedStage.HOLDING, epochs=4), c=2.0, total=2.0, progress=5.0, interaction_sum=2.0)
+    )
     assert holding.components["holding_warning"] == pytest.approx(-0.2)
     assert holding.components["synergy"] == pytest.approx(0.1 * math.tanh(1.0))
-    fossilizing = reward(SHAPED, step(LifecycleOp.FOSSILIZE, target=seed(SeedStage.HOLDING, epochs=4), c=2.0,
-                                      total=2.0, progress=5.0))
+    fossilizing = reward(
+        SHAPED, step(LifecycleOp.FOSSILIZE, target=seed(SeedStage.HOLDING, epochs=4), c=2.0, total=2.0, progress=5.0)
+    )
     assert "holding_warning" not in fossilizing.components
 
 
@@ -229,12 +236,14 @@ def test_germinate_action_terms() -> None:
 
 
 def test_fossilize_action_terms() -> None:
-    good = reward(SHAPED, step(LifecycleOp.FOSSILIZE, target=seed(SeedStage.HOLDING, epochs=5), c=2.0, total=1.0,
-                               progress=5.0)).components
+    good = reward(
+        SHAPED, step(LifecycleOp.FOSSILIZE, target=seed(SeedStage.HOLDING, epochs=5), c=2.0, total=1.0, progress=5.0)
+    ).components
     assert good["action"] == pytest.approx(0.7 - 0.01)
     assert good["fossil_bonus"] == pytest.approx(3 * math.tanh(1 / 3))
-    ransom = reward(SHAPED, step(LifecycleOp.FOSSILIZE, target=seed(SeedStage.HOLDING, epochs=5), c=2.0, total=-1.0,
-                                 progress=5.0)).components
+    ransom = reward(
+        SHAPED, step(LifecycleOp.FOSSILIZE, target=seed(SeedStage.HOLDING, epochs=5), c=2.0, total=-1.0, progress=5.0)
+    ).components
     assert ransom["action"] == pytest.approx(-0.5 - 0.2 - 0.3 - 0.01) and "fossil_bonus" not in ransom
     not_holding = reward(SHAPED, step(LifecycleOp.FOSSILIZE, target=seed(SeedStage.BLENDING), c=2.0)).components
     assert not_holding["action"] == pytest.approx(-1.01)
@@ -254,8 +263,13 @@ def test_prune_action_terms(germinated: int, c: float | None, expected: float) -
 def test_prune_forfeiture_is_not_paid_again_when_the_pruned_seed_is_next_observed() -> None:
     state = EpisodeRewardState()
     reward(SHAPED, step(LifecycleOp.PRUNE, target=seed(SeedStage.TRAINING, germinated_epoch=5)), state)
-    pruned = SlotState(slot_id="r0c1", stage=SeedStage.PRUNED, seed_id="s1", previous_stage=SeedStage.TRAINING,
-                       previous_epochs_in_stage=3)
+    pruned = SlotState(
+        slot_id="r0c1",
+        stage=SeedStage.PRUNED,
+        seed_id="s1",
+        previous_stage=SeedStage.TRAINING,
+        previous_epochs_in_stage=3,
+    )
     assert reward(SHAPED, step(target=pruned), state).components.get("pbrs", 0.0) == 0.0
     # Without the forfeiture (a governor prune), the drop to Φ = 0 is paid by the next PBRS step.
     assert reward(SHAPED, step(target=pruned)).components["pbrs"] == pytest.approx(-0.3 * (2.0 + 0.9))
@@ -271,11 +285,25 @@ def test_other_action_costs_and_terminal() -> None:
 
 def test_ablation_switches_drop_their_terms() -> None:
     stuck = SlotView(slot_id="r0c0", stage=SeedStage.TRAINING, seed_id="s0", age=10)
-    shaky = SlotView(slot_id="r0c2", stage=SeedStage.BLENDING, alpha=0.6, previous_alpha=0.2, seed_params=9_000,
-                     previous_seed_params=9_000)
+    shaky = SlotView(
+        slot_id="r0c2",
+        stage=SeedStage.BLENDING,
+        alpha=0.6,
+        previous_alpha=0.2,
+        seed_params=9_000,
+        previous_seed_params=9_000,
+    )
     holding = seed(SeedStage.HOLDING, epochs=5)
-    fossilize = step(LifecycleOp.FOSSILIZE, target=holding, c=5.0, total=0.05, progress=5.0, slots=(stuck, shaky),
-                     terminal=True, epoch=25)
+    fossilize = step(
+        LifecycleOp.FOSSILIZE,
+        target=holding,
+        c=5.0,
+        total=0.05,
+        progress=5.0,
+        slots=(stuck, shaky),
+        terminal=True,
+        epoch=25,
+    )
     full = reward(SHAPED, fossilize).components
     assert {"pbrs", "germination_clawback", "terminal", "fossil_bonus", "alpha_shock"} <= set(full)
     no_pbrs = reward(RewardConfig(disable_pbrs=True), fossilize).components
@@ -292,8 +320,18 @@ def test_ablation_switches_drop_their_terms() -> None:
 
 
 def test_components_sum_to_total() -> None:
-    result = reward(SHAPED, step(LifecycleOp.FOSSILIZE, target=seed(SeedStage.HOLDING, epochs=5), c=2.0, total=1.0,
-                                 progress=5.0, terminal=True, epoch=25))
+    result = reward(
+        SHAPED,
+        step(
+            LifecycleOp.FOSSILIZE,
+            target=seed(SeedStage.HOLDING, epochs=5),
+            c=2.0,
+            total=1.0,
+            progress=5.0,
+            terminal=True,
+            epoch=25,
+        ),
+    )
     assert result.total == pytest.approx(sum(result.components.values()))
     assert len(result.components) > 3
 

@@ -153,9 +153,7 @@ def test_an_empty_mask_row_raises_naming_the_head(head: str) -> None:
     elif head == "slot":
         rows = [list(row) for row in masks.slot_by_op]
         rows[LifecycleOp.GERMINATE] = [False, False, False]
-        masks = ActionMasks(
-            op=masks.op, slot_by_op=rows, **{name: getattr(masks, name) for name in HEAD_SIZES}
-        )
+        masks = ActionMasks(op=masks.op, slot_by_op=rows, **{name: getattr(masks, name) for name in HEAD_SIZES})
     else:
         heads = {name: getattr(masks, name) for name in HEAD_SIZES} | {"blueprint": [False] * 13}
         masks = ActionMasks(op=masks.op, slot_by_op=masks.slot_by_op, **heads)

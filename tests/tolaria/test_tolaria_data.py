@@ -135,10 +135,13 @@ def test_cifar_parquet_file_loads_normalised_tensors(tmp_path: Path) -> None:
 def test_cifar_directory_with_raw_arrays_and_the_env_variable(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     train, train_labels = _cifar_like(12, seed=1)
     test, test_labels = _cifar_like(4, seed=2)
-    pq.write_table(pa.table({"img": [im.flatten().tolist() for im in train], "label": train_labels}),
-                   tmp_path / "train-00000.parquet")
-    pq.write_table(pa.table({"img": [im.flatten().tolist() for im in test], "label": test_labels}),
-                   tmp_path / "test-00000.parquet")
+    pq.write_table(
+        pa.table({"img": [im.flatten().tolist() for im in train], "label": train_labels}),
+        tmp_path / "train-00000.parquet",
+    )
+    pq.write_table(
+        pa.table({"img": [im.flatten().tolist() for im in test], "label": test_labels}), tmp_path / "test-00000.parquet"
+    )
     monkeypatch.setenv("ESPER_CIFAR10_PATH", str(tmp_path))
     split = load_cifar10(max_train=10)
     assert split.x_train.shape == (10, 3, 32, 32) and split.x_val.shape == (4, 3, 32, 32)

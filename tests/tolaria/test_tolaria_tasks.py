@@ -14,8 +14,16 @@ from leyline_schemas.enums import Topology
 from services.tolaria.tasks import REFERENCE_TASKS, env_seed, get_task, task_names, task_table
 
 REFERENCE = {
-    "cifar_baseline", "cifar_scale", "cifar_impaired", "cifar_minimal", "cifar_multichannel", "cifar_postpool",
-    "cifar_highres", "cifar_deep_multichannel", "cifar_deep_impaired", "tinystories",
+    "cifar_baseline",
+    "cifar_scale",
+    "cifar_impaired",
+    "cifar_minimal",
+    "cifar_multichannel",
+    "cifar_postpool",
+    "cifar_highres",
+    "cifar_deep_multichannel",
+    "cifar_deep_impaired",
+    "tinystories",
 }
 GRID_2x3 = [f"r{r}c{c}" for r in range(2) for c in range(3)]
 GRID_2x5 = [f"r{r}c{c}" for r in range(2) for c in range(5)]
