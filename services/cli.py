@@ -4,12 +4,23 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import importlib
+import importlib.util
 import json
 import sys
 from pathlib import Path
 from typing import Any
 
 SERVICE_NAMES = ("kasmina", "tamiyo", "simic", "tolaria", "karn")
+
+#: Modules that add subcommands through `register(subparsers)`.
+COMMAND_MODULES = (
+    "services.karn.commands",
+    "services.simic.commands",
+    "services.tamiyo.commands",
+    "services.tolaria.commands",
+    "services.runtime.bench",
+)
 
 
 def _print_json(data: Any) -> None:
@@ -203,6 +214,11 @@ def build_parser() -> argparse.ArgumentParser:
     kb.add_argument("--channels", type=int, default=32)
     kb.add_argument("--json", action="store_true")
     kb.set_defaults(func=cmd_kasmina)
+
+    for module_name in COMMAND_MODULES:
+        # Each service's own operator commands live beside the service and register themselves here.
+        if importlib.util.find_spec(module_name) is not None:
+            importlib.import_module(module_name).register(sub)
     return parser
 
 
