@@ -27,10 +27,13 @@ def _coerce(raw: str, kind: Any, name: str) -> Any:
         if text.lower() in ("0", "false", "no", "off", ""):
             return False
         raise ValueError(f"{name}={raw!r} is not a boolean")
-    if kind in (int, "int"):
-        return int(text)
-    if kind in (float, "float"):
-        return float(text)
+    try:
+        if kind in (int, "int"):
+            return int(text)
+        if kind in (float, "float"):
+            return float(text)
+    except ValueError:
+        raise ValueError(f"{name}={raw!r} is not a valid {kind if isinstance(kind, str) else kind.__name__}") from None
     return text
 
 

@@ -10,14 +10,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import msgspec
-from nats.js.errors import KeyWrongLastSequenceError
+from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
 from nats.js.kv import KeyValue
 
 from leyline_schemas import (
+    ActivePolicy,
     DecisionOutcome,
     EpochCompleted,
     EpochReport,
     GovernorRollback,
+    LeylineDecodeError,
     LifecycleConfig,
     LifecycleOp,
     RunFinished,
@@ -30,6 +32,7 @@ from leyline_schemas import (
     StepRecord,
     StepRequest,
     blueprint_name,
+    decode,
     encode,
     subjects,
 )
@@ -41,6 +44,19 @@ from services.tolaria.env import EpisodeEnv
 from services.tolaria.tasks import TaskData, TaskSpec, env_seed, get_task
 
 log = logging.getLogger("esper.tolaria.worker")
+
+
+async def _policy_version(policies: KeyValue, policy_id: str) -> int | None:
+    try:
+        entry = await policies.get(subjects.policy_key(policy_id))
+    except KeyNotFoundError:
+        return None
+    if not entry.value:
+        return None
+    try:
+        return decode(entry.value, ActivePolicy).version
+    except LeylineDecodeError:
+        return None
 
 
 class LeaseLost(RuntimeError):
@@ -147,6 +163,8 @@ class EnvWorker:
                 if status is None or status.state is not RunState.RUNNING:
                     return
                 await keeper.update(episode=episodes[k])
+                if not await self._wait_for_policy(spec, env_id, episodes[k] // spec.n_envs, keeper):
+                    return
                 await self._run_episode(spec, task, data, env_id, episodes[k], keeper)
                 await keeper.update(episodes_done=k + 1)
                 await leases.update_status(
@@ -168,6 +186,32 @@ class EnvWorker:
                 await keeper.release()
         if finished and await leases.all_envs_done(kv, spec):
             await self._finish_run(kv, spec, RunState.COMPLETED, "")
+
+    async def _wait_for_policy(self, spec: RunSpec, env_id: int, round_index: int, keeper: LeaseKeeper) -> bool:
+        """Strictly on-policy by default: round r acts with a version trained on round r−1 (ARCHITECTURE.md §6).
+
+        With `run_ahead` the env only needs a first version; the version lag is recorded in each StepRecord.
+        Returns False when the run stopped while waiting.
+        """
+        if not spec.learn:
+            return True
+        arm = spec.arms[env_id % len(spec.arms)]
+        needed = 0 if spec.run_ahead else round_index
+        policies = await jetstream.policies_bucket(self.ctx.js)
+        runs = await jetstream.runs_bucket(self.ctx.js)
+        logged = False
+        while not self.ctx.stopping.is_set():
+            version = await _policy_version(policies, arm.policy_id)
+            if version is not None and version >= needed:
+                return True
+            status = await leases.read_status(runs, spec.run_id)
+            if status is None or status.state is not RunState.RUNNING or keeper.lost:
+                return False
+            if not logged:
+                log.info("env %d of %s waits for %s version %d", env_id, spec.run_id, arm.policy_id, needed)
+                logged = True
+            await asyncio.sleep(0.25)
+        return False
 
     async def _finish_run(self, kv: KeyValue, spec: RunSpec, state: RunState, message: str) -> None:
         def finish(status: leases.RunStatus) -> leases.RunStatus | None:
