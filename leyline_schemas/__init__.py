@@ -60,6 +60,7 @@ from leyline_schemas.runs import (
 )
 from leyline_schemas.steps import EpisodeSummary, StepRecord
 from leyline_schemas.telemetry import (
+    CoalitionValue,
     EpisodeOutcome,
     EpochCompleted,
     EventPayload,
@@ -78,6 +79,7 @@ from leyline_schemas.telemetry import (
     SeedStageChanged,
     ServiceStarted,
     ServiceStopped,
+    ShapleyComputed,
     TelemetryEvent,
 )
 
@@ -177,6 +179,8 @@ __all__ = [
     "SeedStageChanged",
     "ServiceStarted",
     "ServiceStopped",
+    "ShapleyComputed",
+    "CoalitionValue",
     "SetAlphaTarget",
     "SlotConfig",
     "SlotReport",

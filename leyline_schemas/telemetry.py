@@ -79,6 +79,21 @@ class EpochCompleted(Record, frozen=True, kw_only=True, tag="epoch_completed", t
     epoch_seconds: float = 0.0
 
 
+class CoalitionValue(Record, frozen=True, kw_only=True):
+    slots: list[str]
+    accuracy: float
+
+
+class ShapleyComputed(Record, frozen=True, kw_only=True, tag="shapley_computed", tag_field="kind"):
+    """Terminal attribution of an episode's seeds: coalition accuracies and Shapley values (telemetry only)."""
+
+    strategy: str
+    slot_ids: list[str]
+    coalitions: list[CoalitionValue] = []
+    shapley: dict[str, float] = {}
+    shapley_std: dict[str, float] = {}
+
+
 class GovernorRollback(Record, frozen=True, kw_only=True, tag="governor_rollback", tag_field="kind"):
     reason: str
     loss_at_panic: float | None = None
@@ -174,6 +189,7 @@ EventPayload = (
     | SeedFossilized
     | SeedPruned
     | EpochCompleted
+    | ShapleyComputed
     | GovernorRollback
     | MutationRefused
     | PPOUpdateCompleted

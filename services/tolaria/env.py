@@ -38,7 +38,7 @@ from services.tolaria.data import BatchStream
 from services.tolaria.governor import Governor, GovernorConfig
 from services.tolaria.signals import SignalTracker
 from services.tolaria.tasks import TaskData, TaskSpec
-from services.tolaria.validation import ValidationResult, fused_validate
+from services.tolaria.validation import TerminalAttribution, ValidationResult, fused_validate, terminal_attribution
 
 log = logging.getLogger("esper.tolaria.env")
 
@@ -67,6 +67,7 @@ class EpochOutcome:
     report: EpochReport
     rollback: GovernorReport | None = None
     rollback_events: list[SeedPruned] = field(default_factory=list)
+    attribution: TerminalAttribution | None = None
 
 
 class EpisodeEnv:
@@ -229,7 +230,10 @@ class EpisodeEnv:
             governor=rollback,
             epoch_seconds=time.perf_counter() - started,
         )
-        return EpochOutcome(report=report, rollback=rollback, rollback_events=events)
+        attribution = None
+        if epoch == self.episode_length:
+            attribution = terminal_attribution(self.model, self.val_batches, self.device, seed=self.seed)
+        return EpochOutcome(report=report, rollback=rollback, rollback_events=events, attribution=attribution)
 
     def _slot_reports(self, validation: ValidationResult) -> list[SlotReport]:
         reports = []

@@ -11,6 +11,10 @@ from torch import Tensor
 
 from leyline_schemas import SeedStage
 from services.kasmina.mechanics.model import MorphogeneticModel, build_alpha_overrides, expand_for_configs
+from services.tolaria.shapley import ShapleyEstimate, coalitions_for, shapley_values
+
+#: Coalitions evaluated together in one fused pass (bounds the batch-axis blow-up for many seeds).
+MAX_CONFIGS_PER_PASS = 16
 
 
 @dataclass
@@ -78,14 +82,10 @@ def _per_sample_loss(logits: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
 
 
 @torch.inference_mode()
-def fused_validate(
-    model: MorphogeneticModel,
-    batches: list[tuple[Tensor, Tensor]],
-    device: torch.device,
-    include_fossils: bool = False,
-) -> ValidationResult:
-    active = measured_slots(model, include_fossils)
-    configs = [ConfigResult(name, alphas) for name, alphas in counterfactual_configs(active)]
+def evaluate_configs(
+    model: MorphogeneticModel, batches: list[tuple[Tensor, Tensor]], device: torch.device, configs: list[ConfigResult]
+) -> list[ConfigResult]:
+    """One fused pass per batch over every alpha configuration; accumulates loss and accuracy per config."""
     k = len(configs)
     was_training = model.training
     model.eval()
@@ -94,7 +94,7 @@ def fused_validate(
             x = x.to(device, non_blocking=True)
             y = y.to(device, non_blocking=True)
             b = x.shape[0]
-            if k == 1:
+            if k == 1 and not configs[0].alphas:
                 logits = model(x)
             else:
                 overrides = build_alpha_overrides(model, [c.alphas for c in configs], b)
@@ -110,7 +110,19 @@ def fused_validate(
                 config.count += b * per_token
     finally:
         model.train(was_training)
+    return configs
 
+
+def fused_validate(
+    model: MorphogeneticModel,
+    batches: list[tuple[Tensor, Tensor]],
+    device: torch.device,
+    include_fossils: bool = False,
+) -> ValidationResult:
+    active = measured_slots(model, include_fossils)
+    configs = evaluate_configs(
+        model, batches, device, [ConfigResult(name, alphas) for name, alphas in counterfactual_configs(active)]
+    )
     main = configs[0]
     by_name = {c.name: c.accuracy for c in configs}
     result = ValidationResult(
@@ -136,3 +148,31 @@ def fused_validate(
                 # The interaction index uses solo-ON accuracies, never leave-one-out (tamiyo_simic.md §8.4).
                 result.interactions[(a, b)] = both - result.solo_on[a] - result.solo_on[b] + empty
     return result
+
+
+@dataclass
+class TerminalAttribution:
+    """Coalition accuracies and Shapley values of the measured seeds at an episode's last epoch."""
+
+    strategy: str
+    slot_ids: list[str]
+    coalitions: dict[frozenset[str], float]
+    shapley: dict[str, ShapleyEstimate]
+
+
+def terminal_attribution(
+    model: MorphogeneticModel, batches: list[tuple[Tensor, Tensor]], device: torch.device, seed: int
+) -> TerminalAttribution | None:
+    """Evaluate the coalitions the Shapley engine asks for (enabled seeds at alpha 1, others off) in fused passes."""
+    active = measured_slots(model)
+    if not active:
+        return None
+    strategy, coalitions = coalitions_for(active, seed=seed)
+    accuracies: dict[frozenset[str], float] = {}
+    for start in range(0, len(coalitions), MAX_CONFIGS_PER_PASS):
+        chunk = coalitions[start : start + MAX_CONFIGS_PER_PASS]
+        configs = [ConfigResult(",".join(sorted(c)), {s: 1.0 if s in c else 0.0 for s in active}) for c in chunk]
+        for coalition, result in zip(chunk, evaluate_configs(model, batches, device, configs), strict=True):
+            accuracies[coalition] = result.accuracy
+    estimates = shapley_values(active, accuracies.get, seed=seed)
+    return TerminalAttribution(strategy=strategy, slot_ids=active, coalitions=accuracies, shapley=estimates)

@@ -15,6 +15,7 @@ from nats.js.kv import KeyValue
 
 from leyline_schemas import (
     ActivePolicy,
+    CoalitionValue,
     DecisionOutcome,
     EpochCompleted,
     EpochReport,
@@ -28,6 +29,7 @@ from leyline_schemas import (
     SeedGerminated,
     SeedStage,
     Severity,
+    ShapleyComputed,
     StepDirective,
     StepRecord,
     StepRequest,
@@ -42,8 +44,19 @@ from services.runtime.service import ServiceContext
 from services.tolaria import leases
 from services.tolaria.env import EpisodeEnv
 from services.tolaria.tasks import TaskData, TaskSpec, env_seed, get_task
+from services.tolaria.validation import TerminalAttribution
 
 log = logging.getLogger("esper.tolaria.worker")
+
+
+def shapley_event(attribution: TerminalAttribution) -> ShapleyComputed:
+    return ShapleyComputed(
+        strategy=attribution.strategy,
+        slot_ids=attribution.slot_ids,
+        coalitions=[CoalitionValue(slots=sorted(c), accuracy=a) for c, a in attribution.coalitions.items()],
+        shapley={s: e.mean for s, e in attribution.shapley.items()},
+        shapley_std={s: e.std for s, e in attribution.shapley.items()},
+    )
 
 
 async def _policy_version(policies: KeyValue, policy_id: str) -> int | None:
@@ -276,6 +289,8 @@ class EnvWorker:
                 )
                 for event in outcome.rollback_events:
                     await ctx.telemetry.emit(spec.run_id, event, **where)
+            if outcome.attribution is not None:
+                await ctx.telemetry.emit(spec.run_id, shapley_event(outcome.attribution), **where)
             step = StepRequest(
                 run_id=spec.run_id,
                 env_id=env_id,
