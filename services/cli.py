@@ -174,6 +174,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--admin-port", type=int, default=None)
     p.add_argument("--device", default=None)
     p.add_argument("--log-level", default=None)
+    p.add_argument("--max-envs", type=int, default=None, help="tolaria: the most envs this worker drives at once")
     p.set_defaults(func=cmd_service)
 
     p = sub.add_parser("up", help="start nats-server and the five services in the background")
