@@ -57,18 +57,35 @@ class EpochBarrier:
         self._envs_in_round = envs_in_round
         self._pending: dict[tuple[int, int], dict[int, EnvEpoch]] = {}
         self._committed: set[tuple[int, int]] = set()
+        self._latest_round: dict[int, int] = {}
 
-    def add(self, round_index: int, epoch: int, report: EnvEpoch) -> CommittedEpoch | None:
-        """Buffer one env's epoch (a repeat replaces the earlier copy); the snapshot when the epoch completes."""
+    def add(self, round_index: int, epoch: int, report: EnvEpoch) -> list[CommittedEpoch]:
+        """Buffer one env's epoch (a repeat replaces the earlier copy) and return what this commits.
+
+        That is the epoch itself once every env of its round has reported, and the partial leftovers of
+        earlier rounds that every one of their envs has since left (nothing more can arrive for them).
+        """
+        self._latest_round[report.env_id] = max(round_index, self._latest_round.get(report.env_id, round_index))
+        committed = self._flush_abandoned()
         key = (round_index, epoch)
         if key in self._committed:
-            return None
+            return committed
         buffered = self._pending.setdefault(key, {})
         buffered[report.env_id] = report
         expected = self._envs_in_round(round_index)
-        if expected is None or len(buffered) < expected:
-            return None
-        return self._commit(key, expected)
+        if expected is not None and len(buffered) >= expected:
+            committed.append(self._commit(key, expected))
+        return committed
+
+    def _flush_abandoned(self) -> list[CommittedEpoch]:
+        committed = []
+        for round_index in self.pending_rounds():
+            expected = self._envs_in_round(round_index)
+            if expected is None:
+                continue
+            if all(self._latest_round.get(env, -1) > round_index for env in range(expected)):
+                committed.extend(self.flush(round_index))
+        return committed
 
     def flush(self, round_index: int | None = None) -> list[CommittedEpoch]:
         """Commit what is buffered for one round (or every round), partial or not, in (round, epoch) order."""

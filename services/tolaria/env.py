@@ -34,6 +34,7 @@ from services.kasmina.mechanics.gradients import GradientMonitor
 from services.kasmina.mechanics.model import MorphogeneticModel
 from services.kasmina.mechanics.slot import GerminationError, SlotSyncError
 from services.kasmina.transitions import prune_state
+from services.tolaria.acceleration import Acceleration, choose
 from services.tolaria.data import BatchStream
 from services.tolaria.governor import Governor, GovernorConfig
 from services.tolaria.signals import SignalTracker
@@ -85,8 +86,10 @@ class EpisodeEnv:
         max_batches: int = 0,
         device: str = "cpu",
         lifecycle: LifecycleConfig | None = None,
+        acceleration: Acceleration | None = None,
     ) -> None:
         seed_everything(seed)
+        self.acceleration = acceleration or choose(device)
         self.task = task
         self.device = torch.device(device)
         self.seed = seed
@@ -97,11 +100,14 @@ class EpisodeEnv:
             self.device
         )
         self.slot_ids = [spec.slot_id for spec in self.model.slot_specs()]
+        # Germination changes the graph, so a compiled forward recompiles then; dynamic=False keeps shapes fixed.
+        self._compiled = torch.compile(self.model, dynamic=False) if self.acceleration.compile else None
         self.host_optimizer = torch.optim.SGD(
             self.model.host_parameters(), lr=task.host_lr, momentum=0.9, weight_decay=5e-4
         )
         self.seed_optimizers: dict[str, torch.optim.Optimizer] = {}
         data = task_data.split
+        host = self.acceleration.host_tensor
         self.augment = task_data.augment
         self.augment_generator = torch.Generator().manual_seed(seed + 1)
         self.train_stream = BatchStream(
@@ -113,7 +119,9 @@ class EpisodeEnv:
             drop_last=False,
             max_batches=max_batches or None,
         )
-        val = BatchStream(data.x_val, data.y_val, batch_size, seed=seed, shuffle=False, max_batches=max_batches or None)
+        val = BatchStream(
+            host(data.x_val), host(data.y_val), batch_size, seed=seed, shuffle=False, max_batches=max_batches or None
+        )
         self.val_batches = list(val.epoch())
         self.governor = Governor(GovernorConfig.for_classes(int(vocab or task.num_classes or 10)))
         self.signals = SignalTracker(plateau_threshold=task.plateau_threshold)
@@ -156,6 +164,9 @@ class EpisodeEnv:
             self.seed_optimizers[slot_id] = optimizer
         return optimizer
 
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self._compiled(x) if self._compiled is not None else self.model(x)
+
     def _loss(self, logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         if logits.dim() == 3:
             return F.cross_entropy(logits.flatten(0, 1), y.flatten())
@@ -175,8 +186,9 @@ class EpisodeEnv:
             self.host_optimizer.zero_grad(set_to_none=True)
             for optimizer in optimizers.values():
                 optimizer.zero_grad(set_to_none=True)
-            logits = self.model(x)
-            loss = self._loss(logits, y)
+            with self.acceleration.autocast():
+                logits = self.forward(x)
+                loss = self._loss(logits.float(), y)
             loss.backward()
             if step % GRADIENT_STRIDE == 0:
                 self.gradients.observe(self.model)
@@ -196,7 +208,8 @@ class EpisodeEnv:
         """Train, validate (fused counterfactuals), consult the governor, and build the epoch report."""
         started = time.perf_counter()
         train_loss, train_accuracy = self.train_epoch()
-        validation = fused_validate(self.model, self.val_batches, self.device)
+        with self.acceleration.autocast():
+            validation = fused_validate(self.model, self.val_batches, self.device)
         verdict = self.governor.check(validation.val_loss)
         rollback: GovernorReport | None = None
         events: list[SeedPruned] = []

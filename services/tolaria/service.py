@@ -46,6 +46,8 @@ class TolariaSettings(RuntimeSettings):
     step_timeout: float = 30.0
     step_deadline: float = 180.0
     torch_threads: int = 0
+    amp: str = "auto"
+    compile: bool = False
 
 
 def _check_spec(spec: RunSpec) -> RunSpec:

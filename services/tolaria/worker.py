@@ -123,6 +123,7 @@ class EnvWorker:
         data_dir: str,
         step_timeout: float,
         step_deadline: float,
+        acceleration: Acceleration | None = None,
     ) -> None:
         self.ctx = ctx
         self.max_envs = max_envs
@@ -131,6 +132,7 @@ class EnvWorker:
         self.data_dir = data_dir
         self.step_timeout = step_timeout
         self.step_deadline = step_deadline
+        self.acceleration = acceleration
         self.tasks: dict[tuple[str, int], asyncio.Task[None]] = {}
 
     async def run(self) -> None:
@@ -261,6 +263,7 @@ class EnvWorker:
             max_batches=spec.max_batches,
             device=ctx.device,
             lifecycle=lifecycle,
+            acceleration=self.acceleration,
         )
         slot_config = env.slot_config()
         arm = spec.arms[env_id % len(spec.arms)]
