@@ -42,6 +42,7 @@ from services.runtime import jetstream
 from services.runtime.bus import request
 from services.runtime.service import ServiceContext
 from services.tolaria import leases
+from services.tolaria.acceleration import Acceleration
 from services.tolaria.env import EpisodeEnv
 from services.tolaria.tasks import TaskData, TaskSpec, env_seed, get_task
 from services.tolaria.validation import TerminalAttribution
