@@ -52,11 +52,14 @@ from leyline_schemas.runs import (
     ArmSpec,
     EnvLease,
     EnvProgress,
+    PolicyListRequest,
     RunAccepted,
     RunSpec,
     RunStatus,
     RunStatusRequest,
     RunStopRequest,
+    ServedPolicies,
+    ServedPolicyInfo,
 )
 from leyline_schemas.steps import EpisodeSummary, StepRecord
 from leyline_schemas.telemetry import (
@@ -99,6 +102,8 @@ MESSAGES: tuple[type[Message], ...] = (
     EnvLease,
     ActivePolicy,
     ErrorReply,
+    PolicyListRequest,
+    ServedPolicies,
 )
 
 SCHEMA_PATH = Path(__file__).with_name("schema.json")
@@ -159,6 +164,7 @@ __all__ = [
     "MutationRefused",
     "PPOUpdateCompleted",
     "PairInteraction",
+    "PolicyListRequest",
     "PolicyLoadFailed",
     "PolicyUpdated",
     "Prune",
@@ -177,6 +183,8 @@ __all__ = [
     "SeedMetrics",
     "SeedPruned",
     "SeedStageChanged",
+    "ServedPolicies",
+    "ServedPolicyInfo",
     "ServiceStarted",
     "ServiceStopped",
     "ShapleyComputed",

@@ -93,3 +93,26 @@ class ActivePolicy(Message, frozen=True, kw_only=True):
     object_name: str = ""
     updated_at: float = 0.0
     config: dict[str, int] = {}
+
+
+class PolicyListRequest(Message, frozen=True, kw_only=True):
+    """Asks every Tamiyo instance which policy lines it serves; `policy_id` filters (empty = all)."""
+
+    policy_id: str = ""
+
+
+class ServedPolicyInfo(Record, frozen=True, kw_only=True):
+    """One policy line as a Tamiyo instance serves it right now."""
+
+    policy_id: str
+    kind: PolicyKind
+    version: int = 0
+    sha256: str = ""
+    loaded_at: float = 0.0
+
+
+class ServedPolicies(Message, frozen=True, kw_only=True):
+    """A Tamiyo instance's answer to PolicyListRequest."""
+
+    instance: str
+    policies: list[ServedPolicyInfo] = []

@@ -6,6 +6,7 @@ PREFIX = "esper.v1"
 
 KASMINA_STEP = f"{PREFIX}.kasmina.step"
 TAMIYO_DECIDE = f"{PREFIX}.tamiyo.decide"
+TAMIYO_POLICIES = f"{PREFIX}.tamiyo.policies"
 RUNS_START = f"{PREFIX}.runs.start"
 RUNS_STOP = f"{PREFIX}.runs.stop"
 RUNS_STATUS = f"{PREFIX}.runs.status"

@@ -122,6 +122,7 @@ class PPOUpdateCompleted(Record, frozen=True, kw_only=True, tag="ppo_update_comp
     version_lag_mean: float = 0.0
     update_seconds: float = 0.0
     skipped: bool = False
+    diagnostics: dict[str, float] = {}
 
 
 class PolicyUpdated(Record, frozen=True, kw_only=True, tag="policy_updated", tag_field="kind"):

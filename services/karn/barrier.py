@@ -102,6 +102,11 @@ class EpochBarrier:
     def is_committed(self, round_index: int, epoch: int) -> bool:
         return (round_index, epoch) in self._committed
 
+    def mark_committed(self, round_index: int, epoch: int) -> None:
+        """Remember an epoch committed before a restart, so a late report never re-opens it."""
+        self._pending.pop((round_index, epoch), None)
+        self._committed.add((round_index, epoch))
+
     def _commit(self, key: tuple[int, int], expected: int) -> CommittedEpoch:
         reports = list(self._pending.pop(key).values())
         self._committed.add(key)

@@ -21,13 +21,15 @@ from leyline_schemas import (
     SeedStageChanged,
     ServiceStarted,
     ServiceStopped,
+    ShapleyComputed,
     TelemetryEvent,
     blueprint_name,
 )
 
 
-def _where(event: TelemetryEvent) -> str:
-    parts = [event.run_id]
+def where(event: TelemetryEvent, with_run: bool = True) -> str:
+    """`run envN epM eNNN`: the place an event comes from, as far as its envelope says."""
+    parts = [event.run_id] if with_run else []
     if event.env_id is not None:
         parts.append(f"env{event.env_id}")
     if event.episode is not None:
@@ -39,9 +41,19 @@ def _where(event: TelemetryEvent) -> str:
 
 def render(event: TelemetryEvent) -> str | None:
     """The line for an event, or None for events too chatty for the log (gate evaluations that passed)."""
+    text = describe(event)
+    if text is None:
+        return None
+    return f"{stamp(event)} {where(event)} {text}"
+
+
+def stamp(event: TelemetryEvent) -> str:
+    return time.strftime("%H:%M:%S", time.localtime(event.timestamp))
+
+
+def describe(event: TelemetryEvent) -> str | None:
+    """What happened, without when and where; None for events too chatty for a log."""
     p = event.payload
-    stamp = time.strftime("%H:%M:%S", time.localtime(event.timestamp))
-    where = _where(event)
     text: str
     if isinstance(p, EpochCompleted):
         slots = " ".join(f"{slot}={stage}" for slot, stage in p.slots.items()) or "-"
@@ -89,10 +101,13 @@ def render(event: TelemetryEvent) -> str | None:
         )
     elif isinstance(p, RunFinished):
         text = f"RUN {p.state}" + (f": {p.message}" if p.message else "")
+    elif isinstance(p, ShapleyComputed):
+        values = " ".join(f"{slot}={value:+.2f}" for slot, value in sorted(p.shapley.items())) or "no seeds"
+        text = f"shapley ({p.strategy}): {values}"
     elif isinstance(p, ServiceStarted):
         text = f"service {p.service} up ({p.instance}, {p.device}, v{p.version})"
     elif isinstance(p, ServiceStopped):
         text = f"service {p.service} down ({p.instance}): {p.reason}"
     else:
         text = type(p).__name__
-    return f"{stamp} {where} {text}"
+    return text

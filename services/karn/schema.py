@@ -60,7 +60,8 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
             policy_id TEXT NOT NULL, version INTEGER NOT NULL, run_id TEXT, sha256 TEXT NOT NULL DEFAULT '',
             updated_at REAL, policy_loss REAL, value_loss REAL, entropy REAL, approx_kl REAL, clip_fraction REAL,
             explained_variance REAL, head_entropies TEXT NOT NULL DEFAULT '{}', version_lag_mean REAL,
-            steps INTEGER, epochs_run INTEGER, skipped INTEGER NOT NULL DEFAULT 0, load_failure TEXT NOT NULL DEFAULT '',
+            steps INTEGER, epochs_run INTEGER, skipped INTEGER NOT NULL DEFAULT 0,
+            load_failure TEXT NOT NULL DEFAULT '',
             PRIMARY KEY (policy_id, version))""",
     ),
 )

@@ -28,6 +28,7 @@ from leyline_schemas import (
     encode,
     subjects,
 )
+from services.runtime.security import inbox_prefix
 from services.runtime.settings import RuntimeSettings
 from services.runtime.tracing import client_span, outgoing_headers
 
@@ -48,6 +49,7 @@ class RequestTimeout(TimeoutError):
 
 
 def tls_context(settings: RuntimeSettings) -> ssl.SSLContext | None:
+    """A client TLS context from the settings' CA (server verification) and certificate/key (mutual TLS)."""
     if not (settings.nats_tls_ca or settings.nats_tls_cert):
         return None
     context = ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=settings.nats_tls_ca or None)
@@ -91,6 +93,8 @@ async def connect(
     if settings.nats_user:
         options["user"] = settings.nats_user
         options["password"] = settings.nats_password
+        # Replies arrive on a per-user inbox that the server lets only this user read (runtime/security.py).
+        options["inbox_prefix"] = inbox_prefix(settings.nats_user)
     if settings.nats_creds:
         options["user_credentials"] = settings.nats_creds
     context = tls_context(settings)

@@ -9,7 +9,7 @@ import socket
 import subprocess
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 DEFAULT_MAX_PAYLOAD = 8 * 1024 * 1024
@@ -46,6 +46,27 @@ def port_is_free(port: int, host: str = "127.0.0.1") -> bool:
         return True
 
 
+@dataclass(frozen=True)
+class TlsFiles:
+    """Server certificate and key; with `ca`, clients are verified against it too when `verify` is set."""
+
+    cert: Path
+    key: Path
+    ca: Path | None = None
+    verify: bool = False
+
+
+def render_tls(tls: TlsFiles) -> list[str]:
+    """The nats-server `tls {}` block: every client connection must then use TLS."""
+    lines = ["tls {", f'  cert_file: "{tls.cert}"', f'  key_file: "{tls.key}"']
+    if tls.ca is not None:
+        lines.append(f'  ca_file: "{tls.ca}"')
+    if tls.verify:
+        lines.append("  verify: true")
+    lines += ["  timeout: 2", "}"]
+    return lines
+
+
 def render_config(
     *,
     host: str,
@@ -54,8 +75,14 @@ def render_config(
     max_payload: int = DEFAULT_MAX_PAYLOAD,
     http_port: int | None = None,
     include: Path | None = None,
+    config_dir: Path | None = None,
+    tls: TlsFiles | None = None,
 ) -> str:
-    """A nats-server config with JetStream; `include` adds the accounts/permissions file when security is on."""
+    """A nats-server config with JetStream; `include` adds the authorization file when security is on.
+
+    nats-server resolves an include relative to the including file's directory (even a path starting with /), so
+    the include is written relative to `config_dir`, the directory the config is saved in.
+    """
     lines = [
         f'listen: "{host}:{port}"',
         f"max_payload: {max_payload}",
@@ -66,8 +93,11 @@ def render_config(
     ]
     if http_port is not None:
         lines.append(f'http: "{host}:{http_port}"')
+    if tls is not None:
+        lines += render_tls(tls)
     if include is not None:
-        lines.append(f'include "{include}"')
+        relative = os.path.relpath(include.resolve(), (config_dir or include.parent).resolve())
+        lines.append(f'include "{relative}"')
     return "\n".join(lines) + "\n"
 
 
@@ -80,6 +110,9 @@ class EmbeddedNats:
     port: int
     state_dir: Path
     config_path: Path
+    host: str = "127.0.0.1"
+    env: dict[str, str] = field(default_factory=dict)
+    log_path: Path | None = None
 
     def stop(self, timeout: float = 10.0) -> None:
         if self.process.poll() is None:
@@ -96,6 +129,13 @@ class EmbeddedNats:
             self.process.kill()
         self.process.wait(timeout=10)
 
+    def restart(self, timeout: float = 20.0) -> None:
+        """Start the server again on the same port, config and JetStream directory (after stop or kill)."""
+        if self.process.poll() is None:
+            self.stop()
+        self.process = _spawn(self.config_path, self.env, self.log_path or self.state_dir / "nats-server.log")
+        _wait_ready(self.host, self.port, timeout, self.process)
+
 
 def wait_for_port(host: str, port: int, timeout: float, process: subprocess.Popen[bytes] | None = None) -> None:
     deadline = time.monotonic() + timeout
@@ -110,6 +150,29 @@ def wait_for_port(host: str, port: int, timeout: float, process: subprocess.Pope
     raise TimeoutError(f"nats-server did not listen on {host}:{port} within {timeout}s")
 
 
+def _spawn(config_path: Path, env: dict[str, str], log_path: Path) -> subprocess.Popen[bytes]:
+    log_file = open(log_path, "ab")  # noqa: SIM115 - handed to the child process
+    try:
+        return subprocess.Popen(
+            [nats_server_binary(), "-c", str(config_path)],
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+            env={**os.environ, **env},
+        )
+    finally:
+        log_file.close()
+
+
+def _wait_ready(host: str, port: int, timeout: float, process: subprocess.Popen[bytes]) -> None:
+    try:
+        wait_for_port(host, port, timeout, process)
+    except Exception:
+        process.kill()
+        process.wait(timeout=10)
+        raise
+
+
 def start_nats(
     state_dir: Path,
     *,
@@ -117,31 +180,42 @@ def start_nats(
     port: int | None = None,
     max_payload: int = DEFAULT_MAX_PAYLOAD,
     include: Path | None = None,
+    tls: TlsFiles | None = None,
+    env: dict[str, str] | None = None,
     log_path: Path | None = None,
     timeout: float = 20.0,
 ) -> EmbeddedNats:
-    """Start nats-server with JetStream in `state_dir`; port None means 4222 if free, else an ephemeral port."""
+    """Start nats-server with JetStream in `state_dir`; port None means 4222 if free, else an ephemeral port.
+
+    `env` reaches the server only (the password variables an included authorization block refers to).
+    """
     state_dir.mkdir(parents=True, exist_ok=True)
     if port is None:
         port = 4222 if port_is_free(4222, host) else free_port(host)
     config_path = state_dir / "nats-server.conf"
     config_path.write_text(
-        render_config(host=host, port=port, store_dir=state_dir / "jetstream", max_payload=max_payload, include=include)
+        render_config(
+            host=host,
+            port=port,
+            store_dir=state_dir / "jetstream",
+            max_payload=max_payload,
+            include=include,
+            config_dir=state_dir,
+            tls=tls,
+        )
     )
-    log_file = open(log_path or state_dir / "nats-server.log", "ab")  # noqa: SIM115 - handed to the child process
-    process = subprocess.Popen(
-        [nats_server_binary(), "-c", str(config_path)],
-        stdout=log_file,
-        stderr=subprocess.STDOUT,
-        stdin=subprocess.DEVNULL,
-        env={**os.environ},
-    )
-    log_file.close()
-    try:
-        wait_for_port(host, port, timeout, process)
-    except Exception:
-        process.kill()
-        raise
+    server_env = dict(env or {})
+    log = log_path or state_dir / "nats-server.log"
+    process = _spawn(config_path, server_env, log)
+    _wait_ready(host, port, timeout, process)
+    scheme = "tls" if tls is not None else "nats"
     return EmbeddedNats(
-        process=process, url=f"nats://{host}:{port}", port=port, state_dir=state_dir, config_path=config_path
+        process=process,
+        url=f"{scheme}://{host}:{port}",
+        port=port,
+        state_dir=state_dir,
+        config_path=config_path,
+        host=host,
+        env=server_env,
+        log_path=log,
     )

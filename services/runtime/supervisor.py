@@ -19,6 +19,8 @@ SERVICES = ("kasmina", "tamiyo", "simic", "tolaria", "karn")
 
 @dataclass
 class ChildSpec:
+    """A supervised command: its name (the log prefix), argv and the environment added to ours."""
+
     name: str
     argv: list[str]
     env: dict[str, str] = field(default_factory=dict)
@@ -34,6 +36,8 @@ def service_child(
 
 @dataclass
 class ChildState:
+    """A child's current process and how often it was restarted."""
+
     spec: ChildSpec
     process: asyncio.subprocess.Process | None = None
     restarts: int = 0
@@ -69,6 +73,13 @@ class Supervisor:
     def pid(self, name: str) -> int | None:
         process = self.children[name].process
         return process.pid if process is not None and process.returncode is None else None
+
+    def signal(self, name: str, sig: int) -> None:
+        """Send `sig` to a running child (SIGKILL to test restarts, SIGSTOP/SIGCONT to pause it)."""
+        process = self.children[name].process
+        if process is None or process.returncode is not None:
+            raise ProcessLookupError(f"{name} is not running")
+        process.send_signal(sig)
 
     async def _spawn(self, state: ChildState) -> asyncio.subprocess.Process:
         env = {**os.environ, **state.spec.env}
@@ -123,6 +134,8 @@ class Supervisor:
             if state.process is not None and state.process.returncode is None:
                 with contextlib.suppress(ProcessLookupError):
                     state.process.send_signal(signal.SIGTERM)
+                    # A paused child (SIGSTOP) would only see SIGTERM once continued.
+                    state.process.send_signal(signal.SIGCONT)
         deadline = time.monotonic() + timeout
         for state in self.children.values():
             if state.process is None:

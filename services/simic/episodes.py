@@ -41,9 +41,14 @@ class EpisodeBuffer:
 
 @dataclass(frozen=True)
 class ScoredEpisode:
+    """Raw rewards per step; `rewritten` marks rollback-forfeited rewards (already in normalised units, §6.11) and
+    `terminal` the true terminals a rollback creates (the last executed transition before it)."""
+
     records: list[StepRecord]
     rewards: list[float]
     breakdowns: list[RewardBreakdown]
+    rewritten: list[bool]
+    terminal: list[bool]
 
     @property
     def episode_return(self) -> float:
@@ -56,17 +61,23 @@ def score_episode(records: list[StepRecord], config: RewardConfig) -> ScoredEpis
     state = EpisodeRewardState()
     rewards: list[float] = []
     breakdowns: list[RewardBreakdown] = []
+    rewritten: list[bool] = []
+    terminal: list[bool] = []
     previous: StepRecord | None = None
     segment_start = 0
     for index, record in enumerate(records):
         if record.report.governor is not None and index > segment_start:
             rewards[segment_start:index] = episode_rollback_rewrite(rewards[segment_start:index])
+            rewritten[segment_start:index] = [True] * (index - segment_start)
+            terminal[index - 1] = True
             segment_start = index
         breakdown = compute_reward(config, reward_inputs_from_step(record, previous), state)
         rewards.append(breakdown.total)
         breakdowns.append(breakdown)
+        rewritten.append(False)
+        terminal.append(record.done and not record.truncated)
         previous = record
-    return ScoredEpisode(records=records, rewards=rewards, breakdowns=breakdowns)
+    return ScoredEpisode(records, rewards, breakdowns, rewritten, terminal)
 
 
 def episode_outcome(scored: ScoredEpisode, mode: RewardMode) -> EpisodeOutcome:

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import hashlib
 import random
+import time
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
-from leyline_schemas import Decision, DecisionRequest, PolicyKind
+from leyline_schemas import ActivePolicy, Decision, DecisionRequest, PolicyKind
 from services.tamiyo.heuristic import decide_heuristic
 from services.tamiyo.simple_policies import random_decision, wait_decision
 
@@ -30,6 +31,23 @@ def request_rng(request: DecisionRequest) -> random.Random:
     return random.Random(int.from_bytes(hashlib.sha256(key).digest()[:8], "little"))
 
 
+def _random(request: DecisionRequest) -> Decision:
+    return random_decision(request, request_rng(request))
+
+
+#: The rule-based policies every Tamiyo serves under their own ids, and what a pointer of that kind means.
+BUILTIN_DECIDERS: dict[PolicyKind, DecideFn] = {
+    PolicyKind.HEURISTIC: decide_heuristic,
+    PolicyKind.RANDOM: _random,
+    PolicyKind.WAIT: wait_decision,
+}
+BUILTIN_IDS: dict[str, PolicyKind] = {
+    "heuristic": PolicyKind.HEURISTIC,
+    "random": PolicyKind.RANDOM,
+    "wait": PolicyKind.WAIT,
+}
+
+
 @dataclass
 class ServedPolicy:
     policy_id: str
@@ -37,6 +55,20 @@ class ServedPolicy:
     version: int
     decide: DecideFn
     sha256: str = ""
+    object_name: str = ""
+    loaded_at: float = field(default_factory=time.time)
+
+    def matches(self, active: ActivePolicy) -> bool:
+        """Whether this is already the version (and blob) the pointer names."""
+        return self.kind is active.kind and self.version == active.version and self.sha256 == active.sha256
+
+
+def builtin_policy(policy_id: str, kind: PolicyKind, version: int = 0) -> ServedPolicy:
+    """A rule-based policy under any id (a pointer of kind heuristic, random or wait)."""
+    if kind not in BUILTIN_DECIDERS:
+        raise ValueError(f"policy kind {kind.value} has no built-in decider")
+    decide = BUILTIN_DECIDERS[kind]
+    return ServedPolicy(policy_id, kind, version, decide)
 
 
 class PolicyBook:
@@ -44,20 +76,29 @@ class PolicyBook:
 
     def __init__(self) -> None:
         self._policies: dict[str, ServedPolicy] = {}
-        self.add(ServedPolicy("heuristic", PolicyKind.HEURISTIC, 0, decide_heuristic))
-        self.add(ServedPolicy("random", PolicyKind.RANDOM, 0, lambda r: random_decision(r, request_rng(r))))
-        self.add(ServedPolicy("wait", PolicyKind.WAIT, 0, wait_decision))
+        for policy_id, kind in BUILTIN_IDS.items():
+            self.add(builtin_policy(policy_id, kind))
 
     def add(self, policy: ServedPolicy) -> None:
         # Replacing the dict entry is atomic for the event loop: a request already inside `decide`
         # keeps the version it started with.
         self._policies[policy.policy_id] = policy
 
+    def remove(self, policy_id: str) -> None:
+        """Forget a line; a built-in id falls back to its rule-based policy."""
+        if policy_id in BUILTIN_IDS:
+            self.add(builtin_policy(policy_id, BUILTIN_IDS[policy_id]))
+        else:
+            self._policies.pop(policy_id, None)
+
     def get(self, policy_id: str) -> ServedPolicy:
         try:
             return self._policies[policy_id]
         except KeyError:
             raise UnknownPolicy(policy_id, sorted(self._policies)) from None
+
+    def find(self, policy_id: str) -> ServedPolicy | None:
+        return self._policies.get(policy_id)
 
     def ids(self) -> list[str]:
         return sorted(self._policies)

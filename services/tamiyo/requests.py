@@ -32,6 +32,9 @@ def validate_decision_request(request: DecisionRequest) -> None:
         raise InvalidDecisionRequest(
             "blueprint_indices", f"{len(request.blueprint_indices)} blueprint indices for {n_slots} slots"
         )
+    for i, index in enumerate(request.blueprint_indices):
+        if not -1 <= index <= 12:
+            raise InvalidDecisionRequest(f"blueprint_indices[{i}]", f"blueprint index {index} is outside [-1, 12]")
     if len(request.slots) != n_slots:
         raise InvalidDecisionRequest("slots", f"{len(request.slots)} slot states for {n_slots} slot ids")
     masks = request.masks

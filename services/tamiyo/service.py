@@ -1,22 +1,154 @@
-"""Tamiyo's bus adapter: `esper.v1.tamiyo.decide` → the policy named in the request."""
+"""Tamiyo's bus adapter: `esper.v1.tamiyo.decide` → the policy named in the request; KV ESPER_POLICIES → the book.
+
+Learned lines follow their KV pointers: a new version is downloaded, digest-checked, decoded off the event loop
+and swapped into the PolicyBook between requests; any failure keeps the old version and emits PolicyLoadFailed.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
-from dataclasses import dataclass
+import uuid
+from dataclasses import dataclass, field
 
-from leyline_schemas import Decision, DecisionRequest, ErrorCode, subjects
-from services.runtime.service import Endpoint, RequestRejected, ServiceContext, ServiceDefinition
+from nats.js.errors import KeyNotFoundError, NotFoundError
+from nats.js.kv import KeyValue
+from nats.js.object_store import ObjectStore
+
+from leyline_schemas import (
+    ActivePolicy,
+    Decision,
+    DecisionRequest,
+    ErrorCode,
+    LeylineDecodeError,
+    PolicyListRequest,
+    PolicyLoadFailed,
+    ServedPolicies,
+    ServedPolicyInfo,
+    Severity,
+    decode,
+    subjects,
+)
+from services.runtime import jetstream
+from services.runtime.service import SYSTEM_RUN, Endpoint, RequestRejected, ServiceContext, ServiceDefinition
 from services.runtime.settings import RuntimeSettings
+from services.tamiyo.learned import PolicyInputError
+from services.tamiyo.loader import PolicyLoadError, needs_blob, served_policy
 from services.tamiyo.policies import PolicyBook, UnknownPolicy
 from services.tamiyo.requests import InvalidDecisionRequest, validate_decision_request
 
 log = logging.getLogger("esper.tamiyo")
 
+POLICY_KEY_PREFIX = "policy."
+# Every instance answers a policy listing (scatter-gather), so its endpoint gets a queue group of its own.
+_LISTING_GROUP = f"tamiyo-policies-{uuid.uuid4().hex[:12]}"
+
 
 @dataclass(frozen=True, kw_only=True)
 class TamiyoSettings(RuntimeSettings):
+    """Tamiyo's settings: batch-1 inference is fastest on one thread, and spare cores serve the envs."""
+
     service: str = "tamiyo"
+    torch_threads: int = 1
+
+
+@dataclass
+class PolicyLines:
+    """Keeps the book in step with ESPER_POLICIES; the KV revision orders updates, so a stale load never wins."""
+
+    ctx: ServiceContext
+    book: PolicyBook
+    kv: KeyValue
+    store: ObjectStore
+    revisions: dict[str, int] = field(default_factory=dict)
+    locks: dict[str, asyncio.Lock] = field(default_factory=dict)
+
+    async def fetch(self, object_name: str) -> bytes | None:
+        try:
+            result = await self.store.get(object_name)
+        except (NotFoundError, KeyNotFoundError):
+            return None
+        return bytes(result.data or b"")
+
+    async def apply(self, policy_id: str, value: bytes | None, revision: int) -> None:
+        """Serve what one KV entry names (a delete drops the line); failures are reported, never raised."""
+        lock = self.locks.setdefault(policy_id, asyncio.Lock())
+        async with lock:
+            if revision <= self.revisions.get(policy_id, 0):
+                return
+            if not value:
+                self.book.remove(policy_id)
+                self.revisions[policy_id] = revision
+                log.info("policy %s removed", policy_id)
+                return
+            try:
+                active = decode(value, ActivePolicy)
+            except LeylineDecodeError as exc:
+                await self._failed(policy_id, -1, f"pointer is not an ActivePolicy: {exc}")
+                self.revisions[policy_id] = revision
+                return
+            current = self.book.find(policy_id)
+            if current is not None and current.matches(active):
+                self.revisions[policy_id] = revision
+                return
+            try:
+                blob = await self.fetch(active.object_name) if needs_blob(active) else None
+                served = await asyncio.to_thread(served_policy, active, blob)
+            except PolicyLoadError as exc:
+                await self._failed(policy_id, active.version, exc.reason)
+                self.revisions[policy_id] = revision
+                return
+            except Exception as exc:  # a store outage: keep serving the old version, retry on the next update
+                await self._failed(policy_id, active.version, f"{type(exc).__name__}: {exc}")
+                return
+            self.book.add(served)
+            self.revisions[policy_id] = revision
+            self.ctx.metrics.count_event("policy_loaded")
+            log.info("serving %s v%d (%s) sha256 %s", policy_id, served.version, served.kind.value, served.sha256[:12])
+
+    async def _failed(self, policy_id: str, version: int, reason: str) -> None:
+        self.ctx.metrics.count_event("policy_load_failed")
+        log.warning("kept the old version of %s: v%d did not load: %s", policy_id, version, reason)
+        await self.ctx.telemetry.emit(
+            SYSTEM_RUN, PolicyLoadFailed(policy_id=policy_id, version=version, reason=reason), severity=Severity.ERROR
+        )
+
+    async def load_current(self, policy_id: str) -> None:
+        """Read one pointer now (a request for an id whose KV update has not reached the watcher yet)."""
+        try:
+            entry = await self.kv.get(subjects.policy_key(policy_id))
+        except (KeyNotFoundError, ValueError):
+            return
+        await self.apply(policy_id, entry.value, entry.revision or 0)
+
+    async def sync_all(self) -> None:
+        with contextlib.suppress(Exception):
+            for key in await self.kv.keys():
+                if key.startswith(POLICY_KEY_PREFIX):
+                    await self.load_current(key.removeprefix(POLICY_KEY_PREFIX))
+
+    async def watch(self) -> None:
+        """Follow every pointer until the service stops; a broken watch is re-opened after a full re-sync."""
+        while not self.ctx.stopping.is_set():
+            try:
+                watcher = await self.kv.watch(f"{POLICY_KEY_PREFIX}*")
+                while not self.ctx.stopping.is_set():
+                    try:
+                        entry = await watcher.updates(timeout=1.0)
+                    except TimeoutError:
+                        continue
+                    if entry is None:
+                        continue
+                    deleted = entry.operation in ("DEL", "PURGE")
+                    value = None if deleted else entry.value
+                    await self.apply(entry.key.removeprefix(POLICY_KEY_PREFIX), value, entry.revision or 0)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                log.warning("policy watch failed (%s); re-syncing", exc)
+                await asyncio.sleep(1.0)
+                await self.sync_all()
 
 
 def book(ctx: ServiceContext) -> PolicyBook:
@@ -31,29 +163,70 @@ async def handle_decide(request: DecisionRequest, ctx: ServiceContext) -> Decisi
     try:
         policy = book(ctx).get(request.policy_id)
     except UnknownPolicy as exc:
-        raise RequestRejected(ErrorCode.UNKNOWN_POLICY, str(exc), "policy_id") from exc
+        lines = ctx.state.get("lines")
+        if isinstance(lines, PolicyLines):
+            await lines.load_current(request.policy_id)
+        policy_or_none = book(ctx).find(request.policy_id)
+        if policy_or_none is None:
+            raise RequestRejected(ErrorCode.UNKNOWN_POLICY, str(exc), "policy_id") from exc
+        policy = policy_or_none
     try:
         validate_decision_request(request)
     except InvalidDecisionRequest as exc:
         raise RequestRejected(ErrorCode.INVALID_REQUEST, str(exc), exc.field) from exc
     try:
         decision = policy.decide(request)
+    except PolicyInputError as exc:
+        raise RequestRejected(ErrorCode.INVALID_REQUEST, f"{policy.policy_id}: {exc}", exc.field) from exc
     except ValueError as exc:
         raise RequestRejected(ErrorCode.INVALID_REQUEST, f"{policy.policy_id}: {exc}", "") from exc
-    ctx.metrics.count_event(f"decision_{policy.policy_id}")
+    ctx.metrics.count_event(f"decision_{policy.kind.value}")
     return decision
 
 
+async def handle_policies(request: PolicyListRequest, ctx: ServiceContext) -> ServedPolicies:
+    served = [p for p in book(ctx).served() if not request.policy_id or p.policy_id == request.policy_id]
+    return ServedPolicies(
+        instance=ctx.settings.instance,
+        policies=[
+            ServedPolicyInfo(
+                policy_id=p.policy_id, kind=p.kind, version=p.version, sha256=p.sha256, loaded_at=p.loaded_at
+            )
+            for p in served
+        ],
+    )
+
+
 async def start(ctx: ServiceContext) -> None:
-    policies = book(ctx)
-    log.info("tamiyo serves %s", ", ".join(policies.ids()))
+    """Load every pointer before the endpoints exist, so a fresh instance never answers with a missing line."""
+    settings = ctx.settings
+    if isinstance(settings, TamiyoSettings) and settings.torch_threads > 0:
+        import torch
+
+        torch.set_num_threads(settings.torch_threads)
+    lines = PolicyLines(ctx, book(ctx), await jetstream.policies_bucket(ctx.js), await jetstream.weights_store(ctx.js))
+    ctx.state["lines"] = lines
+    await lines.sync_all()
+    log.info("tamiyo serves %s", ", ".join(f"{p.policy_id}@v{p.version}" for p in lines.book.served()))
+
+
+async def watch_policies(ctx: ServiceContext) -> None:
+    lines = ctx.state["lines"]
+    assert isinstance(lines, PolicyLines)
+    await lines.watch()
 
 
 def definition() -> ServiceDefinition:
     return ServiceDefinition(
         name="tamiyo",
         description="Policy inference: heuristic, random, wait and learned policies",
-        endpoints=[Endpoint("decide", subjects.TAMIYO_DECIDE, DecisionRequest, handle_decide, max_concurrency=64)],
+        endpoints=[
+            Endpoint("decide", subjects.TAMIYO_DECIDE, DecisionRequest, handle_decide, max_concurrency=64),
+            Endpoint(
+                "policies", subjects.TAMIYO_POLICIES, PolicyListRequest, handle_policies, queue_group=_LISTING_GROUP
+            ),
+        ],
+        background=[watch_policies],
         on_start=start,
         uses_torch=True,
     )

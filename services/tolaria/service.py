@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import time
 from dataclasses import dataclass
@@ -29,6 +28,7 @@ from services.runtime.settings import RuntimeSettings
 from services.tolaria import leases
 from services.tolaria.data import DatasetUnavailable
 from services.tolaria.tasks import get_task
+from services.tolaria.torch_thread import run_torch
 from services.tolaria.worker import EnvWorker, load_task_data
 
 log = logging.getLogger("esper.tolaria")
@@ -50,8 +50,11 @@ class TolariaSettings(RuntimeSettings):
     compile: bool = False
 
 
-def _check_spec(spec: RunSpec) -> RunSpec:
-    """Refuse a spec that cannot run, naming the field; fill in the task's default slots and arm."""
+def _check_spec(spec: RunSpec) -> tuple[RunSpec, int]:
+    """Refuse a spec that cannot run, naming the field; fill in the task's default slots and arm.
+
+    Builds the host once (on the torch thread) to check the slots and count its parameters.
+    """
     try:
         subjects.run_key(spec.run_id)
     except ValueError as exc:
@@ -68,7 +71,8 @@ def _check_spec(spec: RunSpec) -> RunSpec:
     except ValueError as exc:
         raise RequestRejected(ErrorCode.INVALID_REQUEST, str(exc), "task") from exc
     slots = list(spec.slots) or list(task.default_slots)
-    available = [s.slot_id for s in task.build_host().injection_specs()]
+    host = task.build_host()
+    available = [s.slot_id for s in host.injection_specs()]
     unknown = [s for s in slots if s not in available]
     if unknown or len(set(slots)) != len(slots) or not slots:
         raise RequestRejected(
@@ -77,18 +81,20 @@ def _check_spec(spec: RunSpec) -> RunSpec:
             "slots",
         )
     arms = list(spec.arms) or [ArmSpec(arm_id="main", policy_id="heuristic")]
-    return msgspec.structs.replace(
+    host_params = sum(p.numel() for p in host.parameters())
+    checked = msgspec.structs.replace(
         spec, task=task.name, slots=slots, arms=arms, created_at=spec.created_at or time.time()
     )
+    return checked, host_params
 
 
 async def handle_start(spec: RunSpec, ctx: ServiceContext) -> RunAccepted:
-    spec = _check_spec(spec)
+    spec, host_params = await run_torch(_check_spec, spec)
     settings = ctx.settings
     assert isinstance(settings, TolariaSettings)
     try:
         # Load once now: a dataset that cannot load fails the run's start, never mid-run.
-        await asyncio.to_thread(load_task_data, spec.task, spec.seed, spec.synthetic, settings.data_dir)
+        await run_torch(load_task_data, spec.task, spec.seed, spec.synthetic, settings.data_dir)
     except DatasetUnavailable as exc:
         raise RequestRejected(ErrorCode.UNAVAILABLE, str(exc), "task") from exc
     kv = await jetstream.runs_bucket(ctx.js)
@@ -98,7 +104,6 @@ async def handle_start(spec: RunSpec, ctx: ServiceContext) -> RunAccepted:
         raise RequestRejected(ErrorCode.INVALID_REQUEST, f"run {spec.run_id} already exists", "run_id") from exc
     status = RunStatus(run_id=spec.run_id, state=RunState.RUNNING, episodes_total=spec.episodes, updated_at=time.time())
     await kv.put(subjects.run_status_key(spec.run_id), encode(status))
-    host_params = sum(p.numel() for p in get_task(spec.task).build_host().parameters())
     await ctx.telemetry.emit(
         spec.run_id,
         RunStarted(
@@ -149,7 +154,7 @@ async def drive_envs(ctx: ServiceContext) -> None:
     if settings.torch_threads > 0:
         import torch
 
-        torch.set_num_threads(settings.torch_threads)
+        await run_torch(torch.set_num_threads, settings.torch_threads)
     worker = EnvWorker(
         ctx,
         settings.max_envs,

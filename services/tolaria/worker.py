@@ -45,6 +45,7 @@ from services.tolaria import leases
 from services.tolaria.acceleration import Acceleration
 from services.tolaria.env import EpisodeEnv
 from services.tolaria.tasks import TaskData, TaskSpec, env_seed, get_task
+from services.tolaria.torch_thread import run_torch
 from services.tolaria.validation import TerminalAttribution
 
 log = logging.getLogger("esper.tolaria.worker")
@@ -172,7 +173,7 @@ class EnvWorker:
         finished = False
         try:
             task = get_task(spec.task)
-            data = await asyncio.to_thread(load_task_data, task.name, spec.seed, spec.synthetic, self.data_dir)
+            data = await run_torch(load_task_data, task.name, spec.seed, spec.synthetic, self.data_dir)
             episodes = leases.env_episodes(spec, env_id)
             for k in range(keeper.held.lease.episodes_done, len(episodes)):
                 status = await leases.read_status(kv, spec.run_id)
@@ -253,7 +254,7 @@ class EnvWorker:
             auto_forward_gates=list(spec.auto_forward_gates),
             max_epochs=spec.episode_length,
         )
-        env = await asyncio.to_thread(
+        env = await run_torch(
             EpisodeEnv,
             task,
             data,
@@ -273,7 +274,7 @@ class EnvWorker:
         for epoch in range(1, spec.episode_length + 1):
             if keeper.lost:
                 raise LeaseLost(f"lease on {spec.run_id}/{env_id} lost")
-            outcome = await asyncio.to_thread(env.run_epoch, epoch)
+            outcome = await run_torch(env.run_epoch, epoch)
             report = outcome.report
             where = {"env_id": env_id, "episode": episode, "epoch": epoch}
             if outcome.rollback is not None:
@@ -319,7 +320,7 @@ class EnvWorker:
                 retries=1000,
                 deadline=self.step_deadline,
             )
-            refused = await asyncio.to_thread(env.apply, directive)
+            refused = await run_torch(env.apply, directive)
             done = epoch == spec.episode_length
             record = StepRecord(
                 run_id=spec.run_id,

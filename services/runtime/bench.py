@@ -1,0 +1,337 @@
+"""`esper bench`: benchmarks that print their figures (ratios measured side by side in one run)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import itertools
+import json
+import statistics
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+
+def percentiles(samples: list[float]) -> dict[str, float]:
+    ordered = sorted(samples)
+
+    def pick(q: float) -> float:
+        return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
+
+    return {"p50": pick(0.5), "p99": pick(0.99), "mean": statistics.fmean(ordered), "n": float(len(ordered))}
+
+
+def time_calls(fn: Callable[[], object], iterations: int, warmup: int = 3) -> list[float]:
+    for _ in range(warmup):
+        fn()
+    samples = []
+    for _ in range(iterations):
+        started = time.perf_counter()
+        fn()
+        samples.append(time.perf_counter() - started)
+    return samples
+
+
+# ---------------------------------------------------------------------------------------------- kasmina
+
+
+def _lifecycle_request(n_slots: int) -> Any:
+    """A StepRequest with seeds in several stages, so the tick, observation and masks do real work."""
+    import leyline_schemas as L
+    from services.kasmina.transitions import advance_state, germinate_state
+
+    specs = [L.SlotSpec(slot_id=f"r{i // 5}c{i % 5}", channels=32, order=i) for i in range(n_slots)]
+    slots = []
+    for i, spec in enumerate(specs):
+        if i % 3 == 2:
+            slots.append(L.SlotState(slot_id=spec.slot_id))
+            continue
+        change = germinate_state(
+            spec.slot_id,
+            f"s{i}",
+            L.BlueprintAction.CONV_SMALL,
+            L.BlendId.SIGMOID,
+            L.AlphaAlgorithm.ADD,
+            5,
+            1.0,
+            1,
+            6418,
+            50.0,
+        )
+        state = change.state if i % 3 == 0 else advance_state(change.state, permissive=True).state
+        slots.append(state)
+    report = L.EpochReport(
+        epoch=12,
+        max_epochs=25,
+        train_loss=1.1,
+        train_accuracy=61.0,
+        val_loss=1.2,
+        val_accuracy=58.0,
+        val_loss_history=[1.5, 1.4, 1.3, 1.25, 1.2],
+        val_accuracy_history=[50.0, 53.0, 55.0, 57.0, 58.0],
+        slots=[
+            L.SlotReport(slot_id=s.slot_id, gradient_health=0.9, gradient_norm=0.5, seed_gradient_norm_ratio=0.2)
+            for s in specs
+        ],
+    )
+    return L.StepRequest(
+        run_id="bench",
+        env_id=0,
+        episode=0,
+        epoch=12,
+        policy_id="wait",
+        slot_config=L.SlotConfig(topology=L.Topology.CNN, slots=specs, host_param_count=6418),
+        lifecycle=L.LifecycleConfig(max_epochs=25),
+        report=report,
+        slots=slots,
+    )
+
+
+def bench_lifecycle(n_slots: int, iterations: int) -> dict[str, float]:
+    import leyline_schemas as L
+    from services.kasmina.lifecycle import execute, tick
+    from services.kasmina.masks import compute_masks
+    from services.kasmina.observation import build_observation
+
+    req = _lifecycle_request(n_slots)
+
+    def one_step() -> None:
+        ticked = tick(req)
+        build_observation(req, ticked.slots)
+        compute_masks(ticked.slots, req.slot_config, req.lifecycle, 2)
+        execute(L.FactoredAction(op=L.LifecycleOp.ADVANCE, slot=1), req, ticked.slots)
+
+    ms = [s * 1000 for s in time_calls(one_step, iterations, warmup=20)]
+    return {f"{k}_ms" if k != "n" else k: v for k, v in percentiles(ms).items()}
+
+
+def bench_blueprints(iterations: int, batch: int) -> dict[str, Any]:
+    """Forward+backward of host+seed at cifar_baseline shapes, as a ratio to the bare host, per CNN blueprint."""
+    import torch
+    import torch.nn.functional as F
+
+    import leyline_schemas as L
+    from services.kasmina.mechanics.model import MorphogeneticModel
+    from services.tolaria.tasks import get_task
+
+    task = get_task("cifar_baseline")
+    torch.manual_seed(0)
+    x = torch.randn(batch, 3, 32, 32)
+    y = torch.randint(0, 10, (batch,))
+
+    def step_time(model: torch.nn.Module) -> float:
+        def one() -> None:
+            model.zero_grad(set_to_none=True)
+            F.cross_entropy(model(x), y).backward()
+
+        return statistics.median(time_calls(one, iterations, warmup=3)) * 1000
+
+    bare = step_time(MorphogeneticModel(task.build_host(), ["r0c1"]))
+    results: dict[str, Any] = {"host_ms": bare, "slot": "r0c1", "batch": batch, "blueprints": {}}
+    for blueprint in L.CNN_BLUEPRINTS:
+        if blueprint is L.BlueprintAction.NOOP:
+            continue
+        model = MorphogeneticModel(task.build_host(), ["r0c1"])
+        model.germinate("r0c1", blueprint, L.BlendId.SIGMOID, L.AlphaAlgorithm.ADD, seed_id="bench")
+        model.slot("r0c1").sync(
+            L.SlotState(
+                slot_id="r0c1",
+                stage=L.SeedStage.BLENDING,
+                seed_id="bench",
+                blueprint=blueprint,
+                controller=L.AlphaControllerState(alpha=0.5, alpha_target=1.0),
+                isolate_gradients=True,
+            )
+        )
+        ms = step_time(model)
+        results["blueprints"][L.blueprint_name(blueprint)] = {
+            "ms": ms,
+            "ratio": ms / bare,
+            "seed_params": model.active_seed_params,
+        }
+    return results
+
+
+def cmd_kasmina(args: argparse.Namespace) -> int:
+    import torch
+
+    torch.set_num_threads(args.threads)
+    result = {
+        "benchmark": "kasmina",
+        "torch_threads": args.threads,
+        "lifecycle_step": {f"{n}_slots": bench_lifecycle(n, args.iterations) for n in (3, 10)},
+        "blueprint_step": bench_blueprints(args.torch_iterations, args.batch),
+    }
+    _emit(result, args)
+    return 0
+
+
+# ---------------------------------------------------------------------------------------------- overhead
+
+
+def bare_loop_epoch_times(epochs: int, batches: int, batch: int, seed: int) -> list[float]:
+    """A plain PyTorch loop: the cifar_baseline host, SGD, the same synthetic data, train + validation per epoch."""
+    import torch
+    import torch.nn.functional as F
+
+    from services.tolaria.data import BatchStream
+    from services.tolaria.tasks import get_task
+
+    task = get_task("synthetic_cnn")
+    data = task.load_data(seed, True, None).split
+    torch.manual_seed(seed)
+    host = task.build_host()
+    optimizer = torch.optim.SGD(host.parameters(), lr=task.host_lr, momentum=0.9, weight_decay=5e-4)
+    train = BatchStream(data.x_train, data.y_train, batch, seed=seed + 1, max_batches=batches)
+    val = list(BatchStream(data.x_val, data.y_val, batch, seed=seed, shuffle=False, max_batches=batches).epoch())
+    times = []
+    for _ in range(epochs):
+        started = time.perf_counter()
+        host.train()
+        for xb, yb in train.epoch():
+            optimizer.zero_grad(set_to_none=True)
+            loss = F.cross_entropy(host(xb), yb)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(host.parameters(), 1.0)
+            optimizer.step()
+        host.eval()
+        with torch.inference_mode():
+            for xb, yb in val:
+                F.cross_entropy(host(xb), yb)
+        times.append(time.perf_counter() - started)
+    return times
+
+
+async def system_epoch_times(epochs: int, batches: int, batch: int, seed: int, nats_url: str | None) -> list[float]:
+    """The full system on the embedded bus with policy `wait`: wall time between consecutive epochs of one env."""
+    import leyline_schemas as L
+    from services.runtime.run_client import RunFollower, run_job
+
+    spec = L.RunSpec(
+        run_id=f"bench-overhead-{int(time.time())}",
+        task="synthetic_cnn",
+        slots=["r0c0", "r0c1", "r0c2"],
+        episodes=1,
+        episode_length=epochs,
+        n_envs=1,
+        arms=[L.ArmSpec(arm_id="main", policy_id="wait", reward_mode=L.RewardMode.SIMPLIFIED)],
+        seed=seed,
+        max_batches=batches,
+        batch_size=batch,
+        synthetic=True,
+        created_at=time.time(),
+    )
+    stamps: list[float] = []
+    original = RunFollower.on_message
+
+    async def record(self: RunFollower, msg: Any) -> None:
+        event = L.decode(msg.data, L.TelemetryEvent)
+        if isinstance(event.payload, L.EpochCompleted):
+            stamps.append(event.timestamp)
+        await original(self, msg)
+
+    RunFollower.on_message = record  # type: ignore[method-assign]
+    try:
+        await run_job(spec, nats_url, Path(tempfile.mkdtemp(prefix="esper-bench-")), timeout=1800, show_progress=False)
+    finally:
+        RunFollower.on_message = original  # type: ignore[method-assign]
+    stamps.sort()
+    return [b - a for a, b in itertools.pairwise(stamps)]
+
+
+def cmd_overhead(args: argparse.Namespace) -> int:
+    # Bare epochs before and after the system's, so that a change in machine load hits both sides alike.
+    before = bare_loop_epoch_times(args.epochs, args.batches, args.batch, args.seed)
+    system = asyncio.run(system_epoch_times(args.epochs + 1, args.batches, args.batch, args.seed, args.nats))
+    after = bare_loop_epoch_times(args.epochs, args.batches, args.batch, args.seed)
+    # The first epoch of each bare loop carries warm-up (allocator); the system's first gap already excludes it.
+    bare = before[1:] + after[1:]
+    bare_median = statistics.median(bare)
+    system_median = statistics.median(system)
+    result = {
+        "benchmark": "overhead",
+        "workload": (
+            f"cifar_baseline host, synthetic CIFAR, {args.batches} batches of {args.batch} per epoch + validation"
+        ),
+        "epochs": args.epochs,
+        "bare_epoch_s": {"median": bare_median, "all": bare},
+        "system_epoch_s": {"median": system_median, "all": system},
+        "ratio": system_median / bare_median,
+        "target_ratio": 1.05,
+    }
+    _emit(result, args)
+    return 0
+
+
+def _emit(result: dict[str, Any], args: argparse.Namespace) -> None:
+    text = json.dumps(result, indent=2)
+    if getattr(args, "out", None):
+        Path(args.out).write_text(text + "\n")
+    if args.json:
+        print(text)
+    else:
+        print(_summary(result))
+
+
+def _summary(result: dict[str, Any]) -> str:
+    if result["benchmark"] == "overhead":
+        bare, system = result["bare_epoch_s"]["median"], result["system_epoch_s"]["median"]
+        return (
+            f"bare loop {bare:.3f}s/epoch, system {system:.3f}s/epoch"
+            f" -> ratio {result['ratio']:.3f} (target <= {result['target_ratio']})"
+        )
+    lines = []
+    for name, stats in result["lifecycle_step"].items():
+        lines.append(f"lifecycle step {name}: p50 {stats['p50_ms']:.3f} ms, p99 {stats['p99_ms']:.3f} ms")
+    host = result["blueprint_step"]["host_ms"]
+    lines.append(f"bare host fwd+bwd: {host:.2f} ms")
+    for name, stats in result["blueprint_step"]["blueprints"].items():
+        lines.append(f"  + {name:<12} {stats['ms']:.2f} ms  x{stats['ratio']:.2f}  ({stats['seed_params']:,} params)")
+    return "\n".join(lines)
+
+
+def register(sub: Any) -> None:
+    bench = sub.add_parser("bench", help="benchmarks that print their figures")
+    bsub = bench.add_subparsers(dest="bench_command", required=True)
+
+    p = bsub.add_parser("kasmina", help="lifecycle step latency and per-blueprint fwd+bwd cost")
+    p.add_argument("--json", action="store_true")
+    p.add_argument("--out", default=None)
+    p.add_argument("--iterations", type=int, default=2000)
+    p.add_argument("--torch-iterations", type=int, default=10)
+    p.add_argument("--batch", type=int, default=128)
+    p.add_argument("--threads", type=int, default=max(1, min(4, _cpu_count())))
+    p.set_defaults(func=cmd_kasmina)
+
+    p = bsub.add_parser("overhead", help="full system step vs a bare PyTorch loop, side by side")
+    p.add_argument("--json", action="store_true")
+    p.add_argument("--out", default=None)
+    p.add_argument("--epochs", type=int, default=6)
+    p.add_argument("--batches", type=int, default=50)
+    p.add_argument("--batch", type=int, default=128)
+    p.add_argument("--seed", type=int, default=42)
+    p.add_argument("--nats", default=None, help="an existing bus (default: an embedded one)")
+    p.set_defaults(func=cmd_overhead)
+
+    for module_name in ("services.simic.commands", "services.tamiyo.commands", "services.karn.commands"):
+        # Other services contribute bench subcommands through `register_bench(subparsers)`.
+        import importlib
+        import importlib.util
+
+        if importlib.util.find_spec(module_name) is not None:
+            module = importlib.import_module(module_name)
+            if hasattr(module, "register_bench"):
+                module.register_bench(bsub)
+
+
+def _cpu_count() -> int:
+    import os
+
+    return os.cpu_count() or 1
+
+
+if __name__ == "__main__":  # pragma: no cover - convenience for `python -m services.runtime.bench`
+    sys.exit(0)

@@ -1,0 +1,161 @@
+"""The learned policy behind a `learned` policy line: one stateless decision per request.
+
+The LSTM's (h, c) travels as float32 bytes in `policy_state` (empty = zeros at an episode start), so any Tamiyo
+instance can answer any request (ARCHITECTURE.md §2.2). The observation is normalised with the statistics that
+were published WITH the weights (reference/tamiyo_simic.md §1.18).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+
+import torch
+
+from leyline_schemas.codec import pack_float32, unpack_float32
+from leyline_schemas.decisions import Decision, DecisionRequest, FactoredAction, HeadValues
+from leyline_schemas.enums import (
+    AlphaCurveAction,
+    AlphaSpeedAction,
+    AlphaTargetAction,
+    BlueprintAction,
+    GerminationStyle,
+    LifecycleOp,
+    TempoAction,
+)
+from services.tamiyo.network import FactoredRecurrentActorCritic, LSTMState
+from services.tamiyo.normalization import ObservationNormalizer
+from services.tamiyo.sampling import SampledAction, sample_action
+from services.tamiyo.weights import PolicyWeights
+
+
+class PolicyInputError(ValueError):
+    """A request this policy cannot answer; `field` names the offending request field."""
+
+    def __init__(self, field: str, message: str) -> None:
+        super().__init__(message)
+        self.field = field
+
+
+def unpack_state(policy_state: bytes, layers: int, hidden: int) -> LSTMState:
+    """(h, c) each [layers, 1, hidden] from packed float32 bytes; empty bytes are the zero state."""
+    if not policy_state:
+        zeros = torch.zeros(layers, 1, hidden)
+        return zeros, zeros.clone()
+    expected = 2 * layers * hidden
+    if len(policy_state) != 4 * expected:
+        raise PolicyInputError(
+            "policy_state",
+            f"policy_state has {len(policy_state)} bytes; this policy's recurrent state is {expected} float32 "
+            f"values ({4 * expected} bytes) or empty at an episode start",
+        )
+    values = torch.tensor(unpack_float32(policy_state), dtype=torch.float32)
+    if not bool(torch.isfinite(values).all()):
+        raise PolicyInputError("policy_state", "policy_state holds non-finite values")
+    h, c = values.view(2, layers, 1, hidden).unbind(0)
+    return h.contiguous(), c.contiguous()
+
+
+def pack_state(state: LSTMState) -> bytes:
+    return pack_float32(torch.cat([state[0].reshape(-1), state[1].reshape(-1)]).tolist())
+
+
+def request_generator(request: DecisionRequest, version: int) -> torch.Generator:
+    """A generator seeded from the request alone, so a decision is reproducible and needs no instance state."""
+    key = f"{request.run_id}/{request.env_id}/{request.episode}/{request.epoch}/{version}".encode()
+    return torch.Generator().manual_seed(int.from_bytes(hashlib.sha256(key).digest()[:8], "little") >> 1)
+
+
+def factored_action(action: dict[str, int]) -> FactoredAction:
+    return FactoredAction(
+        op=LifecycleOp(action["op"]),
+        slot=action["slot"],
+        blueprint=BlueprintAction(action["blueprint"]),
+        style=GerminationStyle(action["style"]),
+        tempo=TempoAction(action["tempo"]),
+        alpha_target=AlphaTargetAction(action["alpha_target"]),
+        alpha_speed=AlphaSpeedAction(action["alpha_speed"]),
+        alpha_curve=AlphaCurveAction(action["alpha_curve"]),
+    )
+
+
+class LearnedPolicy:
+    """A loaded version of a learned line: weights, observation stats, and `decide`."""
+
+    def __init__(
+        self,
+        network: FactoredRecurrentActorCritic,
+        normalizer: ObservationNormalizer,
+        *,
+        policy_id: str,
+        version: int,
+        value_scale: float = 1.0,
+        sha256: str = "",
+    ) -> None:
+        if normalizer.size != network.config.obs_size:
+            raise ValueError(f"normalizer has {normalizer.size} features, network expects {network.config.obs_size}")
+        self.network = network.eval()
+        self.normalizer = normalizer
+        self.policy_id = policy_id
+        self.version = version
+        self.value_scale = value_scale
+        self.sha256 = sha256
+
+    @staticmethod
+    def from_weights(weights: PolicyWeights, *, policy_id: str, sha256: str = "") -> LearnedPolicy:
+        return LearnedPolicy(
+            weights.network,
+            weights.normalizer,
+            policy_id=policy_id,
+            version=weights.version,
+            value_scale=weights.value_scale,
+            sha256=sha256,
+        )
+
+    @property
+    def num_slots(self) -> int:
+        return self.network.config.num_slots
+
+    def _inputs(self, request: DecisionRequest) -> tuple[torch.Tensor, torch.Tensor, LSTMState]:
+        config = self.network.config
+        if len(request.slot_ids) != config.num_slots:
+            raise PolicyInputError(
+                "slot_ids", f"{self.policy_id} v{self.version} has {config.num_slots} slots, request {request.slot_ids}"
+            )
+        if len(request.observation) != config.obs_size:
+            raise PolicyInputError(
+                "observation", f"observation has {len(request.observation)} features, expected {config.obs_size}"
+            )
+        obs = torch.tensor(request.observation, dtype=torch.float32)
+        if not bool(torch.isfinite(obs).all()):
+            raise PolicyInputError("observation", "observation holds NaN or infinite values")
+        indices = torch.tensor(request.blueprint_indices, dtype=torch.long)
+        state = unpack_state(request.policy_state, config.lstm_layers, config.hidden)
+        return self.normalizer.normalize(obs).view(1, 1, -1), indices.view(1, 1, -1), state
+
+    def decide(self, request: DecisionRequest) -> Decision:
+        """Sample a factored action (argmax when `deterministic`) and return it with log-probs, V(s) and new state."""
+        obs, indices, state = self._inputs(request)
+        with torch.inference_mode():
+            out = self.network(obs, indices, state)
+            logits = {head: values[0, 0] for head, values in out.logits.items()}
+            sampled: SampledAction = sample_action(
+                logits,
+                request.masks,
+                deterministic=request.deterministic,
+                generator=request_generator(request, self.version),
+            )
+            value = float(out.value[0, 0].item()) * self.value_scale
+            new_state = pack_state(out.state)
+        action = factored_action(sampled.action)
+        return Decision(
+            policy_id=self.policy_id,
+            policy_version=self.version,
+            action=action,
+            log_probs=HeadValues(**sampled.log_probs),
+            entropies=HeadValues(**sampled.entropies),
+            value=value,
+            policy_state=new_state,
+            confidence=math.exp(sum(sampled.log_probs.values())),
+            reason=f"learned v{self.version}: {action.op.name.lower()}",
+        )
