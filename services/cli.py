@@ -47,11 +47,13 @@ def cmd_up(args: argparse.Namespace) -> int:
 
     state_dir = Path(args.state_dir).resolve() if args.state_dir else default_state_dir()
     if args.foreground:
-        asyncio.run(supervise(state_dir, args.nats_port))
+        asyncio.run(supervise(state_dir, args.nats_port, args.secure))
         return 0
-    url = up(state_dir, args.nats_port)
+    url = up(state_dir, args.nats_port, secure=args.secure)
     print(url)
     print(f"export ESPER_NATS_URL={url}", file=sys.stderr)
+    if args.secure:
+        print(f"operator credentials: set -a; . {state_dir / 'cli.env'}; set +a", file=sys.stderr)
     return 0
 
 
@@ -68,13 +70,16 @@ def _bus_url(explicit: str | None) -> str:
     import os
 
     from services.runtime.settings import DEFAULT_NATS_URL
-    from services.runtime.up import default_state_dir, read_bus
+    from services.runtime.up import credentials, default_state_dir, read_bus
 
     if explicit:
         return explicit
     if os.environ.get("ESPER_NATS_URL"):
         return os.environ["ESPER_NATS_URL"]
     bus = read_bus(default_state_dir())
+    if bus and not os.environ.get("ESPER_NATS_USER"):
+        # A stack from `esper up --secure`: act as its operator.
+        os.environ.update(credentials(bus))
     return str(bus["url"]) if bus else DEFAULT_NATS_URL
 
 
@@ -181,6 +186,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--state-dir", default=None)
     p.add_argument("--nats-port", type=int, default=None)
     p.add_argument("--foreground", action="store_true", help="supervise in this terminal instead")
+    p.add_argument("--secure", action="store_true", help="one NATS user per service with subject permissions")
     p.set_defaults(func=cmd_up)
 
     p = sub.add_parser("down", help="stop what `esper up` started")

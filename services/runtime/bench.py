@@ -266,6 +266,96 @@ def cmd_overhead(args: argparse.Namespace) -> int:
     return 0
 
 
+# ---------------------------------------------------------------------------------------------- epochs
+
+
+def cmd_epochs(args: argparse.Namespace) -> int:
+    """Epoch times of one env on a device, without seeds and then with a blending seed in every slot."""
+    import msgspec
+    import torch
+
+    import leyline_schemas as L
+    from services.kasmina.transitions import advance_state, germinate_state
+    from services.runtime.settings import resolve_device
+    from services.tolaria.acceleration import choose
+    from services.tolaria.env import EpisodeEnv
+    from services.tolaria.tasks import get_task
+
+    device = resolve_device(args.device)
+    task = get_task(args.task)
+    data = task.load_data(args.seed, args.synthetic, None)
+    acceleration = choose(device, args.amp, args.compile)
+    env = EpisodeEnv(
+        task,
+        data,
+        list(task.default_slots),
+        seed=args.seed,
+        episode_length=2 * args.epochs + 2,
+        batch_size=args.batch,
+        max_batches=args.batches,
+        device=device,
+        acceleration=acceleration,
+    )
+
+    def epochs(start: int) -> list[float]:
+        times = []
+        for epoch in range(start, start + args.epochs):
+            started = time.perf_counter()
+            env.run_epoch(epoch)
+            if device.startswith("cuda"):
+                torch.cuda.synchronize()
+            times.append(time.perf_counter() - started)
+        return times
+
+    without = epochs(1)
+    states = []
+    for state in env.slot_states:
+        env.model.germinate(
+            state.slot_id,
+            L.BlueprintAction.CONV_LIGHT,
+            L.BlendId.SIGMOID,
+            L.AlphaAlgorithm.ADD,
+            seed_id=f"bench-{state.slot_id}",
+        )
+        change = germinate_state(
+            state.slot_id,
+            f"bench-{state.slot_id}",
+            L.BlueprintAction.CONV_LIGHT,
+            L.BlendId.SIGMOID,
+            L.AlphaAlgorithm.ADD,
+            5,
+            1.0,
+            1,
+            env.host_params,
+            10.0,
+        )
+        training = advance_state(change.state, permissive=True).state
+        blending = msgspec.structs.replace(
+            training, stage=L.SeedStage.BLENDING, controller=msgspec.structs.replace(training.controller, alpha=0.5)
+        )
+        states.append(blending)
+    env.slot_states = states
+    env.model.apply_states(states)
+    with_seeds = epochs(args.epochs + 1)
+    result = {
+        "benchmark": "epochs",
+        "task": task.name,
+        "device": device,
+        "device_name": torch.cuda.get_device_name() if device.startswith("cuda") else "cpu",
+        "autocast": str(acceleration.autocast_dtype),
+        "compile": acceleration.compile,
+        "batches": args.batches,
+        "batch": args.batch,
+        "without_seeds_s": without,
+        "with_seeds_s": with_seeds,
+        "seeds": [s.slot_id for s in states],
+        "seed_params": env.model.active_seed_params,
+        "median_ratio": statistics.median(with_seeds[1:] or with_seeds) / statistics.median(without[1:] or without),
+    }
+    _emit(result, args)
+    return 0
+
+
 def _emit(result: dict[str, Any], args: argparse.Namespace) -> None:
     text = json.dumps(result, indent=2)
     if getattr(args, "out", None):
@@ -277,6 +367,12 @@ def _emit(result: dict[str, Any], args: argparse.Namespace) -> None:
 
 
 def _summary(result: dict[str, Any]) -> str:
+    if result["benchmark"] == "epochs":
+        return (
+            f"{result['task']} on {result['device_name']}: without seeds "
+            f"{statistics.median(result['without_seeds_s']):.3f}s/epoch, with {len(result['seeds'])} blending seeds "
+            f"{statistics.median(result['with_seeds_s']):.3f}s/epoch (x{result['median_ratio']:.2f})"
+        )
     if result["benchmark"] == "overhead":
         bare, system = result["bare_epoch_s"]["median"], result["system_epoch_s"]["median"]
         return (
@@ -315,6 +411,20 @@ def register(sub: Any) -> None:
     p.add_argument("--seed", type=int, default=42)
     p.add_argument("--nats", default=None, help="an existing bus (default: an embedded one)")
     p.set_defaults(func=cmd_overhead)
+
+    p = bsub.add_parser("epochs", help="epoch times on a device (e.g. cuda) without and with seeds")
+    p.add_argument("--json", action="store_true")
+    p.add_argument("--out", default=None)
+    p.add_argument("--task", default="cifar_baseline")
+    p.add_argument("--synthetic", action="store_true")
+    p.add_argument("--device", default="auto")
+    p.add_argument("--amp", default="auto", choices=("auto", "bf16", "off"))
+    p.add_argument("--compile", action="store_true")
+    p.add_argument("--epochs", type=int, default=4)
+    p.add_argument("--batches", type=int, default=50)
+    p.add_argument("--batch", type=int, default=128)
+    p.add_argument("--seed", type=int, default=42)
+    p.set_defaults(func=cmd_epochs)
 
     for module_name in ("services.simic.commands", "services.tamiyo.commands", "services.karn.commands"):
         # Other services contribute bench subcommands through `register_bench(subparsers)`.

@@ -194,6 +194,17 @@ def write_env_file(path: Path, values: Mapping[str, str]) -> Path:
     return path
 
 
+def read_env_file(path: Path) -> dict[str, str]:
+    """The `KEY=value` lines of an env file (blank lines and # comments skipped)."""
+    values: dict[str, str] = {}
+    for line in path.read_text().splitlines():
+        line = line.strip()
+        if line and not line.startswith("#") and "=" in line:
+            key, value = line.split("=", 1)
+            values[key.strip()] = value.strip()
+    return values
+
+
 def main(argv: list[str] | None = None) -> int:
     """`auth-conf` prints the authorization block; `compose-env` prints fresh passwords for compose's `.env`."""
     parser = argparse.ArgumentParser(prog="python -m services.runtime.security", description=main.__doc__)

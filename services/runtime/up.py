@@ -15,6 +15,7 @@ from typing import Any
 
 from services.runtime.bus import connect
 from services.runtime.discovery import wait_for_services
+from services.runtime.security import read_env_file
 from services.runtime.settings import RuntimeSettings
 from services.runtime.stack import LocalStack
 from services.runtime.supervisor import SERVICES
@@ -53,17 +54,30 @@ def _alive(pid: int) -> bool:
     return True
 
 
-async def supervise(state_dir: Path, nats_port: int | None = None) -> None:
+def credentials(bus: dict[str, Any]) -> dict[str, str]:
+    """The operator's `ESPER_NATS_*` variables for a stack started with `--secure` (empty otherwise)."""
+    path = bus.get("credentials")
+    if not path:
+        return {}
+    values = read_env_file(Path(path))
+    return {k: v for k, v in values.items() if k in ("ESPER_NATS_USER", "ESPER_NATS_PASSWORD")}
+
+
+async def supervise(state_dir: Path, nats_port: int | None = None, secure: bool = False) -> None:
     """Run the stack in the foreground until SIGTERM/SIGINT; publish the bus URL in `bus.json`."""
     state_dir.mkdir(parents=True, exist_ok=True)
-    stack = LocalStack(state_dir=state_dir, nats_port=nats_port)
+    stack = LocalStack(state_dir=state_dir, nats_port=nats_port, secure=secure)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
     url = await stack.start()
-    bus_file(state_dir).write_text(json.dumps({"url": url, "pid": os.getpid(), "started_at": time.time()}))
-    print(f"esper: bus at {url}; services: {', '.join(SERVICES)}", flush=True)
+    bus: dict[str, Any] = {"url": url, "pid": os.getpid(), "started_at": time.time(), "secure": secure}
+    if secure:
+        bus["credentials"] = str(stack.credentials_file("cli"))
+        bus["viewer_credentials"] = str(stack.credentials_file("viewer"))
+    bus_file(state_dir).write_text(json.dumps(bus))
+    print(f"esper: bus at {url}; services: {', '.join(SERVICES)}" + (" (secure)" if secure else ""), flush=True)
     try:
         await stop.wait()
     finally:
@@ -73,8 +87,12 @@ async def supervise(state_dir: Path, nats_port: int | None = None) -> None:
             bus_file(state_dir).unlink()
 
 
-def up(state_dir: Path, nats_port: int | None = None, timeout: float = 120.0) -> str:
-    """Start the supervisor detached, wait until all five services answer discovery, return the bus URL."""
+def up(state_dir: Path, nats_port: int | None = None, timeout: float = 120.0, secure: bool = False) -> str:
+    """Start the supervisor detached, wait until all five services answer discovery, return the bus URL.
+
+    With `secure`, the server enforces the users and permissions of runtime/security.py; the operator's
+    credentials are in the file that `bus.json` names under "credentials".
+    """
     existing = read_bus(state_dir)
     if existing and _alive(int(existing["pid"])):
         return str(existing["url"])
@@ -82,6 +100,8 @@ def up(state_dir: Path, nats_port: int | None = None, timeout: float = 120.0) ->
     argv = [sys.executable, "-m", "services.cli", "up", "--foreground", "--state-dir", str(state_dir)]
     if nats_port is not None:
         argv += ["--nats-port", str(nats_port)]
+    if secure:
+        argv.append("--secure")
     with open(state_dir / "esper.log", "ab") as log_file:
         process = subprocess.Popen(
             argv, stdout=log_file, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, start_new_session=True
@@ -96,7 +116,8 @@ def up(state_dir: Path, nats_port: int | None = None, timeout: float = 120.0) ->
     url = str(bus["url"])
 
     async def ready() -> None:
-        nc = await connect(RuntimeSettings.from_env({"service": "cli", "nats_url": url}))
+        settings = RuntimeSettings.from_env({"service": "cli", "nats_url": url, **credentials(bus)})
+        nc = await connect(settings)
         try:
             await wait_for_services(nc, list(SERVICES), timeout=max(1.0, deadline - time.monotonic()))
         finally:

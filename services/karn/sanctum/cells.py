@@ -1,0 +1,99 @@
+"""How values look in Sanctum's cells: sparklines, percentages, signed numbers, stages and gradient marks."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+from rich.text import Text
+
+from services.karn.snapshot import SlotCell
+
+BARS = "▁▂▃▄▅▆▇█"
+STAGE_STYLES = {
+    "GERMINATED": "cyan",
+    "TRAINING": "yellow",
+    "BLENDING": "magenta",
+    "HOLDING": "blue",
+    "FOSSILIZED": "bold green",
+    "PRUNED": "red",
+    "EMBARGOED": "dim red",
+    "RESETTING": "dim",
+}
+STATUS_STYLES = {
+    "initializing": "dim",
+    "healthy": "green",
+    "excellent": "bold green",
+    "stalled": "yellow",
+    "degraded": "bold red",
+    "rollback": "bold white on red",
+}
+STAGE_ABBREVIATIONS = {
+    "GERMINATED": "GERM",
+    "TRAINING": "TRAIN",
+    "BLENDING": "BLEND",
+    "HOLDING": "HOLD",
+    "FOSSILIZED": "FOSSIL",
+    "PRUNED": "PRUNE",
+    "EMBARGOED": "EMBARGO",
+    "RESETTING": "RESET",
+}
+
+
+def sparkline(values: Sequence[float], width: int = 12) -> str:
+    """The last `width` values as block characters scaled between their min and max (flat → middle bars)."""
+    tail = [v for v in values[-width:] if math.isfinite(v)]
+    if not tail:
+        return ""
+    low, high = min(tail), max(tail)
+    if high - low < 1e-12:
+        return BARS[3] * len(tail)
+    return "".join(BARS[min(len(BARS) - 1, int((v - low) / (high - low) * (len(BARS) - 1) + 0.5))] for v in tail)
+
+
+def percent(value: float | None, digits: int = 2) -> str:
+    return "—" if value is None or not math.isfinite(value) else f"{value:.{digits}f}%"
+
+
+def signed(value: float | None, digits: int = 3) -> str:
+    return "—" if value is None or not math.isfinite(value) else f"{value:+.{digits}f}"
+
+
+def number(value: float | None, digits: int = 3) -> str:
+    return "—" if value is None or not math.isfinite(value) else f"{value:.{digits}f}"
+
+
+def gradient_mark(cell: SlotCell) -> str:
+    """▼ vanishing, ▲ exploding, else a health mark: ✓ > 0.8, ~ > 0.3, ! below (reference §9.8 heat map bands)."""
+    if cell.vanishing:
+        return "▼"
+    if cell.exploding:
+        return "▲"
+    if cell.gradient_health is None:
+        return ""
+    if cell.gradient_health > 0.8:
+        return "✓"
+    return "~" if cell.gradient_health > 0.3 else "!"
+
+
+def slot_text(cell: SlotCell) -> Text:
+    """`STAGE:blueprint` with its gradient mark, coloured by stage; a dim dot for an empty slot."""
+    if not cell.occupied:
+        return Text("·", style="dim")
+    stage = STAGE_ABBREVIATIONS.get(cell.stage, cell.stage)
+    text = Text(f"{stage}:{cell.blueprint}", style=STAGE_STYLES.get(cell.stage, ""))
+    mark = gradient_mark(cell)
+    if mark:
+        text.append(f" {mark}", style="bold red" if mark in "▼▲!" else "green")
+    return text
+
+
+def status_text(status: str) -> Text:
+    return Text(status, style=STATUS_STYLES.get(status, ""))
+
+
+def duration(seconds: float | None) -> str:
+    if seconds is None or not math.isfinite(seconds):
+        return "—"
+    whole = int(seconds)
+    return f"{whole // 3600:02d}:{whole % 3600 // 60:02d}:{whole % 60:02d}"

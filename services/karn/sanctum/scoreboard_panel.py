@@ -1,0 +1,59 @@
+"""The scoreboard: best episodes by peak accuracy, worst regressions from peak, and Pareto reward health."""
+
+from __future__ import annotations
+
+from rich.console import Group
+from rich.table import Table
+from rich.text import Text
+from textual.reactive import reactive
+from textual.widgets import Static
+
+from services.karn.sanctum.cells import number, percent, signed
+from services.karn.snapshot import EpisodeScore, Scoreboard
+
+
+def _trend(score: EpisodeScore) -> Text:
+    if score.regression > 0.5:
+        return Text("↘", style="red")
+    return Text("→", style="green") if score.regression <= 0 else Text("↘", style="yellow")
+
+
+def _table(title: str, scores: tuple[EpisodeScore, ...], worst: bool) -> Table:
+    table = Table(title=title, title_justify="left", expand=True, box=None, padding=(0, 1), header_style="bold")
+    for column in ("env", "ep", "@", "peak", "", "final", "×params", "R"):
+        table.add_column(column, justify="right" if column not in ("", "env") else "left", no_wrap=True)
+    if not scores:
+        table.add_row("—", "", "", "", "", "", "", "")
+    for s in scores:
+        table.add_row(
+            str(s.env_id),
+            str(s.episode) + ("" if s.finished else "*"),
+            f"e{s.peak_epoch}",
+            percent(s.peak),
+            _trend(s) if not worst else Text(f"-{s.regression:.2f}", style="red"),
+            percent(s.final),
+            number(s.growth_ratio, 3),
+            signed(s.end_reward, 2),
+        )
+    return table
+
+
+class ScoreboardPanel(Static):
+    """Best Runs and Worst Trajectory tables under one reward-health line."""
+
+    can_focus = True
+    board: reactive[Scoreboard] = reactive(Scoreboard)
+
+    def render(self) -> Group:
+        b = self.board
+        hv = "—" if b.hypervolume is None else f"{b.hypervolume:.1f}"
+        health = Text.assemble(
+            ("episodes ", "dim"),
+            str(b.episodes_finished),
+            ("  mean final ", "dim"),
+            percent(b.mean_final),
+            ("  Pareto HV ", "dim"),
+            (hv, "bold"),
+            (f" ({b.frontier_size} on frontier)", "dim"),
+        )
+        return Group(health, _table("Best runs", b.best, False), _table("Worst regressions", b.worst, True))

@@ -1,0 +1,76 @@
+"""One Tamiyo panel per policy line: version, action distribution, head entropies and the latest PPO update."""
+
+from __future__ import annotations
+
+from rich.console import Group
+from rich.table import Table
+from rich.text import Text
+from textual.reactive import reactive
+from textual.widgets import Static
+
+from services.karn.sanctum.cells import number, signed, sparkline
+from services.karn.snapshot import PolicyView
+
+
+def _bar(fraction: float, width: int = 12) -> str:
+    filled = max(0, min(width, round(fraction * width)))
+    return "█" * filled + "░" * (width - filled)
+
+
+class TamiyoPanel(Static):
+    """Shows one `view`; 'no updates yet' until its first PPOUpdateCompleted arrives."""
+
+    can_focus = True
+    view: reactive[PolicyView | None] = reactive(None)
+
+    def render(self) -> Group | Text:
+        v = self.view
+        if v is None:
+            return Text("no policy")
+        title = Text.assemble(("Tamiyo ", "dim"), (v.policy_id, "bold"), f"  v{v.version}", ("  decisions ", "dim"))
+        title.append(str(v.decisions))
+        actions = Table(box=None, padding=(0, 1), show_header=False, expand=True)
+        actions.add_column("op", no_wrap=True)
+        actions.add_column("bar", no_wrap=True)
+        actions.add_column("share", justify="right", no_wrap=True)
+        for op, count in v.actions[:6]:
+            share = count / v.decisions if v.decisions else 0.0
+            actions.add_row(op, Text(_bar(share), style="cyan"), f"{100 * share:.0f}%")
+        heads = Text("entropy ", style="dim")
+        if v.head_entropies:
+            heads.append(" ".join(f"{head} {value:.2f}" for head, value in v.head_entropies))
+            heads.append(f"  ({v.entropy_source})", style="dim")
+        else:
+            heads.append("—")
+        parts: list[Text | Table] = [title, actions, heads]
+        if v.updates == 0:
+            parts.append(Text("PPO: no updates yet", style="dim italic"))
+        else:
+            parts.append(
+                Text.assemble(
+                    ("PPO ", "dim"),
+                    f"{v.updates} updates  ",
+                    ("Lp ", "dim"),
+                    signed(v.policy_loss, 4),
+                    ("  Lv ", "dim"),
+                    number(v.value_loss, 4),
+                    ("  H ", "dim"),
+                    number(v.entropy, 3),
+                )
+            )
+            parts.append(
+                Text.assemble(
+                    ("KL ", "dim"),
+                    number(v.approx_kl, 4),
+                    " ",
+                    (sparkline(v.kl_history, 10), "yellow"),
+                    ("  clip ", "dim"),
+                    number(v.clip_fraction, 2),
+                    ("  EV ", "dim"),
+                    signed(v.explained_variance, 2),
+                )
+            )
+        parts.append(Text.assemble(("version lag ", "dim"), number(v.version_lag, 2)))
+        if v.load_failure:
+            parts.append(Text(f"load failed {v.load_failure}", style="bold red"))
+        return Group(*parts)
