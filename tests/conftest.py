@@ -20,19 +20,40 @@ def shared_data_dir() -> Path:
     return Path(os.environ.get("ESPER_SHARED_DATA", REPO.parent / "shared" / "data"))
 
 
-def _container_nats() -> Iterator[str]:
+#: The image of the official NATS server the container mode runs (the same as compose.yaml's default).
+NATS_IMAGE = os.environ.get("ESPER_TEST_NATS_IMAGE", "nats:2.10-alpine")
+
+
+def _docker_engine_error() -> str | None:
+    """Why no Docker engine can serve containers here, or None when one answers."""
     try:
         import docker  # type: ignore[import-untyped]
 
-        docker.from_env().ping()
-    except Exception as exc:  # no engine answering: a clear skip, never a failure
-        pytest.skip(f"ESPER_TEST_NATS=container but no Docker engine answers: {exc}")
-    from testcontainers.core.container import DockerContainer
-    from testcontainers.core.waiting_utils import wait_for_logs
+        client = docker.from_env(timeout=5)
+        try:
+            client.ping()
+        finally:
+            client.close()
+    except Exception as exc:  # the client raises several types for an absent or unreachable engine
+        return f"{type(exc).__name__}: {exc}"
+    return None
 
-    container = DockerContainer("nats:2.10-alpine").with_command("-js").with_exposed_ports(4222)
+
+def _container_nats() -> Iterator[str]:
+    """nats-server with JetStream in a container (ESPER_TEST_NATS=container); a clear skip without Docker."""
+    error = _docker_engine_error()
+    if error is not None:
+        pytest.skip(f"ESPER_TEST_NATS=container but no Docker engine answers ({error})")
+    from testcontainers.core.container import DockerContainer
+    from testcontainers.core.wait_strategies import LogMessageWaitStrategy
+
+    container = (
+        DockerContainer(NATS_IMAGE)
+        .with_command(["--jetstream", "--store_dir", "/data"])
+        .with_exposed_ports(4222)
+        .waiting_for(LogMessageWaitStrategy("Server is ready").with_startup_timeout(60))
+    )
     with container:
-        wait_for_logs(container, "Server is ready", timeout=60)
         yield f"nats://{container.get_container_host_ip()}:{container.get_exposed_port(4222)}"
 
 

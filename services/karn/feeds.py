@@ -236,4 +236,3 @@ def _choose(specs: dict[str, RunSpec], statuses: dict[str, RunStatus], run_id: s
         return None
     running = [s for s in specs.values() if statuses.get(s.run_id) and statuses[s.run_id].state is RunState.RUNNING]
     return max(running or list(specs.values()), key=lambda s: (s.created_at, s.run_id))
-

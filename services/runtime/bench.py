@@ -266,6 +266,106 @@ def cmd_overhead(args: argparse.Namespace) -> int:
     return 0
 
 
+# ---------------------------------------------------------------------------------------------- workers
+
+
+async def steps_per_second(workers: int, envs: int, epochs: int, batches: int, threads: int) -> dict[str, float]:
+    """Steps per second of one run whose envs are spread over `workers` Tolaria processes on one embedded bus."""
+    import leyline_schemas as L
+    from services.runtime.bus import connect, request
+    from services.runtime.discovery import wait_for_services
+    from services.runtime.settings import RuntimeSettings
+    from services.runtime.stack import LocalStack
+    from services.runtime.supervisor import Supervisor, service_child
+
+    state = Path(tempfile.mkdtemp(prefix="esper-bench-workers-"))
+    sink = open(state / "services.log", "a")  # noqa: SIM115 - closed below
+    stack = LocalStack(
+        state_dir=state,
+        services=("kasmina", "tamiyo", "simic", "karn"),
+        output=lambda line: print(line, file=sink, flush=True),
+    )
+    url = await stack.start()
+    per_worker = -(-envs // workers)
+    tolaria = Supervisor(
+        [
+            service_child(
+                "tolaria",
+                url,
+                {"ESPER_MAX_ENVS": str(per_worker), "ESPER_TORCH_THREADS": str(threads)},
+                label=f"tolaria-{i}",
+            )
+            for i in range(workers)
+        ],
+        output=lambda line: print(line, file=sink, flush=True),
+    )
+    await tolaria.start()
+    nc = await connect(RuntimeSettings.from_env({"service": "bench", "nats_url": url}))
+    try:
+        live = await wait_for_services(nc, ["kasmina", "tamiyo", "simic", "karn", "tolaria"], timeout=180)
+        while sum(1 for s in live if s["service"] == "tolaria") < workers:
+            live = await wait_for_services(nc, ["tolaria"], timeout=60)
+        js = nc.jetstream()
+        run_id = f"bench-workers-{workers}-{int(time.time())}"
+        stamps: list[float] = []
+
+        async def collect(msg: Any) -> None:
+            event = L.decode(msg.data, L.TelemetryEvent)
+            if isinstance(event.payload, L.EpochCompleted):
+                stamps.append(event.timestamp)
+
+        sub = await js.subscribe(
+            f"{L.subjects.PREFIX}.telemetry.{run_id}.epoch_completed", cb=collect, ordered_consumer=True
+        )
+        spec = L.RunSpec(
+            run_id=run_id,
+            task="synthetic_cnn",
+            episodes=envs,
+            n_envs=envs,
+            episode_length=epochs,
+            max_batches=batches,
+            batch_size=128,
+            synthetic=True,
+            arms=[L.ArmSpec(arm_id="main", policy_id="wait")],
+        )
+        await request(nc, L.subjects.RUNS_START, spec, L.RunAccepted, timeout=120)
+        deadline = time.monotonic() + 1800
+        while len(stamps) < envs * epochs and time.monotonic() < deadline:
+            await asyncio.sleep(0.2)
+        await sub.unsubscribe()
+    finally:
+        await nc.close()
+        await tolaria.stop()
+        await stack.stop()
+        sink.close()
+    stamps.sort()
+    # Steady state: from the moment every env has finished its first epoch to the last epoch.
+    start = stamps[envs - 1]
+    steady = [t for t in stamps if t > start]
+    return {
+        "workers": workers,
+        "steps": len(steady),
+        "seconds": stamps[-1] - start,
+        "steps_per_second": len(steady) / max(1e-9, stamps[-1] - start),
+    }
+
+
+def cmd_workers(args: argparse.Namespace) -> int:
+    one = asyncio.run(steps_per_second(1, args.envs, args.epochs, args.batches, args.threads))
+    two = asyncio.run(steps_per_second(2, args.envs, args.epochs, args.batches, args.threads))
+    result = {
+        "benchmark": "workers",
+        "envs": args.envs,
+        "torch_threads_per_worker": args.threads,
+        "one_worker": one,
+        "two_workers": two,
+        "scaling": two["steps_per_second"] / one["steps_per_second"],
+        "target_scaling": 0.9 * 2,
+    }
+    _emit(result, args)
+    return 0
+
+
 # ---------------------------------------------------------------------------------------------- epochs
 
 
@@ -367,6 +467,12 @@ def _emit(result: dict[str, Any], args: argparse.Namespace) -> None:
 
 
 def _summary(result: dict[str, Any]) -> str:
+    if result["benchmark"] == "workers":
+        return (
+            f"1 worker {result['one_worker']['steps_per_second']:.2f} steps/s, 2 workers "
+            f"{result['two_workers']['steps_per_second']:.2f} steps/s -> x{result['scaling']:.2f} "
+            f"(target >= {result['target_scaling']:.1f})"
+        )
     if result["benchmark"] == "epochs":
         return (
             f"{result['task']} on {result['device_name']}: without seeds "
@@ -411,6 +517,15 @@ def register(sub: Any) -> None:
     p.add_argument("--seed", type=int, default=42)
     p.add_argument("--nats", default=None, help="an existing bus (default: an embedded one)")
     p.set_defaults(func=cmd_overhead)
+
+    p = bsub.add_parser("workers", help="env-worker scaling: steps/s with 1 and 2 Tolaria workers on one run")
+    p.add_argument("--json", action="store_true")
+    p.add_argument("--out", default=None)
+    p.add_argument("--envs", type=int, default=2)
+    p.add_argument("--epochs", type=int, default=8)
+    p.add_argument("--batches", type=int, default=20)
+    p.add_argument("--threads", type=int, default=1, help="torch threads per worker (1: one core each)")
+    p.set_defaults(func=cmd_workers)
 
     p = bsub.add_parser("epochs", help="epoch times on a device (e.g. cuda) without and with seeds")
     p.add_argument("--json", action="store_true")

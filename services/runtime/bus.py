@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import ssl
 import time
@@ -76,7 +77,11 @@ async def connect(
     async def reconnected() -> None:
         await notify("reconnected")
 
+    refused = asyncio.Event()
+
     async def error(exc: Exception) -> None:
+        if "authorization violation" in str(exc).lower():
+            refused.set()
         log.warning("%s: bus error: %s", settings.service, exc)
 
     options: dict[str, Any] = {
@@ -106,8 +111,11 @@ async def connect(
     while True:
         remaining = deadline - time.monotonic()
         try:
-            # nats-py keeps retrying an initial connect forever when reconnects are unlimited: bound each attempt.
-            client = await asyncio.wait_for(nats.connect(**options), timeout=max(0.5, remaining))
+            # nats-py keeps retrying an initial connect forever when reconnects are unlimited: bound each attempt,
+            # and give up at once when the server refuses the credentials (retrying cannot fix them).
+            client = await _connect_unless_refused(options, refused, max(0.5, remaining))
+        except BusUnavailable:
+            raise
         except Exception as exc:  # nats raises several unrelated types for an absent server
             if time.monotonic() + delay > deadline:
                 raise BusUnavailable(f"cannot reach NATS at {settings.nats_url}: {exc}") from exc
@@ -117,6 +125,24 @@ async def connect(
             continue
         await notify("connected")
         return client
+
+
+async def _connect_unless_refused(options: dict[str, Any], refused: asyncio.Event, timeout: float) -> Client:
+    connecting = asyncio.ensure_future(nats.connect(**options))
+    refusal = asyncio.ensure_future(refused.wait())
+    try:
+        done, _ = await asyncio.wait({connecting, refusal}, timeout=timeout, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        refusal.cancel()
+    if connecting in done:
+        return connecting.result()
+    connecting.cancel()
+    with contextlib.suppress(asyncio.CancelledError, Exception):
+        await connecting
+    if refusal in done:
+        who = f"user {options['user']!r}" if options.get("user") else "an anonymous client"
+        raise BusUnavailable(f"NATS at {', '.join(options['servers'])} refused {who}: authorization violation")
+    raise TimeoutError(f"no answer within {timeout:.1f}s")
 
 
 def is_error_reply(headers: dict[str, str] | None) -> bool:

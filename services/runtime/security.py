@@ -129,8 +129,8 @@ def password_variable(user: str) -> str:
     return f"{user.upper()}_NATS_PASSWORD"
 
 
-def _quoted(items: tuple[str, ...]) -> str:
-    return "[" + ", ".join(f'"{item}"' for item in items) + "]"
+def _subject_list(key: str, items: tuple[str, ...], indent: str) -> list[str]:
+    return [f"{indent}{key}: [", *(f'{indent}  "{item}",' for item in items), f"{indent}]"]
 
 
 def render_authorization(users: Mapping[str, Permissions] | None = None) -> str:
@@ -142,17 +142,21 @@ def render_authorization(users: Mapping[str, Permissions] | None = None) -> str:
         "  users = [",
     ]
     for user, perms in (users or USERS).items():
-        subscribe = (*perms.subscribe, f"{inbox_prefix(user)}.>")
-        publish = f"allow: {_quoted(perms.publish)}"
-        if perms.publish_deny:
-            publish += f", deny: {_quoted(perms.publish_deny)}"
         lines += [
             "    {",
             f'      user: "{user}"',
             f"      password: ${password_variable(user)}",
             "      permissions: {",
-            f"        publish: {{{publish}}}",
-            f"        subscribe: {{allow: {_quoted(subscribe)}}}",
+            "        publish: {",
+            *_subject_list("allow", perms.publish, " " * 10),
+        ]
+        if perms.publish_deny:
+            lines += _subject_list("deny", perms.publish_deny, " " * 10)
+        lines += [
+            "        }",
+            "        subscribe: {",
+            *_subject_list("allow", (*perms.subscribe, f"{inbox_prefix(user)}.>"), " " * 10),
+            "        }",
         ]
         if perms.allow_responses:
             lines.append("        allow_responses: true")

@@ -339,12 +339,12 @@ def ppo_update(
 
             n_measured += 1
             for name, value in (
-                ("policy_loss", float(policy_loss)),
-                ("value_loss", float(value_loss)),
-                ("q_loss", float(q_loss)),
-                ("aux_loss", float(aux_loss)),
-                ("entropy_loss", float(entropy_loss)),
-                ("floor_penalty", float(floor_penalty)),
+                ("policy_loss", float(policy_loss.detach())),
+                ("value_loss", float(value_loss.detach())),
+                ("q_loss", float(q_loss.detach())),
+                ("aux_loss", float(aux_loss.detach())),
+                ("entropy_loss", float(entropy_loss.detach())),
+                ("floor_penalty", float(floor_penalty.detach())),
                 ("approx_kl", approx_kl),
                 ("clip_fraction", clipped / max(clip_count, 1.0)),
                 ("grad_norm", float(grad_norm)),

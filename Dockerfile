@@ -1,0 +1,49 @@
+# syntax=docker/dockerfile:1
+# One image for every Esper service; compose runs `esper service NAME` in it.
+#   CPU (default):  docker build -t esper:cpu .
+#   CUDA:           docker build -t esper:cuda \
+#                     --build-arg BASE_IMAGE=nvidia/cuda:12.6.3-cudnn-runtime-ubuntu24.04 \
+#                     --build-arg TORCH_INDEX_URL=https://download.pytorch.org/whl/cu126 .
+# No credentials are baked in: compose passes ESPER_NATS_USER/ESPER_NATS_PASSWORD at run time.
+ARG BASE_IMAGE=python:3.11-slim-bookworm
+FROM ${BASE_IMAGE}
+
+# The wheel index of the torch build: CPU wheels by default, e.g. .../whl/cu126 for CUDA 12.6.
+ARG TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu
+
+ENV PYTHONDONTWRITEBYTECODE=1 \
+    PYTHONUNBUFFERED=1 \
+    PIP_NO_CACHE_DIR=1 \
+    PIP_DISABLE_PIP_VERSION_CHECK=1 \
+    VIRTUAL_ENV=/opt/esper \
+    PATH=/opt/esper/bin:$PATH \
+    HF_HOME=/var/lib/esper/datasets/huggingface
+
+# CUDA base images carry no Python: install the distribution's (3.12 on Ubuntu 24.04). The service user owns
+# /var/lib/esper, so the named volumes mounted below it start out writable.
+RUN if ! command -v python3 >/dev/null 2>&1; then \
+        apt-get update \
+        && apt-get install -y --no-install-recommends python3 python3-venv ca-certificates \
+        && rm -rf /var/lib/apt/lists/*; \
+    fi \
+    && python3 -m venv /opt/esper \
+    && groupadd --system --gid 10001 esper \
+    && useradd --system --uid 10001 --gid esper --home-dir /var/lib/esper --shell /usr/sbin/nologin esper \
+    && mkdir -p /var/lib/esper/runs /var/lib/esper/datasets \
+    && chown -R esper:esper /var/lib/esper
+
+WORKDIR /src
+# torch first and on its own layer (the large one), from the chosen index, at the version constraints.txt pins.
+COPY constraints.txt ./
+RUN pip install --index-url "${TORCH_INDEX_URL}" -c constraints.txt torch
+
+COPY pyproject.toml ./
+COPY leyline_schemas ./leyline_schemas
+COPY services ./services
+RUN pip install -c constraints.txt . && cd / && rm -rf /src
+
+USER esper
+WORKDIR /var/lib/esper
+# The admin port (/healthz, /readyz, /metrics); compose fixes it with ESPER_ADMIN_PORT.
+EXPOSE 8080
+CMD ["esper", "--help"]

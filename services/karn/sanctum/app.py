@@ -1,0 +1,147 @@
+"""The Sanctum app: lays the panels out and, on a timer, hands each one its slice of the latest snapshot."""
+
+from __future__ import annotations
+
+import time
+from collections import deque
+
+from textual.app import App, ComposeResult
+from textual.binding import Binding
+from textual.containers import Horizontal
+from textual.widgets import DataTable, Footer, Input
+
+from services.karn.feeds import Feed
+from services.karn.sanctum.anomaly_strip import AnomalyStrip
+from services.karn.sanctum.env_detail_screen import EnvDetailScreen
+from services.karn.sanctum.env_overview import EnvOverview
+from services.karn.sanctum.event_log import EventLog
+from services.karn.sanctum.help_screen import HelpScreen
+from services.karn.sanctum.run_header import RunHeader
+from services.karn.sanctum.scoreboard_panel import ScoreboardPanel
+from services.karn.sanctum.tamiyo_panel import TamiyoPanel
+from services.karn.snapshot import PolicyView
+
+#: Frames per second (reference/tolaria_karn.md §9.1 polls at 4 Hz).
+REFRESH_SECONDS = 0.25
+
+
+class SanctumApp(App[None]):
+    """Renders a Feed: the feed's thread consumes the bus, this app only reads snapshots on its timer."""
+
+    CSS_PATH = "sanctum.tcss"
+    TITLE = "Esper · Sanctum"
+    BINDINGS = [
+        Binding("q", "quit", "quit"),
+        Binding("d", "detail", "env detail"),
+        Binding("j", "next_env", "next env", show=False),
+        Binding("k", "previous_env", "previous env", show=False),
+        Binding("slash", "filter", "filter"),
+        Binding("escape", "clear_filter", "clear filter", show=False),
+        Binding("question_mark", "help", "help"),
+        *(Binding(str(key), f"select_env({(key - 1) % 10})", show=False) for key in range(10)),
+    ]
+
+    def __init__(self, feed: Feed, refresh_seconds: float = REFRESH_SECONDS) -> None:
+        super().__init__()
+        self.feed = feed
+        self.refresh_seconds = refresh_seconds
+        #: Seconds each frame took to build and hand out (for measuring, never for control).
+        self.frame_times: deque[float] = deque(maxlen=1000)
+
+    def compose(self) -> ComposeResult:
+        yield RunHeader(id="run-header")
+        yield AnomalyStrip(id="anomalies")
+        yield Input(placeholder="filter: env id, status, stage, blueprint or action — Esc clears", id="filter")
+        with Horizontal(id="top"):
+            yield EnvOverview(id="envs")
+            yield ScoreboardPanel(id="scoreboard")
+        yield Horizontal(id="policies")
+        yield EventLog(id="event-log")
+        yield Footer()
+
+    def on_mount(self) -> None:
+        self.feed.start()
+        self.query_one(EnvOverview).focus()
+        self.set_interval(self.refresh_seconds, self.refresh_frame)
+        self.refresh_frame()
+
+    def on_unmount(self) -> None:
+        self.feed.stop()
+
+    def refresh_frame(self) -> None:
+        """Take one snapshot and give each widget its part; widgets redraw only what changed."""
+        started = time.perf_counter()
+        header = self.query_one(RunHeader)
+        strip = self.query_one(AnomalyStrip)
+        header.status = self.feed.status
+        strip.problem = self.feed.problem
+        snapshot = self.feed.snapshot(time.time())
+        if snapshot is not None:
+            header.view = snapshot.header
+            strip.anomalies = snapshot.anomalies
+            table = self.query_one(EnvOverview)
+            table.slot_ids = snapshot.slot_ids
+            table.env_rows = snapshot.envs
+            self.query_one(ScoreboardPanel).board = snapshot.scoreboard
+            self._show_policies(snapshot.policies)
+            self.query_one(EventLog).log_lines = snapshot.log
+        if isinstance(self.screen, EnvDetailScreen):
+            self.screen.detail = self.feed.env_detail(self.screen.env_id)
+        self.frame_times.append(time.perf_counter() - started)
+
+    def _show_policies(self, views: tuple[PolicyView, ...]) -> None:
+        row = self.query_one("#policies", Horizontal)
+        panels = list(row.query(TamiyoPanel))
+        if [p.view.policy_id if p.view else None for p in panels] != [v.policy_id for v in views]:
+            row.remove_children()
+            panels = [TamiyoPanel() for _ in views]
+            row.mount_all(panels)
+        for panel, view in zip(panels, views, strict=True):
+            panel.view = view
+
+    # -- actions -----------------------------------------------------------------------------------------------
+
+    def action_detail(self) -> None:
+        env_id = self.query_one(EnvOverview).selected_env
+        if env_id is not None:
+            screen = EnvDetailScreen(env_id)
+            self.push_screen(screen)
+            screen.detail = self.feed.env_detail(env_id)
+
+    def on_data_table_row_selected(self, _: DataTable.RowSelected) -> None:
+        self.action_detail()
+
+    def action_next_env(self) -> None:
+        self.query_one(EnvOverview).action_cursor_down()
+
+    def action_previous_env(self) -> None:
+        self.query_one(EnvOverview).action_cursor_up()
+
+    def action_select_env(self, env_id: int) -> None:
+        table = self.query_one(EnvOverview)
+        if table.select_env(env_id):
+            table.focus()
+        else:
+            self.notify(f"env {env_id} is not shown", severity="warning", timeout=2)
+
+    def action_filter(self) -> None:
+        box = self.query_one("#filter", Input)
+        box.add_class("-shown")
+        box.focus()
+
+    def action_clear_filter(self) -> None:
+        box = self.query_one("#filter", Input)
+        box.value = ""
+        box.remove_class("-shown")
+        self.query_one(EnvOverview).focus()
+
+    def action_help(self) -> None:
+        if not isinstance(self.screen, HelpScreen):
+            self.push_screen(HelpScreen())
+
+    def on_input_changed(self, event: Input.Changed) -> None:
+        self.query_one(EnvOverview).filter_text = event.value
+        self.query_one(EventLog).filter_text = event.value
+
+    def on_input_submitted(self, _: Input.Submitted) -> None:
+        self.query_one(EnvOverview).focus()
