@@ -136,7 +136,7 @@ class SanctumAggregator:
                 self._state = p.state
                 if self._barrier is not None:
                     for committed in self._barrier.flush():
-                        self._log_epoch(committed)
+                        self._log_epoch(committed, event)
             elif isinstance(p, EpisodeOutcome):
                 self._outcome(p)
             elif isinstance(p, GovernorRollback):
@@ -239,13 +239,13 @@ class SanctumAggregator:
             self._barrier = EpochBarrier(lambda r: envs_in_round(n_envs, episodes, r))
         report = EnvEpoch(event.env_id, p.val_accuracy, p.val_loss, p.train_accuracy, p.train_loss)
         for committed in self._barrier.add(event.episode // n_envs, event.epoch, report):
-            self._log_epoch(committed)
+            self._log_epoch(committed, event)
 
-    def _log_epoch(self, c: CommittedEpoch) -> None:
+    def _log_epoch(self, c: CommittedEpoch, event: TelemetryEvent) -> None:
         partial = " (partial)" if c.partial else ""
         self._append_log(
-            f"round {c.round} epoch {c.epoch}: mean acc {c.val_accuracy:.2f}% over {c.n_reported}/{c.n_expected} envs"
-            + partial,
+            f"{stamp(event)} round {c.round} epoch {c.epoch:>3}: mean acc {c.val_accuracy:.2f}% over "
+            f"{c.n_reported}/{c.n_expected} envs{partial}",
             Severity.DEBUG.value,
             None,
         )

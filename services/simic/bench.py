@@ -85,9 +85,7 @@ def train(settings: BenchSettings, on_round: Callable[[RoundUpdate], None] | Non
     return learner
 
 
-def evaluate(
-    decide: DecideFn, settings: BenchSettings, *, deterministic: bool = False
-) -> dict[str, list[float]]:
+def evaluate(decide: DecideFn, settings: BenchSettings, *, deterministic: bool = False) -> dict[str, list[float]]:
     """Returns, final accuracies and fossil counts of `decide` on the held-out seeds."""
     reward = RewardConfig(mode=settings.reward_mode)
     results: dict[str, list[float]] = {"returns": [], "accuracies": [], "fossilized": []}

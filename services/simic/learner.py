@@ -133,10 +133,9 @@ class ArmLearner:
         self.value_normalizer = value_normalizer or ValueNormalizer()
         self.reward_config = RewardConfig(mode=self.arm.reward_mode, gamma=config.ppo.gamma)
         require_matching_gamma(self.reward_config, config.ppo.gamma)
-        self.optimizer = torch.optim.Adam(
-            network.parameters(), lr=config.ppo.learning_rate, eps=config.ppo.adam_eps
-        )
-        self.pending: dict[int, dict[int, EpisodeRollout]] = {}
+        self.optimizer = torch.optim.Adam(network.parameters(), lr=config.ppo.learning_rate, eps=config.ppo.adam_eps)
+        self.pending: dict[int, dict[int, EpisodeRollout | None]] = {}
+        self.note = ""
 
     @staticmethod
     def fresh(spec: RunSpec, arm_index: int, config: LearnerConfig) -> ArmLearner:
@@ -181,6 +180,14 @@ class ArmLearner:
             episodes[last.episode] = build_rollout(scored, len(self.spec.slots))
         return True
 
+    def accept_untrainable(self, episode: int) -> bool:
+        """Count an episode whose records cannot be trained on as consumed, so its round can still complete."""
+        round_index = self.round_of(episode)
+        if round_index < self.rounds_done:
+            return False
+        self.pending.setdefault(round_index, {}).setdefault(episode, None)
+        return True
+
     def ready(self) -> bool:
         """Whether every episode of the next round to train is buffered."""
         if self.finished:
@@ -204,7 +211,7 @@ class ArmLearner:
         round_index = self.rounds_done
         current = self.version
         buffered = self.pending.pop(round_index)
-        rollouts = [buffered[episode] for episode in sorted(buffered)]
+        rollouts = [r for _, r in sorted(buffered.items()) if r is not None]
         lags = [current - int(v) for r in rollouts for v, a in zip(r.policy_versions, r.acted, strict=True) if a]
         fresh = [r for r in rollouts if not r.acted.any() or self._max_lag(r, current) <= self.config.max_version_lag]
         stats = UpdateStats()
@@ -244,7 +251,7 @@ class ArmLearner:
             stale_episodes=len(rollouts) - len(fresh),
             lag_mean=sum(lags) / len(lags) if lags else 0.0,
             lag_max=max(lags, default=0),
-            mean_return=sum(r.episode_return for r in rollouts) / len(rollouts),
+            mean_return=sum(r.episode_return for r in rollouts) / len(rollouts) if rollouts else 0.0,
             skipped=skipped,
         )
 
@@ -262,8 +269,8 @@ class ArmLearner:
 
     # Checkpoints: safetensors only, like the weights.
 
-    def checkpoint(self) -> bytes:
-        """Network, optimiser, every normaliser and the round counters, as safetensors bytes."""
+    def checkpoint(self, note: str = "") -> bytes:
+        """Network, optimiser, every normaliser and the round counters, as safetensors bytes; `note` rides along."""
         tensors = {
             **network_tensors(self.network),
             **self.obs_normalizer.tensors(),
@@ -283,6 +290,7 @@ class ArmLearner:
             "rounds_done": str(self.rounds_done),
             "updates_done": str(self.updates_done),
             "ppo": json.dumps(asdict(self.config.ppo), sort_keys=True),
+            "note": note,
         }
         return save_tensors(tensors, metadata=metadata)
 
@@ -309,6 +317,7 @@ class ArmLearner:
             reward_normalizer=RewardNormalizer.from_tensors(tensors),
             value_normalizer=ValueNormalizer.from_tensors(tensors),
         )
+        learner.note = metadata.get("note", "")
         state = learner.optimizer.state_dict()
         for index, _param in enumerate(network.parameters()):
             entries = {

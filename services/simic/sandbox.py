@@ -73,15 +73,16 @@ OPTIMAL_BLUEPRINT = max(BLUEPRINT_GAINS, key=lambda bp: BLUEPRINT_GAINS[bp])
 class SandboxConfig:
     """The simulated task: one CNN host with `slots`, an accuracy curve and measurement noise."""
 
-    episode_length: int = 30
+    episode_length: int = 25
     slots: tuple[str, ...] = ("r0c0",)
     host_params: int = 60_000
-    start_accuracy: float = 55.0
+    start_accuracy: float = 76.0
     plateau_accuracy: float = 82.0
     time_constant: float = 3.0
     maturity_epochs: float = 4.0
     noise: float = 0.3
     max_seeds: int = 0
+    auto_forward_gates: tuple[int, ...] = (1, 2, 3)
 
     def slot_config(self) -> SlotConfig:
         return SlotConfig(
@@ -91,7 +92,12 @@ class SandboxConfig:
         )
 
     def lifecycle(self) -> LifecycleConfig:
-        return LifecycleConfig(max_seeds=self.max_seeds, permissive_gates=True, max_epochs=self.episode_length)
+        return LifecycleConfig(
+            max_seeds=self.max_seeds,
+            permissive_gates=True,
+            auto_forward_gates=list(self.auto_forward_gates),
+            max_epochs=self.episode_length,
+        )
 
 
 @dataclass
@@ -292,9 +298,10 @@ class SandboxEpisode:
 
 
 def oracle_decision(request: DecisionRequest) -> Decision:
-    """The known-optimal lifecycle: best blueprint at once, fastest blend, advance the moment a gate allows, fossilize."""
+    """The known-optimal lifecycle: the best blueprint at once, fastest blend, advance when a gate allows, fossilize."""
     action = FactoredAction(op=LifecycleOp.WAIT, slot=0)
     reason = "wait"
+    advance = request.masks.op[LifecycleOp.ADVANCE]  # with auto-forward gates the tick advances by itself
     for index, state in enumerate(request.slots):
         stage = state.stage
         if stage is SeedStage.DORMANT and request.masks.slot_by_op[LifecycleOp.GERMINATE][index]:
@@ -302,12 +309,12 @@ def oracle_decision(request: DecisionRequest) -> Decision:
                 op=LifecycleOp.GERMINATE, slot=index, blueprint=OPTIMAL_BLUEPRINT, tempo=TempoAction.FAST
             )
             reason = "germinate the best blueprint"
-        elif stage is SeedStage.GERMINATED or (
-            stage is SeedStage.TRAINING and state.metrics.epochs_in_current_stage >= DEFAULT_MIN_BLENDING_EPOCHS
+        elif advance and (
+            stage is SeedStage.GERMINATED
+            or (stage is SeedStage.TRAINING and state.metrics.epochs_in_current_stage >= DEFAULT_MIN_BLENDING_EPOCHS)
+            or (stage is SeedStage.BLENDING and at_target(state.controller) and state.controller.alpha_target >= 1.0)
         ):
             action, reason = FactoredAction(op=LifecycleOp.ADVANCE, slot=index), "advance"
-        elif stage is SeedStage.BLENDING and at_target(state.controller) and state.controller.alpha_target >= 1.0:
-            action, reason = FactoredAction(op=LifecycleOp.ADVANCE, slot=index), "advance to holding"
         elif stage is SeedStage.HOLDING and state.metrics.counterfactual_contribution is not None:
             action, reason = FactoredAction(op=LifecycleOp.FOSSILIZE, slot=index), "fossilize"
         else:

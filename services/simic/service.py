@@ -1,44 +1,90 @@
-"""Simic's bus adapter: a durable pull consumer on STEPS that scores episodes under each arm's reward mode."""
+"""Simic's bus adapter: a durable pull consumer on STEPS feeding episode scoring and, for learning runs, PPO.
+
+Every finished episode is scored under its arm's reward mode and announced as EpisodeOutcome. For a run with
+`learn`, each arm's line gets version 0 before any env acts (Tolaria waits for it), and every complete round is
+trained and published as the next version: blob → checkpoint → telemetry → KV pointer → acks. A step record is
+acknowledged only once it is inside an applied update recorded in a checkpoint, so a learner killed at any point
+and restarted replays exactly the rounds it had not committed; records of committed rounds are acked and dropped.
+"""
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import logging
-from dataclasses import dataclass
+import time
+from dataclasses import dataclass, field
+from typing import Any
 
+import msgspec
 from nats.errors import TimeoutError as NatsTimeoutError
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 from nats.js.errors import KeyNotFoundError
+from nats.js.kv import KeyValue
+from nats.js.object_store import ObjectStore
 
-from leyline_schemas import LeylineDecodeError, RewardMode, RunSpec, StepRecord, decode, subjects
+from leyline_schemas import (
+    LeylineDecodeError,
+    PolicyUpdated,
+    PPOUpdateCompleted,
+    RewardMode,
+    RunSpec,
+    RunState,
+    RunStatus,
+    StepRecord,
+    decode,
+    subjects,
+)
 from services.runtime import jetstream
 from services.runtime.service import ServiceContext, ServiceDefinition
 from services.runtime.settings import RuntimeSettings
 from services.simic.episodes import EpisodeBuffer, EpisodeKey, episode_outcome, score_episode
+from services.simic.learner import ArmLearner, LearnerConfig, RoundUpdate, arm_index_of_env, checkpoint_object
+from services.simic.ppo import PPOConfig
 from services.simic.reward_config import RewardConfig
+from services.simic.rollout import RolloutError
+from services.tamiyo.pointers import fetch_object, put_weights, read_pointer, write_pointer
+from services.tamiyo.weights import PolicyBlobError, decode_policy
 
 log = logging.getLogger("esper.simic")
+
+TERMINAL_STATES = frozenset({RunState.COMPLETED, RunState.FAILED, RunState.STOPPED})
 
 
 @dataclass(frozen=True, kw_only=True)
 class SimicSettings(RuntimeSettings):
+    """Simic's settings: the consumer, the policy network's sizes and the PPO knobs every learning arm uses."""
+
     service: str = "simic"
     consumer: str = "simic"
     ack_wait: float = 120.0
+    policy_hidden: int = 512
+    policy_head_hidden: int = 256
+    policy_lstm_layers: int = 1
+    learning_rate: float = 3e-4
+    ppo_epochs: int = 4
+    ppo_minibatches: int = 2
+    entropy_coef: float = 0.05
+    clip: float = 0.2
+    target_kl: float = 0.015
+    max_version_lag: int = 3
+    torch_threads: int = 0
 
-
-async def run_spec(ctx: ServiceContext, run_id: str) -> RunSpec | None:
-    cache: dict[str, RunSpec] = ctx.state.setdefault("runs", {})
-    if run_id not in cache:
-        kv = await jetstream.runs_bucket(ctx.js)
-        try:
-            entry = await kv.get(subjects.run_key(run_id))
-        except KeyNotFoundError:
-            return None
-        if not entry.value:
-            return None
-        cache[run_id] = decode(entry.value, RunSpec)
-    return cache[run_id]
+    def learner_config(self) -> LearnerConfig:
+        return LearnerConfig(
+            hidden=self.policy_hidden,
+            head_hidden=self.policy_head_hidden,
+            lstm_layers=self.policy_lstm_layers,
+            max_version_lag=self.max_version_lag,
+            ppo=PPOConfig(
+                learning_rate=self.learning_rate,
+                epochs=self.ppo_epochs,
+                minibatches=self.ppo_minibatches,
+                entropy_coef=self.entropy_coef,
+                clip=self.clip,
+                target_kl=self.target_kl,
+            ),
+        )
 
 
 def reward_mode(spec: RunSpec | None, arm_id: str) -> RewardMode:
@@ -49,10 +95,357 @@ def reward_mode(spec: RunSpec | None, arm_id: str) -> RewardMode:
     return RewardMode.SIMPLIFIED
 
 
-async def consume_steps(ctx: ServiceContext) -> None:
-    """Acknowledge a step record only once its whole episode has been scored and its outcome published."""
+@dataclass
+class ArmState:
+    """A learning arm in this process: its learner and the messages waiting for their round to be committed."""
+
+    learner: ArmLearner
+    acks: dict[int, list[Any]] = field(default_factory=dict)
+
+
+@dataclass
+class Learners:
+    """Simic's in-memory state between bus messages; everything durable is in JetStream."""
+
+    ctx: ServiceContext
+    settings: SimicSettings
+    runs: KeyValue
+    policies: KeyValue
+    store: ObjectStore
+    specs: dict[str, RunSpec] = field(default_factory=dict)
+    arms: dict[tuple[str, str], ArmState] = field(default_factory=dict)
+    buffers: dict[EpisodeKey, EpisodeBuffer] = field(default_factory=dict)
+    consumed: dict[EpisodeKey, tuple[str, int]] = field(default_factory=dict)
+    locks: dict[str, asyncio.Lock] = field(default_factory=dict)
+
+    # ------------------------------------------------------------------ runs and arms
+
+    async def spec(self, run_id: str) -> RunSpec | None:
+        if run_id not in self.specs:
+            try:
+                entry = await self.runs.get(subjects.run_key(run_id))
+            except (KeyNotFoundError, ValueError):
+                return None
+            if not entry.value:
+                return None
+            try:
+                self.specs[run_id] = decode(entry.value, RunSpec)
+            except LeylineDecodeError:
+                return None
+        return self.specs[run_id]
+
+    async def ensure_arms(self, spec: RunSpec) -> None:
+        """Restore or create every arm of a learning run; a new line's version 0 is published here."""
+        if not spec.learn:
+            return
+        async with self.locks.setdefault(spec.run_id, asyncio.Lock()):
+            policy_ids = [arm.policy_id for arm in spec.arms]
+            if len(set(policy_ids)) != len(policy_ids):
+                log.error("run %s: learning arms need distinct policy ids, got %s", spec.run_id, policy_ids)
+                return
+            for index, arm in enumerate(spec.arms):
+                if (spec.run_id, arm.arm_id) in self.arms or not any(
+                    arm_index_of_env(spec, env) == index for env in range(spec.n_envs)
+                ):
+                    continue
+                self.arms[(spec.run_id, arm.arm_id)] = ArmState(await self._load_arm(spec, index))
+
+    async def _load_arm(self, spec: RunSpec, index: int) -> ArmLearner:
+        config = self.settings.learner_config()
+        arm = spec.arms[index]
+        checkpoint = await fetch_object(self.store, checkpoint_object(spec.run_id, arm.arm_id))
+        if checkpoint is not None:
+            learner = await asyncio.to_thread(ArmLearner.restore, spec, index, config, checkpoint)
+            pointer = await read_pointer(self.policies, arm.policy_id)
+            if pointer is None or pointer.version < learner.version:
+                # Killed between the checkpoint and the pointer: finish that commit now, telemetry included.
+                update_event = None
+                if learner.note:
+                    with contextlib.suppress(msgspec.DecodeError, msgspec.ValidationError):
+                        update_event = msgspec.json.decode(learner.note.encode(), type=PPOUpdateCompleted)
+                await self._publish(spec, learner, learner.policy_blob(), update_event)
+            log.info("%s/%s: resumed %s at v%d", spec.run_id, arm.arm_id, arm.policy_id, learner.version)
+            return learner
+        pointer = await read_pointer(self.policies, arm.policy_id)
+        if pointer is not None:
+            blob = await fetch_object(self.store, pointer.object_name)
+            try:
+                weights = decode_policy(blob or b"", expected_sha256=pointer.sha256)
+            except PolicyBlobError as exc:
+                raise RuntimeError(f"line {arm.policy_id} v{pointer.version} cannot be trained on: {exc}") from exc
+            learner = ArmLearner(spec, index, config, weights.network, weights.normalizer, base_version=pointer.version)
+            log.info("%s/%s: continues line %s from v%d", spec.run_id, arm.arm_id, arm.policy_id, pointer.version)
+        else:
+            learner = ArmLearner.fresh(spec, index, config)
+            log.info("%s/%s: new line %s", spec.run_id, arm.arm_id, arm.policy_id)
+        await self.store.put(checkpoint_object(spec.run_id, arm.arm_id), learner.checkpoint())
+        if pointer is None:
+            await self._publish(spec, learner, learner.policy_blob(), None)
+        return learner
+
+    async def watch_runs(self) -> None:
+        """Initialise learning arms as soon as a run appears, before any env of it may act."""
+        while not self.ctx.stopping.is_set():
+            try:
+                watcher = await self.runs.watch(">")
+                while not self.ctx.stopping.is_set():
+                    try:
+                        entry = await watcher.updates(timeout=1.0)
+                    except TimeoutError:
+                        continue
+                    if entry is None or not entry.value:
+                        continue
+                    await self._on_run_entry(entry.key, entry.value)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("run watch failed; re-opening")
+                await asyncio.sleep(1.0)
+
+    async def _on_run_entry(self, key: str, value: bytes) -> None:
+        if key.startswith("run."):
+            with contextlib.suppress(LeylineDecodeError):
+                spec = decode(value, RunSpec)
+                self.specs[spec.run_id] = spec
+                if spec.learn and not await self._finished(spec.run_id):
+                    await self._ensure_logged(spec)
+        elif key.startswith("status."):
+            with contextlib.suppress(LeylineDecodeError):
+                status = decode(value, RunStatus)
+                spec = await self.spec(status.run_id)
+                if spec is not None and spec.learn and status.state is RunState.RUNNING:
+                    await self._ensure_logged(spec)
+
+    async def _ensure_logged(self, spec: RunSpec) -> None:
+        try:
+            await self.ensure_arms(spec)
+        except Exception:
+            log.exception("%s: cannot set up the learning arms", spec.run_id)
+
+    async def _finished(self, run_id: str) -> bool:
+        try:
+            entry = await self.runs.get(subjects.run_status_key(run_id))
+        except KeyNotFoundError:
+            return False
+        try:
+            return decode(entry.value or b"", RunStatus).state in TERMINAL_STATES
+        except LeylineDecodeError:
+            return False
+
+    # ------------------------------------------------------------------ steps
+
+    async def on_message(self, msg: Any) -> None:
+        try:
+            record = decode(msg.data, StepRecord)
+        except LeylineDecodeError as exc:
+            self.ctx.metrics.decode_failures.labels("simic", "steps").inc()
+            log.warning("dropped undecodable step record on %s: %s", msg.subject, exc)
+            with contextlib.suppress(Exception):
+                await msg.term()
+            return
+        self.ctx.metrics.count_event("step_consumed")
+        key = (record.run_id, record.env_id, record.episode)
+        if key in self.consumed:
+            # A redelivered step of an episode already handed on: it rides with that episode's acks.
+            self.ctx.metrics.count_event("duplicate_step")
+            await self._settle(key, [msg])
+            return
+        buffer = self.buffers.setdefault(key, EpisodeBuffer(key))
+        if not buffer.add(record, msg):
+            self.ctx.metrics.count_event("duplicate_step")
+        if buffer.complete:
+            del self.buffers[key]
+            await self.finish_episode(buffer)
+
+    async def _settle(self, key: EpisodeKey, messages: list[Any]) -> None:
+        arm_key, round_index = self.consumed[key]
+        state = self.arms.get((key[0], arm_key))
+        if state is not None and round_index >= state.learner.rounds_done:
+            state.acks.setdefault(round_index, []).extend(messages)
+            return
+        for message in messages:
+            with contextlib.suppress(Exception):
+                await message.ack()
+
+    async def finish_episode(self, buffer: EpisodeBuffer) -> None:
+        records = buffer.ordered()
+        first = records[0]
+        spec = await self.spec(first.run_id)
+        mode = reward_mode(spec, first.arm)
+        scored = score_episode(records, RewardConfig(mode=mode))
+        outcome = episode_outcome(scored, mode)
+        event = self.ctx.telemetry.event(first.run_id, outcome, env_id=first.env_id, episode=first.episode)
+        # A deterministic id lets JetStream drop the copy a replay after a restart would publish.
+        event = msgspec.structs.replace(event, event_id=f"outcome-{first.run_id}-{first.env_id}-{first.episode}")
+        if not await self.ctx.telemetry.publish(event):
+            return  # unacknowledged records come back after ack_wait; the outcome is retried then
+        self.ctx.metrics.count_event("episode_scored")
+        log.info(
+            "%s env %d episode %d: return %+.4f (%s)",
+            first.run_id,
+            first.env_id,
+            first.episode,
+            outcome.episode_return,
+            mode.value,
+        )
+        if spec is None or not spec.learn:
+            self.consumed[buffer.key] = ("", -1)
+            await self._settle(buffer.key, buffer.messages)
+            return
+        try:
+            await self.ensure_arms(spec)
+        except Exception:
+            # The records stay unacknowledged and come back after ack_wait, when the store may answer again.
+            log.exception("%s: cannot set up the learning arms", spec.run_id)
+            return
+        arm = spec.arms[arm_index_of_env(spec, first.env_id)]
+        state = self.arms.get((spec.run_id, arm.arm_id))
+        if state is None:
+            log.error("%s: no learner for arm %s; episode %d dropped", spec.run_id, arm.arm_id, first.episode)
+            return
+        learner = state.learner
+        round_index = learner.round_of(first.episode)
+        try:
+            accepted = learner.accept(scored)
+        except (RolloutError, ValueError) as exc:
+            log.error("%s episode %d cannot be trained on: %s", spec.run_id, first.episode, exc)
+            self.ctx.metrics.count_event("episode_untrainable")
+            accepted = learner.accept_untrainable(first.episode)
+        if not accepted:
+            self.ctx.metrics.count_event("episode_already_applied")
+        self.consumed[buffer.key] = (arm.arm_id, round_index)
+        await self._settle(buffer.key, buffer.messages)
+        while state.learner.ready():
+            update = await asyncio.to_thread(state.learner.update)
+            await self.commit(spec, state, update)
+
+    # ------------------------------------------------------------------ publishing
+
+    async def commit(self, spec: RunSpec, state: ArmState, update: RoundUpdate) -> None:
+        """Make an applied update durable, announce it, point the line at it, then acknowledge its records."""
+        learner = state.learner
+        event = ppo_event(learner, update)
+        checkpoint = await asyncio.to_thread(learner.checkpoint, msgspec.json.encode(event).decode())
+        await self.store.put(checkpoint_object(spec.run_id, learner.arm.arm_id), checkpoint)
+        await self._publish(spec, learner, update.blob, event)
+        for message in state.acks.pop(update.round_index, []):
+            with contextlib.suppress(Exception):
+                await message.ack()
+        stats = update.stats
+        log.info(
+            "%s/%s: round %d → %s v%d (%d steps, return %+.3f, kl %.4f, ev %.2f, lag %.2f%s)",
+            spec.run_id,
+            learner.arm.arm_id,
+            update.round_index,
+            learner.policy_id,
+            update.version,
+            update.steps,
+            update.mean_return,
+            stats.approx_kl,
+            stats.explained_variance,
+            update.lag_mean,
+            ", skipped" if update.skipped else "",
+        )
+
+    async def _publish(
+        self, spec: RunSpec, learner: ArmLearner, blob: bytes, update: PPOUpdateCompleted | None
+    ) -> None:
+        """Blob, then telemetry with ids that make a replay a no-op, then the pointer Tamiyo and Tolaria follow."""
+        pointer = await put_weights(self.store, learner.policy_id, learner.version, blob)
+        telemetry = self.ctx.telemetry
+        events = []
+        if update is not None:
+            events.append(telemetry.event(spec.run_id, update))
+        events.append(
+            telemetry.event(
+                spec.run_id, PolicyUpdated(policy_id=learner.policy_id, version=learner.version, sha256=pointer.sha256)
+            )
+        )
+        for event in events:
+            kind = type(event.payload).__struct_config__.tag
+            event_id = f"{kind}-{spec.run_id}-{learner.policy_id}-{learner.version}"
+            await telemetry.publish(msgspec.structs.replace(event, event_id=event_id))
+        await write_pointer(self.policies, pointer)
+
+    # ------------------------------------------------------------------ liveness
+
+    def held_messages(self) -> list[Any]:
+        held = [m for buffer in self.buffers.values() for m in buffer.messages]
+        held += [m for state in self.arms.values() for msgs in state.acks.values() for m in msgs]
+        return held
+
+    async def heartbeat(self) -> None:
+        """Tell JetStream that held records are still being worked on, so they are not redelivered meanwhile."""
+        period = max(0.5, self.settings.ack_wait / 3.0)
+        while not self.ctx.stopping.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self.ctx.stopping.wait(), timeout=period)
+            for message in self.held_messages():
+                with contextlib.suppress(Exception):
+                    await message.in_progress()
+
+
+def ppo_event(learner: ArmLearner, update: RoundUpdate) -> PPOUpdateCompleted:
+    stats = update.stats
+    return PPOUpdateCompleted(
+        policy_id=learner.policy_id,
+        version=update.version,
+        policy_loss=stats.policy_loss,
+        value_loss=stats.value_loss,
+        entropy=stats.head_entropies.get("op", 0.0),
+        approx_kl=stats.approx_kl,
+        clip_fraction=stats.clip_fraction,
+        explained_variance=stats.explained_variance,
+        epochs_run=stats.epochs_run,
+        steps=update.steps,
+        head_entropies=stats.head_entropies,
+        version_lag_mean=update.lag_mean,
+        update_seconds=stats.update_seconds,
+        skipped=update.skipped,
+        diagnostics={
+            **stats.diagnostics,
+            "round": float(update.round_index),
+            "episodes": float(update.episodes),
+            "stale_episodes": float(update.stale_episodes),
+            "version_lag_max": float(update.lag_max),
+            "mean_return": update.mean_return,
+            "q_loss": stats.q_loss,
+            "aux_loss": stats.aux_loss,
+            "entropy_loss": stats.entropy_loss,
+            "floor_penalty": stats.floor_penalty,
+            "early_stopped": float(stats.early_stopped),
+            "updated_at": time.time(),
+        },
+    )
+
+
+def learners(ctx: ServiceContext) -> Learners:
+    state = ctx.state["learners"]
+    assert isinstance(state, Learners)
+    return state
+
+
+async def start(ctx: ServiceContext) -> None:
     settings = ctx.settings
     assert isinstance(settings, SimicSettings)
+    if settings.torch_threads > 0:
+        import torch
+
+        torch.set_num_threads(settings.torch_threads)
+    ctx.state["learners"] = Learners(
+        ctx,
+        settings,
+        await jetstream.runs_bucket(ctx.js),
+        await jetstream.policies_bucket(ctx.js),
+        await jetstream.weights_store(ctx.js),
+    )
+
+
+async def consume_steps(ctx: ServiceContext) -> None:
+    """The durable pull consumer on STEPS; one message at a time in arrival order."""
+    settings = ctx.settings
+    assert isinstance(settings, SimicSettings)
+    state = learners(ctx)
     sub = await ctx.js.pull_subscribe(
         subjects.STEPS_SUBJECTS,
         durable=settings.consumer,
@@ -64,60 +457,28 @@ async def consume_steps(ctx: ServiceContext) -> None:
             max_ack_pending=100_000,
         ),
     )
-    buffers: dict[EpisodeKey, EpisodeBuffer] = {}
     while not ctx.stopping.is_set():
         try:
             batch = await sub.fetch(512, timeout=1.0)
         except (TimeoutError, NatsTimeoutError):
             continue
         for msg in batch:
-            try:
-                record = decode(msg.data, StepRecord)
-            except LeylineDecodeError as exc:
-                ctx.metrics.decode_failures.labels("simic", "steps").inc()
-                log.warning("dropped undecodable step record on %s: %s", msg.subject, exc)
-                with contextlib.suppress(Exception):
-                    await msg.term()
-                continue
-            key = (record.run_id, record.env_id, record.episode)
-            buffer = buffers.setdefault(key, EpisodeBuffer(key))
-            if not buffer.add(record, msg):
-                ctx.metrics.count_event("duplicate_step")
-            ctx.metrics.count_event("step_consumed")
-            if buffer.complete:
-                await finish_episode(ctx, buffer)
-                del buffers[key]
+            await state.on_message(msg)
 
 
-async def finish_episode(ctx: ServiceContext, buffer: EpisodeBuffer) -> None:
-    records = buffer.ordered()
-    first = records[0]
-    spec = await run_spec(ctx, first.run_id)
-    mode = reward_mode(spec, first.arm)
-    scored = score_episode(records, RewardConfig(mode=mode))
-    outcome = episode_outcome(scored, mode)
-    published = await ctx.telemetry.emit(first.run_id, outcome, env_id=first.env_id, episode=first.episode)
-    if not published:
-        # Unacknowledged records come back after ack_wait; the outcome is retried then.
-        return
-    ctx.metrics.count_event("episode_scored")
-    for msg in buffer.messages:
-        with contextlib.suppress(Exception):
-            await msg.ack()
-    log.info(
-        "%s env %d episode %d: return %+.4f (%s)",
-        first.run_id,
-        first.env_id,
-        first.episode,
-        outcome.episode_return,
-        mode.value,
-    )
+async def watch_runs(ctx: ServiceContext) -> None:
+    await learners(ctx).watch_runs()
+
+
+async def heartbeat(ctx: ServiceContext) -> None:
+    await learners(ctx).heartbeat()
 
 
 def definition() -> ServiceDefinition:
     return ServiceDefinition(
         name="simic",
         description="Learner: rewards, rollouts, PPO and policy publishing",
-        background=[consume_steps],
+        background=[consume_steps, watch_runs, heartbeat],
+        on_start=start,
         uses_torch=True,
     )

@@ -18,7 +18,12 @@ class Interval:
     n: int
 
     def as_dict(self, digits: int = 4) -> dict[str, float | int]:
-        return {"mean": round(self.mean, digits), "low": round(self.low, digits), "high": round(self.high, digits), "n": self.n}
+        return {
+            "mean": round(self.mean, digits),
+            "low": round(self.low, digits),
+            "high": round(self.high, digits),
+            "n": self.n,
+        }
 
     def __str__(self) -> str:
         return f"{self.mean:.3f} [{self.low:.3f}, {self.high:.3f}]"
@@ -49,4 +54,6 @@ def paired_difference(
     """Bootstrap interval of the mean of treatment − control over paired values (same seeds, same envs)."""
     if len(treatment) != len(control):
         raise ValueError(f"paired samples need equal lengths, got {len(treatment)} and {len(control)}")
-    return bootstrap_interval([t - c for t, c in zip(treatment, control, strict=True)], confidence=confidence, seed=seed)
+    return bootstrap_interval(
+        [t - c for t, c in zip(treatment, control, strict=True)], confidence=confidence, seed=seed
+    )

@@ -317,6 +317,14 @@ class EpisodeEnv:
         refused: list[MutationRefused] = []
         new_states = {s.slot_id: s for s in directive.slots}
         observed = {s.slot_id: s for s in directive.observed_slots}
+        # The tick came first (a slot leaving RESETTING is empty again): the model follows it before any mutation.
+        if observed:
+            try:
+                self.model.apply_states(
+                    [observed.get(sid, s) for sid, s in zip(self.slot_ids, self.slot_states, strict=True)]
+                )
+            except SlotSyncError as exc:
+                log.error("ticked slot states do not match the model: %s", exc)
         for mutation in directive.mutations:
             if isinstance(mutation, Germinate):
                 try:

@@ -345,7 +345,7 @@ class EnvWorker:
                 headers={"Nats-Msg-Id": record.dedup_id},
                 timeout=10.0,
             )
-            await self._publish_epoch(spec, env, directive, report, where)
+            await self._publish_epoch(spec, env, directive, report, where, refused=bool(refused))
             for refusal in refused:
                 await ctx.telemetry.emit(spec.run_id, refusal, severity=Severity.WARNING, **where)
             policy_state = directive.policy_state
@@ -353,10 +353,18 @@ class EnvWorker:
             last_ok = directive.outcome in (DecisionOutcome.APPLIED, DecisionOutcome.WAITED) and not refused
 
     async def _publish_epoch(
-        self, spec: RunSpec, env: EpisodeEnv, directive: StepDirective, report: EpochReport, where: dict[str, int]
+        self,
+        spec: RunSpec,
+        env: EpisodeEnv,
+        directive: StepDirective,
+        report: EpochReport,
+        where: dict[str, int],
+        refused: bool = False,
     ) -> None:
         ctx = self.ctx
         for event in directive.lifecycle_events:
+            if refused and isinstance(event, SeedGerminated) and not env.model.slot(event.slot_id).has_seed:
+                continue  # the germination did not happen: Tolaria refused it (a MutationRefused event follows)
             if isinstance(event, SeedGerminated):
                 slot = env.model.slot(event.slot_id)
                 event = msgspec.structs.replace(event, params=slot.seed_param_count)
@@ -377,7 +385,7 @@ class EnvWorker:
                 contributions={r.slot_id: r.contribution for r in report.slots if r.contribution is not None},
                 op=directive.effective_op.name,
                 target_slot=directive.target_slot,
-                outcome=directive.outcome.value,
+                outcome="refused" if refused else directive.outcome.value,
                 policy_id=decision.policy_id if decision else "",
                 policy_version=decision.policy_version if decision else -1,
                 host_params=report.host_params,

@@ -355,3 +355,24 @@ def script(run_id: str = "run-test", **kwargs: object) -> RunScript:
     built = RunScript(run_id=run_id, **kwargs)  # type: ignore[arg-type]
     built.build()
     return built
+
+
+async def put_run(js: object, run: RunScript, state: L.RunState = L.RunState.RUNNING) -> None:
+    """Register the run in ESPER_RUNS as Tolaria's run endpoint does (spec and status)."""
+    from services.runtime import jetstream
+
+    kv = await jetstream.runs_bucket(js)  # type: ignore[arg-type]
+    await kv.put(L.subjects.run_key(run.run_id), L.encode(run.spec()))
+    status = L.RunStatus(run_id=run.run_id, state=state, episodes_total=run.episodes)
+    await kv.put(L.subjects.run_status_key(run.run_id), L.encode(status))
+
+
+async def publish(js: object, items: list[L.TelemetryEvent | L.StepRecord]) -> None:
+    """Publish to TELEMETRY and STEPS exactly as the services do (subjects and dedup ids)."""
+    for item in items:
+        if isinstance(item, L.StepRecord):
+            subject, msg_id = L.subjects.steps_subject(item.run_id), item.dedup_id
+        else:
+            kind = str(type(item.payload).__struct_config__.tag)
+            subject, msg_id = L.subjects.telemetry_subject(item.run_id, kind), item.event_id
+        await js.publish(subject, L.encode(item), headers={"Nats-Msg-Id": msg_id})  # type: ignore[attr-defined]

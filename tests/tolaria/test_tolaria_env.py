@@ -183,3 +183,46 @@ def test_last_epoch_reports_terminal_shapley(digits) -> None:  # type: ignore[no
     assert attribution is not None and attribution.strategy == "full_factorial" and attribution.slot_ids == ["r0c1"]
     full, empty = attribution.coalitions[frozenset({"r0c1"})], attribution.coalitions[frozenset()]
     assert abs(attribution.shapley["r0c1"].mean - (full - empty)) < 1e-9
+
+
+def test_a_slot_leaving_resetting_can_be_germinated_in_the_same_step(digits) -> None:  # type: ignore[no-untyped-def]
+    """Kasmina ticks RESETTING → DORMANT before the policy acts, so a germination in that step is legal."""
+    env = make_env(digits)
+    env.run_epoch(1)
+    with_training_seed(env)
+    pruned = msgspec.structs.replace(env.slot_states[1], stage=SeedStage.RESETTING)
+    env.slot_states = [pruned if s.slot_id == "r0c1" else s for s in env.slot_states]
+    env.model.apply_states(env.slot_states)
+    assert env.model.slot("r0c1").stage is SeedStage.RESETTING and not env.model.slot("r0c1").has_seed
+    ticked = [
+        msgspec.structs.replace(s, stage=SeedStage.DORMANT, seed_id="") if s.slot_id == "r0c1" else s
+        for s in env.slot_states
+    ]
+    ticked = [s if s.slot_id != "r0c1" else type(s)(slot_id="r0c1") for s in ticked]
+    change = germinate_state(
+        "r0c1", "s9", BlueprintAction.NORM, ticked[1].blend, ticked[1].alpha_algorithm, 5, 1.0, 2, env.host_params, 50.0
+    )
+    mutation = Germinate(
+        slot_id="r0c1",
+        seed_id="s9",
+        blueprint=BlueprintAction.NORM,
+        blend=change.state.blend,
+        alpha_algorithm=change.state.alpha_algorithm,
+        blend_tempo_epochs=5,
+        alpha_target=1.0,
+    )
+    directive = StepDirective(
+        run_id="r",
+        env_id=0,
+        episode=0,
+        epoch=2,
+        outcome=DecisionOutcome.APPLIED,
+        effective_op=LifecycleOp.GERMINATE,
+        raw_action=FactoredAction(op=LifecycleOp.GERMINATE, slot=1),
+        target_slot="r0c1",
+        mutations=[mutation],
+        observed_slots=ticked,
+        slots=[ticked[0], change.state, ticked[2]],
+    )
+    assert env.apply(directive) == []
+    assert env.model.slot("r0c1").has_seed and env.slot_states[1].stage is SeedStage.GERMINATED

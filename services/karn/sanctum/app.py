@@ -55,8 +55,9 @@ class SanctumApp(App[None]):
         with Horizontal(id="top"):
             yield EnvOverview(id="envs")
             yield ScoreboardPanel(id="scoreboard")
-        yield Horizontal(id="policies")
-        yield EventLog(id="event-log")
+        with Horizontal(id="bottom"):
+            yield Horizontal(id="policies")
+            yield EventLog(id="event-log")
         yield Footer()
 
     def on_mount(self) -> None:

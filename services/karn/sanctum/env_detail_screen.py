@@ -30,6 +30,7 @@ class EnvDetailScreen(Screen[None]):
     def __init__(self, env_id: int) -> None:
         super().__init__()
         self.env_id = env_id
+        self._composed = False
 
     def compose(self) -> ComposeResult:
         yield Static(id="detail-title")
@@ -42,10 +43,11 @@ class EnvDetailScreen(Screen[None]):
         yield Footer()
 
     def on_mount(self) -> None:
+        self._composed = True
         self.watch_detail(self.detail)
 
     def watch_detail(self, detail: EnvDetail | None) -> None:
-        if not self.is_mounted:
+        if not self._composed:
             return
         title = self.query_one("#detail-title", Static)
         if detail is None:

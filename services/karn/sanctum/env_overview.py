@@ -10,8 +10,8 @@ from services.karn.sanctum.cells import percent, signed, slot_text, sparkline, s
 from services.karn.snapshot import EnvRow
 
 LEADING = (("env", "env"), ("ep", "ep"), ("epoch", "epoch"), ("acc", "acc"), ("best", "best"), ("acc~", "acc trend"))
-REWARD = (("r_last", "R last"), ("r_mean", "R mean"), ("r~", "R trend"))
-TRAILING = (("action", "last action"), ("status", "status"))
+REWARD = (("r_last", "R last"), ("r_mean", "R mean"), ("r~", "R trend"), ("status", "status"))
+TRAILING = (("action", "last action"),)
 
 
 def matches(row: EnvRow, text: str) -> bool:
@@ -68,13 +68,13 @@ class EnvOverview(DataTable[Text | str]):
             progress,
             Text(percent(row.accuracy), style="bold" if row.accuracy == row.best_accuracy else ""),
             percent(row.best_accuracy),
-            Text(sparkline(row.accuracy_history), style="cyan"),
+            Text(sparkline(row.accuracy_history, 10), style="cyan"),
             signed(row.last_return),
             signed(row.mean_return),
-            Text(sparkline(row.return_history, 8), style="magenta"),
+            Text(sparkline(row.return_history, 6), style="magenta"),
+            status_text(row.status),
             *(slot_text(cell) for cell in row.slots),
             row.last_action,
-            status_text(row.status),
         )
 
     def _sync(self) -> None:

@@ -20,7 +20,7 @@ def _trend(score: EpisodeScore) -> Text:
 
 def _table(title: str, scores: tuple[EpisodeScore, ...], worst: bool) -> Table:
     table = Table(title=title, title_justify="left", expand=True, box=None, padding=(0, 1), header_style="bold")
-    for column in ("env", "ep", "@", "peak", "", "final", "×params", "R"):
+    for column in ("env", "ep", "@", "peak", "", "final", "×par", "R"):
         table.add_column(column, justify="right" if column not in ("", "env") else "left", no_wrap=True)
     if not scores:
         table.add_row("—", "", "", "", "", "", "", "")
@@ -52,8 +52,9 @@ class ScoreboardPanel(Static):
             str(b.episodes_finished),
             ("  mean final ", "dim"),
             percent(b.mean_final),
-            ("  Pareto HV ", "dim"),
+            "\n",
+            ("Pareto hypervolume ", "dim"),
             (hv, "bold"),
-            (f" ({b.frontier_size} on frontier)", "dim"),
+            (f"  ({b.frontier_size} on the frontier)", "dim"),
         )
         return Group(health, _table("Best runs", b.best, False), _table("Worst regressions", b.worst, True))

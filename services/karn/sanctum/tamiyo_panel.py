@@ -29,7 +29,7 @@ class TamiyoPanel(Static):
             return Text("no policy")
         title = Text.assemble(("Tamiyo ", "dim"), (v.policy_id, "bold"), f"  v{v.version}", ("  decisions ", "dim"))
         title.append(str(v.decisions))
-        actions = Table(box=None, padding=(0, 1), show_header=False, expand=True)
+        actions = Table(box=None, padding=(0, 1), show_header=False)
         actions.add_column("op", no_wrap=True)
         actions.add_column("bar", no_wrap=True)
         actions.add_column("share", justify="right", no_wrap=True)
