@@ -36,7 +36,7 @@ def decode(data: bytes, message_type: type[T]) -> T:
         detail = _PATH.sub("", text).strip()
         wrong_type = path == "$.msg" or "missing required field `msg`" in text
         raise LeylineDecodeError(message_type.__name__, path, detail, wrong_type=wrong_type) from exc
-    except msgspec.DecodeError as exc:
+    except (msgspec.DecodeError, UnicodeDecodeError) as exc:  # invalid UTF-8 in a str is not a msgspec.DecodeError
         raise LeylineDecodeError(message_type.__name__, "", f"malformed MessagePack: {exc}") from exc
     return message
 

@@ -9,9 +9,10 @@ from __future__ import annotations
 import statistics
 import threading
 from collections import Counter, deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 from leyline_schemas import (
+    HEAD_NAMES,
     EpisodeOutcome,
     EpochCompleted,
     GovernorRollback,
@@ -32,6 +33,7 @@ from services.karn.barrier import CommittedEpoch, EnvEpoch, EpochBarrier, envs_i
 from services.karn.env_state import EnvState
 from services.karn.live_log import describe, stamp, where
 from services.karn.pareto import OutcomePoint, hypervolume, pareto_frontier
+from services.karn.policy_line import ENTROPY_COLLAPSE, PolicyLine
 from services.karn.snapshot import (
     Anomalies,
     EnvDetail,
@@ -39,7 +41,6 @@ from services.karn.snapshot import (
     EpisodeScore,
     HeaderView,
     LogLine,
-    PolicyView,
     SanctumSnapshot,
     Scoreboard,
     freshness,
@@ -47,22 +48,7 @@ from services.karn.snapshot import (
 
 LOG_LINES = 100
 RATE_WINDOW = 10.0
-ENTROPY_COLLAPSE = 0.1
 KL_LIMIT = 0.05
-HEADS = ("op", "slot", "blueprint", "style", "tempo", "alpha_target", "alpha_speed", "alpha_curve")
-
-
-@dataclass
-class PolicyLine:
-    """What the aggregator knows of one policy id."""
-
-    policy_id: str
-    version: int = 0
-    actions: Counter[str] = field(default_factory=Counter)
-    decision_entropies: deque[tuple[float, ...]] = field(default_factory=lambda: deque(maxlen=64))
-    acted_versions: deque[int] = field(default_factory=lambda: deque(maxlen=64))
-    updates: list[PPOUpdateCompleted] = field(default_factory=list)
-    load_failure: str = ""
 
 
 @dataclass
@@ -102,6 +88,7 @@ class SanctumAggregator:
         self._seq = 0
         self._barrier: EpochBarrier | None = None
         self._counts: Counter[str] = Counter()
+        self._policy_events: set[str] = set()
 
     # -- input -------------------------------------------------------------------------------------------------
 
@@ -119,8 +106,14 @@ class SanctumAggregator:
         p = event.payload
         policy_event = isinstance(p, PPOUpdateCompleted | PolicyUpdated | PolicyLoadFailed)
         with self._lock:
-            if event.run_id != self.run_id and not (policy_event and p.policy_id in self._policies):
+            ours = policy_event and getattr(p, "policy_id", "") in self._policies
+            if event.run_id != self.run_id and not ours:
                 return
+            if policy_event:
+                # Policy events reach a live feed twice (the run's subjects and the policy subjects): count once.
+                if event.event_id in self._policy_events:
+                    return
+                self._policy_events.add(event.event_id)
             self._first_ts = min(self._first_ts or event.timestamp, event.timestamp)
             self._last_ts = max(self._last_ts or event.timestamp, event.timestamp)
             if isinstance(p, EpochCompleted):
@@ -162,8 +155,8 @@ class SanctumAggregator:
             text = describe(event)
             if text is not None:
                 place = where(event, with_run=False)
-                line = f"{stamp(event)} {place} {text}" if place else f"{stamp(event)} {text}"
-                self._append_log(line, event.severity.value, event.env_id)
+                where_text = f"{stamp(event)} {place} {text}" if place else f"{stamp(event)} {text}"
+                self._append_log(where_text, event.severity.value, event.env_id)
 
     def apply_step(self, record: StepRecord) -> None:
         with self._lock:
@@ -176,7 +169,7 @@ class SanctumAggregator:
             line.acted_versions.append(record.policy_version)
             decision = record.directive.decision
             if decision is not None:
-                line.decision_entropies.append(tuple(getattr(decision.entropies, h) for h in HEADS))
+                line.decision_entropies.append(tuple(getattr(decision.entropies, h) for h in HEAD_NAMES))
             op = record.directive.effective_op.name
             self._count_action(record.policy_id, record.env_id, record.episode, record.step, op)
 
@@ -282,7 +275,7 @@ class SanctumAggregator:
                 anomalies=self._anomalies(envs),
                 envs=envs,
                 scoreboard=self._scoreboard(),
-                policies=tuple(self._policy_view(self._policies[p]) for p in sorted(self._policies)),
+                policies=tuple(self._policies[p].view() for p in sorted(self._policies)),
                 log=tuple(self._log),
                 slot_ids=tuple(slot_ids),
             )
@@ -387,41 +380,4 @@ class SanctumAggregator:
             mean_final=statistics.fmean(finals) if finals else None,
             hypervolume=hypervolume(frontier) if frontier else None,
             frontier_size=len(frontier),
-        )
-
-    def _policy_view(self, line: PolicyLine) -> PolicyView:
-        last = line.updates[-1] if line.updates else None
-        if last is not None and last.head_entropies:
-            heads = tuple(sorted(last.head_entropies.items()))
-            source = f"PPO v{last.version}"
-        elif line.decision_entropies:
-            means = [statistics.fmean(column) for column in zip(*line.decision_entropies, strict=True)]
-            heads = tuple((h, m) for h, m in zip(HEADS, means, strict=True) if m > 0)
-            source = f"last {len(line.decision_entropies)} decisions"
-        else:
-            heads, source = (), "none"
-        if last is not None:
-            lag: float | None = last.version_lag_mean
-        elif line.acted_versions:
-            lag = line.version - statistics.fmean(line.acted_versions)
-        else:
-            lag = None
-        return PolicyView(
-            policy_id=line.policy_id,
-            version=line.version,
-            decisions=sum(line.actions.values()),
-            actions=tuple(line.actions.most_common()),
-            head_entropies=heads,
-            entropy_source=source,
-            updates=len(line.updates),
-            policy_loss=last.policy_loss if last else None,
-            value_loss=last.value_loss if last else None,
-            entropy=last.entropy if last else None,
-            approx_kl=last.approx_kl if last else None,
-            clip_fraction=last.clip_fraction if last else None,
-            explained_variance=last.explained_variance if last else None,
-            version_lag=lag,
-            kl_history=tuple(u.approx_kl for u in line.updates[-30:]),
-            value_loss_history=tuple(u.value_loss for u in line.updates[-30:]),
-            load_failure=line.load_failure,
         )

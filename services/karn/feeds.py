@@ -11,7 +11,6 @@ import asyncio
 import contextlib
 import logging
 import threading
-from collections import deque
 from pathlib import Path
 from typing import Any
 
@@ -121,7 +120,6 @@ class LiveFeed(Feed):
         self.run_id = run_id
         self.poll_seconds = poll_seconds
         self.received = 0
-        self._seen_policy_events: deque[str] = deque(maxlen=4096)
 
     def _main(self) -> None:
         asyncio.run(self._follow())
@@ -182,10 +180,6 @@ class LiveFeed(Feed):
             except LeylineDecodeError:
                 aggregator.count_undecodable()
                 return
-            if event.run_id != spec.run_id:
-                if event.event_id in self._seen_policy_events:
-                    return
-                self._seen_policy_events.append(event.event_id)
             aggregator.apply_event(event)
 
         async def on_step(msg: Any) -> None:

@@ -24,7 +24,9 @@ class UnknownRun(LookupError):
 
 
 def _row(row: Any) -> dict[str, Any]:
-    return json_ready(dict(row))
+    """A database row (or any mapping) as a JSON-ready dict."""
+    ready: dict[str, Any] = json_ready(dict(row))
+    return ready
 
 
 def run_ids(store: RunStore) -> list[str]:
@@ -209,7 +211,7 @@ def analytics(store: RunStore, run_id: str) -> dict[str, Any]:
         "FROM episodes WHERE run_id = ?",
         (run_id,),
     )[0]
-    return json_ready(
+    return _row(
         {
             "run_id": run_id,
             "blueprints": [dataclasses.asdict(s) for s in blueprint_stats(lives)],
@@ -227,7 +229,7 @@ def analytics(store: RunStore, run_id: str) -> dict[str, Any]:
 def _event_dict(row: Any) -> dict[str, Any]:
     event = decode(row["raw"], TelemetryEvent)
     data: dict[str, Any] = to_builtins(event)
-    return json_ready({"seq": row["seq"], **data})
+    return _row({"seq": row["seq"], **data})
 
 
 def events(

@@ -36,7 +36,8 @@ from leyline_schemas import (
     encode,
 )
 from services.karn import schema
-from services.karn.barrier import CommittedEpoch, EnvEpoch, EpochBarrier, envs_in_round
+from services.karn.barrier import EnvEpoch
+from services.karn.epoch_commits import EpochCommits
 
 #: The pseudo run under which the service harness publishes service lifecycle events.
 SYSTEM_RUN = "_system"
@@ -49,13 +50,22 @@ def event_kind(event: TelemetryEvent) -> str:
 
 
 def slim_step(record: StepRecord) -> StepRecord:
-    """The step as stored: without the observation, masks and opaque policy state (the STEPS stream has them)."""
+    """The step as stored: without the observation, masks, pre-action slot states and opaque policy state.
+
+    Those serve the learner and stay in the STEPS stream; Karn shows the post-action slot states.
+    """
     directive = record.directive
     decision = directive.decision
     if decision is not None:
         decision = msgspec.structs.replace(decision, policy_state=b"")
     directive = msgspec.structs.replace(
-        directive, observation=[], blueprint_indices=[], masks=None, policy_state=b"", decision=decision
+        directive,
+        observation=[],
+        blueprint_indices=[],
+        masks=None,
+        policy_state=b"",
+        decision=decision,
+        observed_slots=[],
     )
     return msgspec.structs.replace(record, directive=directive)
 
@@ -77,11 +87,14 @@ class RunStore:
         self.path = path
         self.conn = conn
         self._lock = threading.Lock()
-        self._shapes: dict[str, tuple[int, int]] = {}
-        self._barriers: dict[str, EpochBarrier] = {}
-        for row in conn.execute("SELECT run_id, n_envs, episodes FROM runs WHERE n_envs > 0"):
-            self._shapes[row["run_id"]] = (int(row["n_envs"]), int(row["episodes"]))
-        self._restore_barriers()
+        self._commits = EpochCommits(conn)
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            self._commits.restore()
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+        conn.execute("COMMIT")
 
     @classmethod
     def open(cls, path: Path | str) -> RunStore:
@@ -130,7 +143,8 @@ class RunStore:
     def read(self, sql: str, params: tuple[Any, ...] | dict[str, Any] = ()) -> list[Any]:
         """Rows of one query, serialised with the writer (the connection is shared across threads)."""
         with self._lock:
-            return self.conn.execute(sql, params).fetchall()
+            rows: list[Any] = self.conn.execute(sql, params).fetchall()
+        return rows
 
     def count(self, name: str, amount: int = 1) -> None:
         """Add to a named counter (undecodable messages, for one)."""
@@ -248,17 +262,14 @@ class RunStore:
                 event.run_id,
             ),
         )
-        if p.n_envs > 0:
-            self._shapes[event.run_id] = (p.n_envs, p.episodes)
+        self._commits.run_started(event.run_id, p.n_envs, p.episodes)
 
     def _run_finished(self, event: TelemetryEvent, p: RunFinished, stats: IngestStats) -> None:
         self.conn.execute(
             "UPDATE runs SET state = ?, message = ?, finished_at = ? WHERE run_id = ?",
             (p.state, p.message, event.timestamp, event.run_id),
         )
-        barrier = self._barriers.pop(event.run_id, None)
-        if barrier is not None:
-            self._write_epochs(event.run_id, barrier.flush(), stats)
+        stats.committed_epochs += self._commits.run_finished(event.run_id)
 
     def _epoch(self, event: TelemetryEvent, p: EpochCompleted, stats: IngestStats) -> None:
         if event.env_id is None or event.episode is None or event.epoch is None:
@@ -286,72 +297,8 @@ class RunStore:
                 event.timestamp,
             ),
         )
-        barrier = self._barrier(event.run_id)
-        if barrier is not None:
-            n_envs = self._shapes[event.run_id][0]
-            report = EnvEpoch(event.env_id, p.val_accuracy, p.val_loss, p.train_accuracy, p.train_loss)
-            self._write_epochs(event.run_id, barrier.add(event.episode // n_envs, event.epoch, report), stats)
-
-    def _barrier(self, run_id: str) -> EpochBarrier | None:
-        """The run's barrier while it runs and its shape (envs, episodes) is known."""
-        if run_id in self._barriers:
-            return self._barriers[run_id]
-        shape = self._shapes.get(run_id)
-        if shape is None:
-            return None
-        row = self.conn.execute("SELECT state FROM runs WHERE run_id = ?", (run_id,)).fetchone()
-        if row is not None and row["state"] != "running":
-            return None
-        n_envs, episodes = shape
-        barrier = EpochBarrier(lambda r: envs_in_round(n_envs, episodes, r))
-        for done in self.conn.execute("SELECT round, epoch FROM epochs WHERE run_id = ?", (run_id,)):
-            barrier.mark_committed(int(done["round"]), int(done["epoch"]))
-        self._barriers[run_id] = barrier
-        return barrier
-
-    def _restore_barriers(self) -> None:
-        """Re-buffer the per-env epochs of running runs that no committed epoch covers yet (after a restart)."""
-        stats = IngestStats()
-        self.conn.execute("BEGIN IMMEDIATE")
-        try:
-            for run_id, (n_envs, _) in self._shapes.items():
-                barrier = self._barrier(run_id)
-                if barrier is None:
-                    continue
-                rows = self.conn.execute(
-                    "SELECT e.* FROM env_epochs e WHERE e.run_id = ? AND NOT EXISTS (SELECT 1 FROM epochs c "
-                    "WHERE c.run_id = e.run_id AND c.round = e.episode / ? AND c.epoch = e.epoch) "
-                    "ORDER BY e.timestamp",
-                    (run_id, n_envs),
-                ).fetchall()
-                for row in rows:
-                    report = EnvEpoch(
-                        row["env_id"], row["val_accuracy"], row["val_loss"], row["train_accuracy"], row["train_loss"]
-                    )
-                    self._write_epochs(run_id, barrier.add(row["episode"] // n_envs, row["epoch"], report), stats)
-        except BaseException:
-            self.conn.execute("ROLLBACK")
-            raise
-        self.conn.execute("COMMIT")
-
-    def _write_epochs(self, run_id: str, committed: list[CommittedEpoch], stats: IngestStats) -> None:
-        for c in committed:
-            # A committed epoch is final: a late duplicate never replaces it with a partial one.
-            self.conn.execute(
-                "INSERT OR IGNORE INTO epochs VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (
-                    run_id,
-                    c.round,
-                    c.epoch,
-                    c.n_expected,
-                    c.n_reported,
-                    c.val_accuracy,
-                    c.val_loss,
-                    c.train_accuracy,
-                    c.train_loss,
-                ),
-            )
-            stats.committed_epochs += 1
+        report = EnvEpoch(event.env_id, p.val_accuracy, p.val_loss, p.train_accuracy, p.train_loss)
+        stats.committed_epochs += self._commits.add(event.run_id, event.episode, event.epoch, report)
 
     def _episode(self, event: TelemetryEvent, p: EpisodeOutcome) -> None:
         ratio = (p.host_params + p.seed_params_added) / p.host_params if p.host_params > 0 else None

@@ -12,6 +12,7 @@ import sys
 import tempfile
 import time
 import uuid
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -24,6 +25,8 @@ from leyline_schemas import (
     EpisodeOutcome,
     EpochCompleted,
     LeylineDecodeError,
+    PolicyUpdated,
+    PPOUpdateCompleted,
     RemoteError,
     RewardMode,
     RunAccepted,
@@ -73,6 +76,8 @@ class RunFollower:
     finished: RunFinished | None = None
     undecodable: int = 0
     changed: asyncio.Event = field(default_factory=asyncio.Event)
+    updates: dict[tuple[str, int], PPOUpdateCompleted] = field(default_factory=dict)
+    versions: dict[str, int] = field(default_factory=dict)
 
     async def on_message(self, msg: Any) -> None:
         try:
@@ -89,7 +94,15 @@ class RunFollower:
             self.outcomes[(payload.env_id, payload.episode)] = payload
         elif isinstance(payload, RunFinished):
             self.finished = payload
+        elif isinstance(payload, PPOUpdateCompleted):
+            self.updates[(payload.policy_id, payload.version)] = payload
+        elif isinstance(payload, PolicyUpdated):
+            self.versions[payload.policy_id] = max(payload.version, self.versions.get(payload.policy_id, -1))
         self.changed.set()
+
+    @property
+    def failed(self) -> bool:
+        return self.finished is not None and self.finished.state != "completed"
 
     @property
     def done(self) -> bool:
@@ -143,8 +156,14 @@ def build_report(spec: RunSpec, accepted: RunAccepted, follower: RunFollower, wa
 
 
 async def follow_run(
-    nc: Client, spec: RunSpec, *, timeout: float, show_progress: bool
+    nc: Client,
+    spec: RunSpec,
+    *,
+    timeout: float,
+    show_progress: bool,
+    until: Callable[[RunFollower], bool] | None = None,
 ) -> tuple[RunAccepted, RunFollower, float]:
+    """Submit `spec` and follow its telemetry until every episode has an outcome (and `until` holds, if given)."""
     js = nc.jetstream()
     follower = RunFollower(spec)
     # An ordered consumer from the start of the run's subjects: no event is missed, even one published
@@ -166,7 +185,7 @@ async def follow_run(
     )
     with progress:
         bar = progress.add_task(f"{spec.task} {spec.run_id}", total=total_epochs, detail="")
-        while not follower.done:
+        while not (follower.done and (until is None or until(follower) or follower.failed)):
             if time.monotonic() - started > timeout:
                 break
             follower.changed.clear()
@@ -201,9 +220,15 @@ def spec_from_args(args: argparse.Namespace) -> RunSpec:
     )
 
 
-async def run_job(
-    spec: RunSpec, nats_url: str | None, out_dir: Path, *, timeout: float, show_progress: bool
-) -> dict[str, Any]:
+@contextlib.asynccontextmanager
+async def bus_session(
+    nats_url: str | None, out_dir: Path, *, extra_env: dict[str, str] | None = None
+) -> AsyncIterator[Client]:
+    """A connection to `nats_url`, or to an embedded bus with the five services (logs in out_dir/services.log).
+
+    `extra_env` reaches the embedded services only (e.g. `ESPER_POLICY_HIDDEN` for Simic); it is ignored when a
+    bus is given, whose services are already configured.
+    """
     out_dir.mkdir(parents=True, exist_ok=True)
     stack: LocalStack | None = None
     log_file = None
@@ -216,14 +241,14 @@ async def run_job(
             sink.write(line + "\n")
             sink.flush()
 
-        stack = LocalStack(state_dir=state_dir, output=write)
+        stack = LocalStack(state_dir=state_dir, output=write, extra_env=dict(extra_env or {}))
         nats_url = await stack.start()
         print(f"esper: embedded bus at {nats_url} (service logs: {out_dir / 'services.log'})", file=sys.stderr)
     try:
         nc = await connect(RuntimeSettings.from_env({"service": "cli", "nats_url": nats_url}))
         try:
             await wait_for_services(nc, list(SERVICES), timeout=180.0)
-            accepted, follower, wall = await follow_run(nc, spec, timeout=timeout, show_progress=show_progress)
+            yield nc
         finally:
             await nc.close()
     finally:
@@ -231,6 +256,13 @@ async def run_job(
             await stack.stop()
         if log_file is not None:
             log_file.close()
+
+
+async def run_job(
+    spec: RunSpec, nats_url: str | None, out_dir: Path, *, timeout: float, show_progress: bool
+) -> dict[str, Any]:
+    async with bus_session(nats_url, out_dir) as nc:
+        accepted, follower, wall = await follow_run(nc, spec, timeout=timeout, show_progress=show_progress)
     report = build_report(spec, accepted, follower, wall)
     (out_dir / "report.json").write_text(json.dumps(report, indent=2) + "\n")
     return report

@@ -45,6 +45,7 @@ class EpisodeRewardState:
     drip_pools: dict[str, DripPool] = field(default_factory=dict)
     scaffold_boosts: dict[str, list[ScaffoldBoost]] = field(default_factory=dict)
     forfeited: set[tuple[str, str]] = field(default_factory=set)
+    potentials: dict[tuple[str, str], float] = field(default_factory=dict)
     pending_hindsight: float = 0.0
     episode_start_accuracy: float | None = None
 

@@ -32,6 +32,7 @@ STAGE_POTENTIAL: dict[SeedStage, float] = {
 }
 
 _UNBORN = frozenset({SeedStage.UNKNOWN, SeedStage.DORMANT})
+_AFTER_PRUNE = frozenset({SeedStage.EMBARGOED, SeedStage.RESETTING})
 
 
 def potential(stage: SeedStage, epochs_in_stage: int) -> float:
@@ -82,9 +83,19 @@ def seed_pbrs(target: SlotState, state: EpisodeRewardState, gamma: float, *, bir
 
     A pruned seed's first step pays the drop to Φ = 0, unless a PRUNE action already forfeited its potential.
     """
-    if state.is_forfeited(target.slot_id, target.seed_id):
+    key = (target.slot_id, target.seed_id)
+    if state.is_forfeited(*key):
         return 0.0
-    return pbrs_term(
+    if (
+        target.stage in _AFTER_PRUNE
+        and target.previous_stage is SeedStage.PRUNED
+        and target.metrics.epochs_in_current_stage == 0
+    ):
+        # Kasmina's tick moves an instantly pruned seed on to EMBARGOED before any step observes PRUNED, so the
+        # drop is paid here, from the potential the seed had at the last step that saw it (else PRUNE is free and
+        # prune-and-regerminate farms the shaping).
+        return PBRS_WEIGHT * (gamma * 0.0 - state.potentials.pop(key, 0.0))
+    shaping = pbrs_term(
         target.stage,
         target.metrics.epochs_in_current_stage,
         target.previous_stage,
@@ -92,6 +103,8 @@ def seed_pbrs(target: SlotState, state: EpisodeRewardState, gamma: float, *, bir
         gamma,
         birth_paid=birth_paid,
     )
+    state.potentials[key] = potential(target.stage, target.metrics.epochs_in_current_stage)
+    return shaping
 
 
 def prune_forfeiture(seed: SlotState, state: EpisodeRewardState) -> float:

@@ -8,6 +8,8 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+import msgspec
+
 from leyline_schemas import ActivePolicy, Decision, DecisionRequest, PolicyKind
 from services.tamiyo.heuristic import decide_heuristic
 from services.tamiyo.simple_policies import random_decision, wait_decision
@@ -41,6 +43,17 @@ BUILTIN_DECIDERS: dict[PolicyKind, DecideFn] = {
     PolicyKind.RANDOM: _random,
     PolicyKind.WAIT: wait_decision,
 }
+#: `<line>+greedy` serves a line's argmax decisions (§4.9 deterministic mode): how trained lines are evaluated.
+GREEDY_SUFFIX = "+greedy"
+
+
+def resolve_view(request: DecisionRequest) -> DecisionRequest:
+    """A request for `<line>+greedy` becomes a deterministic request for `<line>`; others pass unchanged."""
+    if request.policy_id.endswith(GREEDY_SUFFIX) and len(request.policy_id) > len(GREEDY_SUFFIX):
+        return msgspec.structs.replace(request, policy_id=request.policy_id[: -len(GREEDY_SUFFIX)], deterministic=True)
+    return request
+
+
 BUILTIN_IDS: dict[str, PolicyKind] = {
     "heuristic": PolicyKind.HEURISTIC,
     "random": PolicyKind.RANDOM,

@@ -35,7 +35,7 @@ from services.runtime.service import SYSTEM_RUN, Endpoint, RequestRejected, Serv
 from services.runtime.settings import RuntimeSettings
 from services.tamiyo.learned import PolicyInputError
 from services.tamiyo.loader import PolicyLoadError, needs_blob, served_policy
-from services.tamiyo.policies import PolicyBook, UnknownPolicy
+from services.tamiyo.policies import PolicyBook, UnknownPolicy, resolve_view
 from services.tamiyo.requests import InvalidDecisionRequest, validate_decision_request
 
 log = logging.getLogger("esper.tamiyo")
@@ -160,6 +160,7 @@ def book(ctx: ServiceContext) -> PolicyBook:
 
 
 async def handle_decide(request: DecisionRequest, ctx: ServiceContext) -> Decision:
+    request = resolve_view(request)
     try:
         policy = book(ctx).get(request.policy_id)
     except UnknownPolicy as exc:

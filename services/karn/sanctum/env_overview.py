@@ -102,5 +102,5 @@ class EnvOverview(DataTable[Text | str]):
         for env_id, cells in visible.items():
             for key, new, old in zip(columns, cells, self._shown_cells[env_id], strict=True):
                 if new != old:
-                    self.update_cell(str(env_id), key, new)
+                    self.update_cell(str(env_id), key, new, update_width=True)
         self._shown_cells = visible

@@ -18,7 +18,7 @@ class EventLog(RichLog):
     filter_text: reactive[str] = reactive("")
 
     def __init__(self, **kwargs: object) -> None:
-        super().__init__(max_lines=200, wrap=False, markup=False, **kwargs)  # type: ignore[arg-type]
+        super().__init__(max_lines=200, wrap=True, markup=False, **kwargs)  # type: ignore[arg-type]
         self._written = 0
 
     def _visible(self, line: LogLine) -> bool:

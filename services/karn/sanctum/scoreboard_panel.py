@@ -19,22 +19,21 @@ def _trend(score: EpisodeScore) -> Text:
 
 
 def _table(title: str, scores: tuple[EpisodeScore, ...], worst: bool) -> Table:
+    """Best runs show the parameter growth; worst regressions show the drop from peak instead."""
     table = Table(title=title, title_justify="left", expand=True, box=None, padding=(0, 1), header_style="bold")
-    for column in ("env", "ep", "@", "peak", "", "final", "×par", "R"):
-        table.add_column(column, justify="right" if column not in ("", "env") else "left", no_wrap=True)
+    columns = ("env", "ep", "@", "peak", "drop" if worst else "", "final", "R" if worst else "×par")
+    for column in columns:
+        table.add_column(column, justify="left" if column in ("", "env") else "right", no_wrap=True)
+    if not worst:
+        table.add_column("R", justify="right", no_wrap=True)
     if not scores:
-        table.add_row("—", "", "", "", "", "", "", "")
+        table.add_row("—", *[""] * (len(table.columns) - 1))
     for s in scores:
-        table.add_row(
-            str(s.env_id),
-            str(s.episode) + ("" if s.finished else "*"),
-            f"e{s.peak_epoch}",
-            percent(s.peak),
-            _trend(s) if not worst else Text(f"-{s.regression:.2f}", style="red"),
-            percent(s.final),
-            number(s.growth_ratio, 3),
-            signed(s.end_reward, 2),
-        )
+        head = (str(s.env_id), str(s.episode) + ("" if s.finished else "*"), f"e{s.peak_epoch}", percent(s.peak))
+        if worst:
+            table.add_row(*head, Text(f"-{s.regression:.2f}", style="red"), percent(s.final), signed(s.end_reward, 2))
+        else:
+            table.add_row(*head, _trend(s), percent(s.final), number(s.growth_ratio, 3), signed(s.end_reward, 2))
     return table
 
 
