@@ -85,7 +85,11 @@ class CoalitionValue(Record, frozen=True, kw_only=True):
 
 
 class ShapleyComputed(Record, frozen=True, kw_only=True, tag="shapley_computed", tag_field="kind"):
-    """Terminal attribution of an episode's seeds: coalition accuracies and Shapley values (telemetry only)."""
+    """Terminal attribution of an episode's seeds: coalition accuracies and Shapley values (telemetry only).
+
+    Coalition members run at alpha 1.0 (reference/tamiyo_simic.md §8.2), so while a seed is still blending the
+    grand coalition is not the main configuration and a Shapley value can differ from the leave-one-out one.
+    """
 
     strategy: str
     slot_ids: list[str]

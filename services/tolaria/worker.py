@@ -6,6 +6,7 @@ import asyncio
 import contextlib
 import functools
 import logging
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -231,13 +232,19 @@ class EnvWorker:
         return False
 
     async def _finish_run(self, kv: KeyValue, spec: RunSpec, state: RunState, message: str) -> None:
+        """Move the run out of RUNNING once; only the worker whose compare-and-set did it announces the end."""
+        transitioned: list[bool] = []
+
         def finish(status: leases.RunStatus) -> leases.RunStatus | None:
+            # Called again after a lost compare-and-set: only the attempt that was written counts.
+            transitioned.clear()
             if status.state is not RunState.RUNNING:
                 return None
-            return msgspec.structs.replace(status, state=state, message=message)
+            transitioned.append(True)
+            return msgspec.structs.replace(status, state=state, message=message, updated_at=time.time())
 
-        updated = await leases.update_status(kv, spec.run_id, finish)
-        if updated is not None and updated.state is state:
+        await leases.update_status(kv, spec.run_id, finish)
+        if transitioned:
             severity = Severity.INFO if state is RunState.COMPLETED else Severity.ERROR
             await self.ctx.telemetry.emit(
                 spec.run_id, RunFinished(state=state.value, message=message), severity=severity
