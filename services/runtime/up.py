@@ -116,14 +116,19 @@ def up(state_dir: Path, nats_port: int | None = None, timeout: float = 120.0, se
     url = str(bus["url"])
 
     async def ready() -> None:
-        settings = RuntimeSettings.from_env({"service": "cli", "nats_url": url, **credentials(bus)})
-        nc = await connect(settings)
+        login = {key.removeprefix("ESPER_").lower(): value for key, value in credentials(bus).items()}
+        nc = await connect(RuntimeSettings.from_env({"service": "cli", "nats_url": url, **login}))
         try:
             await wait_for_services(nc, list(SERVICES), timeout=max(1.0, deadline - time.monotonic()))
         finally:
             await nc.close()
 
-    asyncio.run(ready())
+    try:
+        asyncio.run(ready())
+    except BaseException:
+        # A stack that never became ready is not left running in the background.
+        down(state_dir)
+        raise
     return url
 
 

@@ -39,7 +39,9 @@ class BenchSettings:
     hidden: int = 64
     head_hidden: int = 32
     sandbox: SandboxConfig = field(default_factory=SandboxConfig)
-    ppo: PPOConfig = field(default_factory=lambda: PPOConfig(learning_rate=1e-3, entropy_coef=0.02, minibatches=4))
+    ppo: PPOConfig = field(
+        default_factory=lambda: PPOConfig(learning_rate=2.5e-3, epochs=8, minibatches=4, entropy_coef=0.01)
+    )
 
     def run_spec(self) -> RunSpec:
         return RunSpec(

@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from leyline_schemas import HEAD_NAMES
+from services.simic.advantages import compute_gae, explained_variance, normalize_advantages
 from services.simic.normalizers import ValueNormalizer
 from services.simic.rollout import RolloutBatch
 from services.tamiyo.network import FactoredRecurrentActorCritic
@@ -54,8 +55,6 @@ FLOOR_COEFFICIENTS = {
 }
 LOG_RATIO_CLIP = 20.0  # §5.11, per head
 JOINT_LOG_RATIO_CLIP = 30.0
-ADVANTAGE_STD_FLOOR = 0.1  # §5.7
-RETURN_VARIANCE_FLOOR = 1.0  # §5.8, explained variance
 AUX_TARGET_CLIP = 10.0  # §5.12
 
 
@@ -119,48 +118,44 @@ def floor_penalty_scale(progress: float) -> float:
     return 1.0 - 0.5 * min(1.0, (progress - 0.75) / 0.25)
 
 
-def compute_gae(
-    rewards: torch.Tensor,
-    values: torch.Tensor,
-    bootstrap_values: torch.Tensor,
-    terminal: torch.Tensor,
-    gamma: float,
-    gae_lambda: float,
-) -> tuple[torch.Tensor, torch.Tensor]:
-    """§5.6 per env row (no cross-env mixing), values in raw return units.
-
-    δ_t = r_t + γ·V_{t+1}·m_t − V_t and Â_t = δ_t + γλ·m_t·Â_{t+1}, with m_t = 0 only at a true terminal;
-    the last step bootstraps from `bootstrap_values` (V of the post-action state, zero where there is none).
-    Returns (advantages, returns = Â + V).
-    """
-    n_envs, length = rewards.shape
-    advantages = torch.zeros_like(rewards)
-    last_advantage = torch.zeros(n_envs)
-    for t in reversed(range(length)):
-        next_value = bootstrap_values if t == length - 1 else values[:, t + 1]
-        not_terminal = (~terminal[:, t]).float()
-        delta = rewards[:, t] + gamma * next_value * not_terminal - values[:, t]
-        last_advantage = delta + gamma * gae_lambda * not_terminal * last_advantage
-        advantages[:, t] = last_advantage
-    return advantages, advantages + values
-
-
-def normalize_advantages(advantages: torch.Tensor) -> torch.Tensor:
-    """§5.7: (Â − μ)/(max(σ, 0.1) + 1e-8) over all steps, population std."""
-    mean = advantages.mean()
-    std = advantages.std(unbiased=False)
-    return (advantages - mean) / (torch.clamp(std, min=ADVANTAGE_STD_FLOOR) + 1e-8)
-
-
-def explained_variance(values: torch.Tensor, returns: torch.Tensor) -> float:
-    """1 − Var(R − V)/max(Var(R), 1): how much of the return the critic explained before the update (§5.8)."""
-    return float(1.0 - (returns - values).var(unbiased=False) / torch.clamp(returns.var(unbiased=False), min=1.0))
-
-
 def masked_mean(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """Mean over the masked entries; the denominator is clamped at 1 so an empty mask gives 0 (§5.12)."""
     mask = mask.float()
     return (values * mask).sum() / mask.sum().clamp(min=1.0)
+
+
+def clipped_surrogate(
+    log_prob: torch.Tensor,
+    ref_log_prob: torch.Tensor,
+    advantages: torch.Tensor,
+    causal: torch.Tensor,
+    acting: torch.Tensor,
+    clip: float,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """One head's clipped loss −mean_{M_k} min(r·A_k, clip(r, 1±ε)·A_k) (§5.11–5.12), never a joint ratio.
+
+    A_k = Â·1[head relevant to the effective op] and M_k = causal ∧ acting (acting excludes forced steps and steps
+    the policy did not sample). Returns (loss, ratio, log ratio).
+    """
+    log_ratio = (log_prob - ref_log_prob).clamp(-LOG_RATIO_CLIP, LOG_RATIO_CLIP)
+    ratio = log_ratio.exp()
+    head_advantages = advantages * causal.float()
+    unclipped = ratio * head_advantages
+    clipped = ratio.clamp(1.0 - clip, 1.0 + clip) * head_advantages
+    return -masked_mean(torch.min(unclipped, clipped), causal & acting), ratio, log_ratio
+
+
+def weighted_value_loss(predicted: torch.Tensor, targets: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
+    """½·Σw(V − R/σ)²/Σw, with w = 0.2 on forced steps and 1 elsewhere (§5.12, §2.14)."""
+    return 0.5 * ((predicted - targets) ** 2 * weights).sum() / weights.sum().clamp(min=1e-8)
+
+
+def entropy_floor_penalty(head: str, entropy: torch.Tensor, available: torch.Tensor) -> torch.Tensor:
+    """κ_k·max(0, φ_k − H̄_k)² over the steps where the head was available and not forced; 0 when it never was."""
+    if not bool(available.any()):
+        return torch.zeros(())
+    shortfall = torch.clamp(ENTROPY_FLOORS[head] - masked_mean(entropy, available), min=0.0)
+    return FLOOR_COEFFICIENTS[head] * shortfall**2
 
 
 @dataclass
@@ -269,90 +264,88 @@ def ppo_update(
     sums: dict[str, float] = {}
     n_measured = 0
     stats_ratio_max = 0.0
-    for _epoch in range(config.epochs):
-        stats.epochs_run += 1
-        order = torch.randperm(batch.n_envs, generator=generator)
-        for start in range(0, batch.n_envs, mb_size):
-            rows = order[start : start + mb_size]
-            new = evaluate_sequences(network, batch, rows)
-            adv = norm_advantages[rows]
-            policy_loss = torch.zeros(())
-            entropy_loss = torch.zeros(())
-            floor_penalty = torch.zeros(())
-            kl_total, kl_weight, clipped, clip_count = torch.zeros(()), torch.zeros(()), 0.0, 0.0
-            ratio_max = 0.0
-            for head in HEAD_NAMES:
-                causal = batch.causal[head][rows]
-                mask = causal & acting[rows]  # M_k = causal ∧ ¬forced (∧ the policy actually sampled the step)
-                log_ratio = (new.log_probs[head] - anchor.log_probs[head][rows]).clamp(-LOG_RATIO_CLIP, LOG_RATIO_CLIP)
-                ratio = log_ratio.exp()
-                head_adv = adv * causal.float()  # §5.11: A_k = Â·1[head k relevant]
-                pg1 = ratio * head_adv
-                pg2 = ratio.clamp(1.0 - config.clip, 1.0 + config.clip) * head_adv
-                policy_loss = policy_loss - masked_mean(torch.min(pg1, pg2), mask)
-                entropy_loss = entropy_loss - ENTROPY_MULTIPLIERS[head] * masked_mean(new.entropies[head], mask)
-                with torch.no_grad():
-                    kl_head = masked_mean((ratio - 1.0) - log_ratio, causal & batch.acted[rows])
-                    kl_total = kl_total + kl_weights[head] * kl_head
-                    kl_weight = kl_weight + kl_weights[head]
-                    outside = ((ratio - 1.0).abs() > config.clip) & mask
-                    clipped += float(outside.sum())
-                    clip_count += float(mask.sum())
-                    if bool(mask.any()):
-                        ratio_max = max(ratio_max, float(ratio[mask].max()))
-                available = batch.available[head][rows] & acting[rows]
-                if bool(available.any()):
-                    mean_entropy = masked_mean(new.entropies[head], available)
-                    shortfall = torch.clamp(ENTROPY_FLOORS[head] - mean_entropy, min=0.0)
-                    floor_penalty = floor_penalty + FLOOR_COEFFICIENTS[head] * shortfall**2
-            floor_penalty = floor_scale * floor_penalty
-            approx_kl = float(kl_total / kl_weight.clamp(min=1e-8))
+    # Dropout draws from the global generator: seed it from ours, so a replayed update is bit-for-bit the same.
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(int(torch.randint(0, 2**62, (1,), generator=generator)))
+        for _epoch in range(config.epochs):
+            stats.epochs_run += 1
+            order = torch.randperm(batch.n_envs, generator=generator)
+            for start in range(0, batch.n_envs, mb_size):
+                rows = order[start : start + mb_size]
+                new = evaluate_sequences(network, batch, rows)
+                adv = norm_advantages[rows]
+                policy_loss = torch.zeros(())
+                entropy_loss = torch.zeros(())
+                floor_penalty = torch.zeros(())
+                kl_total, kl_weight, clipped, clip_count = torch.zeros(()), torch.zeros(()), 0.0, 0.0
+                ratio_max = 0.0
+                for head in HEAD_NAMES:
+                    causal = batch.causal[head][rows]
+                    mask = causal & acting[rows]  # M_k = causal ∧ ¬forced (∧ the policy actually sampled the step)
+                    head_loss, ratio, log_ratio = clipped_surrogate(
+                        new.log_probs[head], anchor.log_probs[head][rows], adv, causal, acting[rows], config.clip
+                    )
+                    policy_loss = policy_loss + head_loss
+                    entropy_loss = entropy_loss - ENTROPY_MULTIPLIERS[head] * masked_mean(new.entropies[head], mask)
+                    floor_penalty = floor_penalty + entropy_floor_penalty(
+                        head, new.entropies[head], batch.available[head][rows] & acting[rows]
+                    )
+                    with torch.no_grad():
+                        kl_head = masked_mean((ratio - 1.0) - log_ratio, causal & batch.acted[rows])
+                        kl_total = kl_total + kl_weights[head] * kl_head
+                        kl_weight = kl_weight + kl_weights[head]
+                        outside = ((ratio - 1.0).abs() > config.clip) & mask
+                        clipped += float(outside.sum())
+                        clip_count += float(mask.sum())
+                        if bool(mask.any()):
+                            ratio_max = max(ratio_max, float(ratio[mask].max()))
+                floor_penalty = floor_scale * floor_penalty
+                approx_kl = float(kl_total / kl_weight.clamp(min=1e-8))
 
-            weights = value_weights[rows]
-            value_loss = 0.5 * ((new.values - targets[rows]) ** 2 * weights).sum() / weights.sum()
-            q_loss = 0.5 * ((new.q_values - targets[rows]) ** 2 * weights).sum() / weights.sum()
-            aux_mask = batch.contribution_mask[rows]
-            aux_target = batch.contribution_targets[rows].clamp(-AUX_TARGET_CLIP, AUX_TARGET_CLIP)
-            aux_loss = masked_mean((new.contributions - aux_target) ** 2, aux_mask)
+                value_loss = weighted_value_loss(new.values, targets[rows], value_weights[rows])
+                q_loss = weighted_value_loss(new.q_values, targets[rows], value_weights[rows])
+                aux_mask = batch.contribution_mask[rows]
+                aux_target = batch.contribution_targets[rows].clamp(-AUX_TARGET_CLIP, AUX_TARGET_CLIP)
+                aux_loss = masked_mean((new.contributions - aux_target) ** 2, aux_mask)
 
-            if approx_kl > 1.5 * config.target_kl:
-                # §5.14: stop before this minibatch's backward pass; the policy moved far enough for this round.
-                stats.early_stopped = True
+                if approx_kl > 1.5 * config.target_kl:
+                    # §5.14: stop before this minibatch's backward pass; the policy moved far enough for this round.
+                    stats.early_stopped = True
+                    break
+                if not _finite(*new.log_probs.values(), new.values, new.q_values):
+                    stats.skipped_steps += 1  # §5.15: finiteness gate
+                    continue
+
+                loss = (
+                    policy_loss
+                    + value_coef * value_loss
+                    + entropy_coef * entropy_loss
+                    + floor_penalty
+                    + 0.5 * value_coef * q_loss
+                    + aux_coef * aux_loss
+                )
+                optimizer.zero_grad()
+                loss.backward()
+                grad_norm = nn.utils.clip_grad_norm_(network.parameters(), config.max_grad_norm)
+                optimizer.step()
+                stats.optimizer_steps += 1
+
+                n_measured += 1
+                for name, value in (
+                    ("policy_loss", float(policy_loss.detach())),
+                    ("value_loss", float(value_loss.detach())),
+                    ("q_loss", float(q_loss.detach())),
+                    ("aux_loss", float(aux_loss.detach())),
+                    ("entropy_loss", float(entropy_loss.detach())),
+                    ("floor_penalty", float(floor_penalty.detach())),
+                    ("approx_kl", approx_kl),
+                    ("clip_fraction", clipped / max(clip_count, 1.0)),
+                    ("grad_norm", float(grad_norm)),
+                ):
+                    sums[name] = sums.get(name, 0.0) + value
+                stats_ratio_max = max(stats_ratio_max, ratio_max)
+            if stats.early_stopped:
                 break
-            if not _finite(*new.log_probs.values(), new.values, new.q_values):
-                stats.skipped_steps += 1  # §5.15: finiteness gate
-                continue
-
-            loss = (
-                policy_loss
-                + value_coef * value_loss
-                + entropy_coef * entropy_loss
-                + floor_penalty
-                + 0.5 * value_coef * q_loss
-                + aux_coef * aux_loss
-            )
-            optimizer.zero_grad()
-            loss.backward()
-            grad_norm = nn.utils.clip_grad_norm_(network.parameters(), config.max_grad_norm)
-            optimizer.step()
-            stats.optimizer_steps += 1
-
-            n_measured += 1
-            for name, value in (
-                ("policy_loss", float(policy_loss.detach())),
-                ("value_loss", float(value_loss.detach())),
-                ("q_loss", float(q_loss.detach())),
-                ("aux_loss", float(aux_loss.detach())),
-                ("entropy_loss", float(entropy_loss.detach())),
-                ("floor_penalty", float(floor_penalty.detach())),
-                ("approx_kl", approx_kl),
-                ("clip_fraction", clipped / max(clip_count, 1.0)),
-                ("grad_norm", float(grad_norm)),
-            ):
-                sums[name] = sums.get(name, 0.0) + value
-            stats_ratio_max = max(stats_ratio_max, ratio_max)
-        if stats.early_stopped:
-            break
 
     means = {name: total / max(n_measured, 1) for name, total in sums.items()}
     stats.policy_loss = means.get("policy_loss", 0.0)

@@ -12,7 +12,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import time
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -21,12 +20,9 @@ from nats.errors import TimeoutError as NatsTimeoutError
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 from nats.js.errors import KeyNotFoundError
 from nats.js.kv import KeyValue
-from nats.js.object_store import ObjectStore
 
 from leyline_schemas import (
     LeylineDecodeError,
-    PolicyUpdated,
-    PPOUpdateCompleted,
     RewardMode,
     RunSpec,
     RunState,
@@ -39,12 +35,11 @@ from services.runtime import jetstream
 from services.runtime.service import ServiceContext, ServiceDefinition
 from services.runtime.settings import RuntimeSettings
 from services.simic.episodes import EpisodeBuffer, EpisodeKey, episode_outcome, score_episode
-from services.simic.learner import ArmLearner, LearnerConfig, RoundUpdate, arm_index_of_env, checkpoint_object
+from services.simic.learner import ArmLearner, LearnerConfig, RoundUpdate, arm_index_of_env
 from services.simic.ppo import PPOConfig
 from services.simic.reward_config import RewardConfig
 from services.simic.rollout import RolloutError
-from services.tamiyo.pointers import fetch_object, put_weights, read_pointer, write_pointer
-from services.tamiyo.weights import PolicyBlobError, decode_policy
+from services.simic.versions import VersionPublisher
 
 log = logging.getLogger("esper.simic")
 
@@ -110,8 +105,7 @@ class Learners:
     ctx: ServiceContext
     settings: SimicSettings
     runs: KeyValue
-    policies: KeyValue
-    store: ObjectStore
+    versions: VersionPublisher
     specs: dict[str, RunSpec] = field(default_factory=dict)
     arms: dict[tuple[str, str], ArmState] = field(default_factory=dict)
     buffers: dict[EpisodeKey, EpisodeBuffer] = field(default_factory=dict)
@@ -148,40 +142,8 @@ class Learners:
                     arm_index_of_env(spec, env) == index for env in range(spec.n_envs)
                 ):
                     continue
-                self.arms[(spec.run_id, arm.arm_id)] = ArmState(await self._load_arm(spec, index))
-
-    async def _load_arm(self, spec: RunSpec, index: int) -> ArmLearner:
-        config = self.settings.learner_config()
-        arm = spec.arms[index]
-        checkpoint = await fetch_object(self.store, checkpoint_object(spec.run_id, arm.arm_id))
-        if checkpoint is not None:
-            learner = await asyncio.to_thread(ArmLearner.restore, spec, index, config, checkpoint)
-            pointer = await read_pointer(self.policies, arm.policy_id)
-            if pointer is None or pointer.version < learner.version:
-                # Killed between the checkpoint and the pointer: finish that commit now, telemetry included.
-                update_event = None
-                if learner.note:
-                    with contextlib.suppress(msgspec.DecodeError, msgspec.ValidationError):
-                        update_event = msgspec.json.decode(learner.note.encode(), type=PPOUpdateCompleted)
-                await self._publish(spec, learner, learner.policy_blob(), update_event)
-            log.info("%s/%s: resumed %s at v%d", spec.run_id, arm.arm_id, arm.policy_id, learner.version)
-            return learner
-        pointer = await read_pointer(self.policies, arm.policy_id)
-        if pointer is not None:
-            blob = await fetch_object(self.store, pointer.object_name)
-            try:
-                weights = decode_policy(blob or b"", expected_sha256=pointer.sha256)
-            except PolicyBlobError as exc:
-                raise RuntimeError(f"line {arm.policy_id} v{pointer.version} cannot be trained on: {exc}") from exc
-            learner = ArmLearner(spec, index, config, weights.network, weights.normalizer, base_version=pointer.version)
-            log.info("%s/%s: continues line %s from v%d", spec.run_id, arm.arm_id, arm.policy_id, pointer.version)
-        else:
-            learner = ArmLearner.fresh(spec, index, config)
-            log.info("%s/%s: new line %s", spec.run_id, arm.arm_id, arm.policy_id)
-        await self.store.put(checkpoint_object(spec.run_id, arm.arm_id), learner.checkpoint())
-        if pointer is None:
-            await self._publish(spec, learner, learner.policy_blob(), None)
-        return learner
+                learner = await self.versions.load_arm(spec, index, self.settings.learner_config())
+                self.arms[(spec.run_id, arm.arm_id)] = ArmState(learner)
 
     async def watch_runs(self) -> None:
         """Initialise learning arms as soon as a run appears, before any env of it may act."""
@@ -322,12 +284,9 @@ class Learners:
     # ------------------------------------------------------------------ publishing
 
     async def commit(self, spec: RunSpec, state: ArmState, update: RoundUpdate) -> None:
-        """Make an applied update durable, announce it, point the line at it, then acknowledge its records."""
+        """Publish an applied update, then acknowledge the records it was trained on."""
         learner = state.learner
-        event = ppo_event(learner, update)
-        checkpoint = await asyncio.to_thread(learner.checkpoint, msgspec.json.encode(event).decode())
-        await self.store.put(checkpoint_object(spec.run_id, learner.arm.arm_id), checkpoint)
-        await self._publish(spec, learner, update.blob, event)
+        await self.versions.commit(spec, learner, update)
         for message in state.acks.pop(update.round_index, []):
             with contextlib.suppress(Exception):
                 await message.ack()
@@ -347,26 +306,6 @@ class Learners:
             ", skipped" if update.skipped else "",
         )
 
-    async def _publish(
-        self, spec: RunSpec, learner: ArmLearner, blob: bytes, update: PPOUpdateCompleted | None
-    ) -> None:
-        """Blob, then telemetry with ids that make a replay a no-op, then the pointer Tamiyo and Tolaria follow."""
-        pointer = await put_weights(self.store, learner.policy_id, learner.version, blob)
-        telemetry = self.ctx.telemetry
-        events = []
-        if update is not None:
-            events.append(telemetry.event(spec.run_id, update))
-        events.append(
-            telemetry.event(
-                spec.run_id, PolicyUpdated(policy_id=learner.policy_id, version=learner.version, sha256=pointer.sha256)
-            )
-        )
-        for event in events:
-            kind = type(event.payload).__struct_config__.tag
-            event_id = f"{kind}-{spec.run_id}-{learner.policy_id}-{learner.version}"
-            await telemetry.publish(msgspec.structs.replace(event, event_id=event_id))
-        await write_pointer(self.policies, pointer)
-
     # ------------------------------------------------------------------ liveness
 
     def held_messages(self) -> list[Any]:
@@ -385,40 +324,6 @@ class Learners:
                     await message.in_progress()
 
 
-def ppo_event(learner: ArmLearner, update: RoundUpdate) -> PPOUpdateCompleted:
-    stats = update.stats
-    return PPOUpdateCompleted(
-        policy_id=learner.policy_id,
-        version=update.version,
-        policy_loss=stats.policy_loss,
-        value_loss=stats.value_loss,
-        entropy=stats.head_entropies.get("op", 0.0),
-        approx_kl=stats.approx_kl,
-        clip_fraction=stats.clip_fraction,
-        explained_variance=stats.explained_variance,
-        epochs_run=stats.epochs_run,
-        steps=update.steps,
-        head_entropies=stats.head_entropies,
-        version_lag_mean=update.lag_mean,
-        update_seconds=stats.update_seconds,
-        skipped=update.skipped,
-        diagnostics={
-            **stats.diagnostics,
-            "round": float(update.round_index),
-            "episodes": float(update.episodes),
-            "stale_episodes": float(update.stale_episodes),
-            "version_lag_max": float(update.lag_max),
-            "mean_return": update.mean_return,
-            "q_loss": stats.q_loss,
-            "aux_loss": stats.aux_loss,
-            "entropy_loss": stats.entropy_loss,
-            "floor_penalty": stats.floor_penalty,
-            "early_stopped": float(stats.early_stopped),
-            "updated_at": time.time(),
-        },
-    )
-
-
 def learners(ctx: ServiceContext) -> Learners:
     state = ctx.state["learners"]
     assert isinstance(state, Learners)
@@ -432,13 +337,10 @@ async def start(ctx: ServiceContext) -> None:
         import torch
 
         torch.set_num_threads(settings.torch_threads)
-    ctx.state["learners"] = Learners(
-        ctx,
-        settings,
-        await jetstream.runs_bucket(ctx.js),
-        await jetstream.policies_bucket(ctx.js),
-        await jetstream.weights_store(ctx.js),
+    publisher = VersionPublisher(
+        await jetstream.weights_store(ctx.js), await jetstream.policies_bucket(ctx.js), ctx.telemetry
     )
+    ctx.state["learners"] = Learners(ctx, settings, await jetstream.runs_bucket(ctx.js), publisher)
 
 
 async def consume_steps(ctx: ServiceContext) -> None:

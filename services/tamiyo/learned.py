@@ -134,7 +134,10 @@ class LearnedPolicy:
         return self.normalizer.normalize(obs).view(1, 1, -1), indices.view(1, 1, -1), state
 
     def decide(self, request: DecisionRequest) -> Decision:
-        """Sample a factored action (argmax when `deterministic`) and return it with log-probs, V(s) and new state."""
+        """Sample a factored action (argmax when `deterministic`) with its log-probs, V(s) and the new state.
+
+        The value is reported in return units: the critic's output times the value scale published with the weights.
+        """
         obs, indices, state = self._inputs(request)
         with torch.inference_mode():
             out = self.network(obs, indices, state)

@@ -124,6 +124,10 @@ def sample_action(
     for head in SAMPLING_ORDER:
         if head != "op" and len(rows) == 1:
             rows = conditioned_masks(masks, action["op"])
+        if sum(rows[head]) == 1:
+            # One legal value: probability exactly 1, so log-prob and entropy are exactly 0 (what scoring gives too).
+            action[head], log_probs[head], entropies[head] = rows[head].index(True), 0.0, 0.0
+            continue
         mask = torch.tensor(rows[head], dtype=torch.bool)
         head_log_probs = floored_log_probs(logits[head], mask, PROBABILITY_FLOORS[head])
         choice = _choose(head_log_probs, deterministic, generator)

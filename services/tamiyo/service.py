@@ -12,7 +12,7 @@ import logging
 import uuid
 from dataclasses import dataclass, field
 
-from nats.js.errors import KeyNotFoundError, NotFoundError
+from nats.js.errors import KeyNotFoundError
 from nats.js.kv import KeyValue
 from nats.js.object_store import ObjectStore
 
@@ -35,6 +35,7 @@ from services.runtime.service import SYSTEM_RUN, Endpoint, RequestRejected, Serv
 from services.runtime.settings import RuntimeSettings
 from services.tamiyo.learned import PolicyInputError
 from services.tamiyo.loader import PolicyLoadError, needs_blob, served_policy
+from services.tamiyo.pointers import fetch_object
 from services.tamiyo.policies import PolicyBook, UnknownPolicy, resolve_view
 from services.tamiyo.requests import InvalidDecisionRequest, validate_decision_request
 
@@ -64,13 +65,6 @@ class PolicyLines:
     revisions: dict[str, int] = field(default_factory=dict)
     locks: dict[str, asyncio.Lock] = field(default_factory=dict)
 
-    async def fetch(self, object_name: str) -> bytes | None:
-        try:
-            result = await self.store.get(object_name)
-        except (NotFoundError, KeyNotFoundError):
-            return None
-        return bytes(result.data or b"")
-
     async def apply(self, policy_id: str, value: bytes | None, revision: int) -> None:
         """Serve what one KV entry names (a delete drops the line); failures are reported, never raised."""
         lock = self.locks.setdefault(policy_id, asyncio.Lock())
@@ -93,7 +87,7 @@ class PolicyLines:
                 self.revisions[policy_id] = revision
                 return
             try:
-                blob = await self.fetch(active.object_name) if needs_blob(active) else None
+                blob = await fetch_object(self.store, active.object_name) if needs_blob(active) else None
                 served = await asyncio.to_thread(served_policy, active, blob)
             except PolicyLoadError as exc:
                 await self._failed(policy_id, active.version, exc.reason)

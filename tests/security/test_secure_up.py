@@ -26,16 +26,18 @@ def esper(*args: str, env: dict[str, str], timeout: float = 180) -> subprocess.C
 def test_secure_up_status_down(tmp_path: Path) -> None:
     state = tmp_path / "state"
     env = {k: v for k, v in os.environ.items() if not k.startswith("ESPER_")} | {"ESPER_STATE_DIR": str(state)}
-    up = esper("up", "--secure", env=env)
-    assert up.returncode == 0, up.stdout + up.stderr + (state / "esper.log").read_text()[-3000:]
-    url = up.stdout.strip().splitlines()[-1]
     try:
+        up = esper("up", "--secure", env=env)
+        assert up.returncode == 0, up.stdout + up.stderr + (state / "esper.log").read_text()[-3000:]
+        url = up.stdout.strip().splitlines()[-1]
         bus = json.loads((state / "bus.json").read_text())
         assert bus["secure"] is True and bus["url"] == url
         credentials = Path(bus["credentials"])
         assert stat.S_IMODE(credentials.stat().st_mode) == 0o600
-        assert "ESPER_NATS_USER=cli" in credentials.read_text()
-        assert "PASSWORD" not in (state / "esper.log").read_text(), "a password reached the log"
+        login = dict(line.split("=", 1) for line in credentials.read_text().splitlines())
+        assert login["ESPER_NATS_USER"] == "cli" and login["ESPER_NATS_URL"] == url
+        for written in (state / "esper.log", state / "nats" / "nats-server.conf", state / "nats" / "auth.conf"):
+            assert login["ESPER_NATS_PASSWORD"] not in written.read_text(), f"a password reached {written.name}"
 
         # The operator's commands read the credentials `esper up` left beside bus.json.
         status = esper("status", "--json", env=env)
