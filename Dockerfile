@@ -2,13 +2,13 @@
 # One image for every Esper service; compose runs `esper service NAME` in it.
 #   CPU (default):  docker build -t esper:cpu .
 #   CUDA:           docker build -t esper:cuda \
-#                     --build-arg BASE_IMAGE=nvidia/cuda:12.6.3-cudnn-runtime-ubuntu24.04 \
-#                     --build-arg TORCH_INDEX_URL=https://download.pytorch.org/whl/cu126 .
+#                     --build-arg BASE_IMAGE=nvidia/cuda:12.8.1-cudnn-runtime-ubuntu24.04 \
+#                     --build-arg TORCH_INDEX_URL=https://download.pytorch.org/whl/cu128 .
 # No credentials are baked in: compose passes ESPER_NATS_USER/ESPER_NATS_PASSWORD at run time.
 ARG BASE_IMAGE=python:3.11-slim-bookworm
 FROM ${BASE_IMAGE}
 
-# The wheel index of the torch build: CPU wheels by default, e.g. .../whl/cu126 for CUDA 12.6.
+# The wheel index of the torch build: CPU wheels by default, e.g. .../whl/cu128 for CUDA 12.8.
 ARG TORCH_INDEX_URL=https://download.pytorch.org/whl/cpu
 
 ENV PYTHONDONTWRITEBYTECODE=1 \

@@ -40,7 +40,7 @@ class BenchSettings:
     head_hidden: int = 32
     sandbox: SandboxConfig = field(default_factory=SandboxConfig)
     ppo: PPOConfig = field(
-        default_factory=lambda: PPOConfig(learning_rate=2.5e-3, epochs=8, minibatches=4, entropy_coef=0.01)
+        default_factory=lambda: PPOConfig(learning_rate=5e-3, epochs=8, minibatches=4, entropy_coef=0.01)
     )
 
     def run_spec(self) -> RunSpec:

@@ -119,7 +119,7 @@ def build_rollout(scored: ScoredEpisode, num_slots: int) -> EpisodeRollout:
         where = f"env {record.env_id} episode {record.episode} step {record.step}"
         if directive.masks is None:
             raise RolloutError(f"{where}: the step record carries no action masks")
-        if len(directive.observation) != len(obs[0] if obs else directive.observation):
+        if obs and len(directive.observation) != len(obs[0]):
             raise RolloutError(f"{where}: observation width changed within the episode")
         if len(directive.blueprint_indices) != num_slots or len(directive.masks.slot_by_op[0]) != num_slots:
             raise RolloutError(f"{where}: {len(directive.blueprint_indices)} slots, the policy has {num_slots}")

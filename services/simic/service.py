@@ -110,6 +110,7 @@ class Learners:
     arms: dict[tuple[str, str], ArmState] = field(default_factory=dict)
     buffers: dict[EpisodeKey, EpisodeBuffer] = field(default_factory=dict)
     consumed: dict[EpisodeKey, tuple[str, int]] = field(default_factory=dict)
+    finished: set[tuple[str, str]] = field(default_factory=set)
     locks: dict[str, asyncio.Lock] = field(default_factory=dict)
 
     # ------------------------------------------------------------------ runs and arms
@@ -138,8 +139,11 @@ class Learners:
                 log.error("run %s: learning arms need distinct policy ids, got %s", spec.run_id, policy_ids)
                 return
             for index, arm in enumerate(spec.arms):
-                if (spec.run_id, arm.arm_id) in self.arms or not any(
-                    arm_index_of_env(spec, env) == index for env in range(spec.n_envs)
+                key = (spec.run_id, arm.arm_id)
+                if (
+                    key in self.arms
+                    or key in self.finished
+                    or not any(arm_index_of_env(spec, env) == index for env in range(spec.n_envs))
                 ):
                     continue
                 learner = await self.versions.load_arm(spec, index, self.settings.learner_config())
@@ -262,6 +266,10 @@ class Learners:
             return
         arm = spec.arms[arm_index_of_env(spec, first.env_id)]
         state = self.arms.get((spec.run_id, arm.arm_id))
+        if (spec.run_id, arm.arm_id) in self.finished:
+            self.consumed[buffer.key] = (arm.arm_id, -1)
+            await self._settle(buffer.key, buffer.messages)
+            return
         if state is None:
             log.error("%s: no learner for arm %s; episode %d dropped", spec.run_id, arm.arm_id, first.episode)
             return
@@ -278,8 +286,14 @@ class Learners:
         self.consumed[buffer.key] = (arm.arm_id, round_index)
         await self._settle(buffer.key, buffer.messages)
         while state.learner.ready():
+            # A commit that fails raises out of the consumer and stops the service: its successor resumes from the
+            # last checkpoint, and the records of the uncommitted round come back to it.
             update = await asyncio.to_thread(state.learner.update)
             await self.commit(spec, state, update)
+        if state.learner.finished:
+            # The line's last version is out: free the network and optimiser; late copies are simply acked.
+            self.finished.add((spec.run_id, arm.arm_id))
+            del self.arms[(spec.run_id, arm.arm_id)]
 
     # ------------------------------------------------------------------ publishing
 

@@ -37,11 +37,12 @@ REPORT_DIR = "runs/compose-test"
 
 @dataclass
 class Mapping:
-    """Where compose's names live on this machine: host names, container paths and published ports."""
+    """Where compose's names live on this machine: host names, container paths, ports and the services' logs."""
 
     root: Path
     binds: dict[str, Path]
     nats_port: int
+    logs: Path
     ports: dict[str, int] = field(default_factory=dict)
 
     def path(self, container_path: str) -> str:
@@ -103,7 +104,7 @@ def compose_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[di
         source, target = volume.split(":")[:2]
         if source.startswith("./"):
             binds[target] = REPO / source
-    mapping = Mapping(root=root, binds=binds, nats_port=free_port())
+    mapping = Mapping(root=root, binds=binds, nats_port=free_port(), logs=logs)
     (root / dockerfile_workdir().lstrip("/")).mkdir(parents=True, exist_ok=True)
     processes: dict[str, subprocess.Popen[bytes]] = {}
     try:
@@ -191,3 +192,6 @@ def test_compose_services_run_a_digits_job(compose_stack: tuple[dict[str, Any], 
             break
         time.sleep(1)
     assert report["run_id"] in listed, listed[:2000]
+    refused = [line for log in mapping.logs.glob("*.log") for line in log.read_text().splitlines()]
+    refused = [line for line in refused if "permissions violation" in line.lower()]
+    assert not refused, f"a service was refused by the compose permissions: {refused[:5]}"

@@ -103,6 +103,12 @@ def background_stack(state_dir: Path, **options: Any) -> Iterator[BackgroundStac
         log.close()
 
 
+def permission_violations(stack: BackgroundStack) -> list[str]:
+    """Lines where a service of the stack was refused a publish or subscription by the server."""
+    log = (stack.stack.state_dir / "services.log").read_text()
+    return [line for line in log.splitlines() if "permissions violation" in line.lower()]
+
+
 async def bus(settings: RuntimeSettings) -> tuple[Client, JetStreamContext]:
     nc = await connect(settings)
     return nc, nc.jetstream()
