@@ -107,7 +107,7 @@ def cmd_experiment_ab(args: argparse.Namespace) -> int:
         replicates.append(result)
         (out / f"replicate-{replicate}.json").write_text(json.dumps(result, indent=2) + "\n")
     arms = [mode.value for mode in plan.arms]
-    report = {
+    report: dict[str, Any] = {
         "experiment": experiment_id,
         "arms": arms,
         "task": plan.task,

@@ -178,9 +178,9 @@ class Learners:
         elif key.startswith("status."):
             with contextlib.suppress(LeylineDecodeError):
                 status = decode(value, RunStatus)
-                spec = await self.spec(status.run_id)
-                if spec is not None and spec.learn and status.state is RunState.RUNNING:
-                    await self._ensure_logged(spec)
+                running = await self.spec(status.run_id)
+                if running is not None and running.learn and status.state is RunState.RUNNING:
+                    await self._ensure_logged(running)
 
     async def _ensure_logged(self, spec: RunSpec) -> None:
         try:

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import msgspec
+from nats.errors import Error as NatsError
 from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
 from nats.js.kv import KeyValue
 
@@ -73,6 +74,10 @@ async def _policy_version(policies: KeyValue, policy_id: str) -> int | None:
         return decode(entry.value, ActivePolicy).version
     except LeylineDecodeError:
         return None
+
+
+#: Errors that mean the bus (not the run) failed: timeouts, lost connections, JetStream unavailable.
+BUS_ERRORS: tuple[type[BaseException], ...] = (NatsError, TimeoutError, ConnectionError)
 
 
 class LeaseLost(RuntimeError):
@@ -193,6 +198,10 @@ class EnvWorker:
             log.warning("%s", exc)
         except asyncio.CancelledError:
             raise
+        except BUS_ERRORS as exc:
+            # A bus outage is not the run's fault: give the env back unfinished, it is leased again and its
+            # episode restarts (the episode is the unit of recovery, ARCHITECTURE.md §6).
+            log.warning("env %d of %s: bus fault (%s: %s); releasing it", env_id, spec.run_id, type(exc).__name__, exc)
         except Exception as exc:
             log.exception("env %d of %s failed", env_id, spec.run_id)
             await self._finish_run(kv, spec, RunState.FAILED, f"env {env_id}: {type(exc).__name__}: {exc}")
@@ -201,7 +210,8 @@ class EnvWorker:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await renewal
             if not keeper.lost:
-                await keeper.release()
+                with contextlib.suppress(*BUS_ERRORS):
+                    await keeper.release()
         if finished and await leases.all_envs_done(kv, spec):
             await self._finish_run(kv, spec, RunState.COMPLETED, "")
 
@@ -346,18 +356,33 @@ class EnvWorker:
                 summary=env.summary() if done else None,
                 worker_id=ctx.settings.instance,
             )
-            await ctx.js.publish(
-                subjects.steps_subject(spec.run_id),
-                encode(record),
-                headers={"Nats-Msg-Id": record.dedup_id},
-                timeout=10.0,
-            )
+            await self._publish_step(record)
             await self._publish_epoch(spec, env, directive, report, where, refused=bool(refused))
             for refusal in refused:
                 await ctx.telemetry.emit(spec.run_id, refusal, severity=Severity.WARNING, **where)
             policy_state = directive.policy_state
             last_op = directive.effective_op
             last_ok = directive.outcome in (DecisionOutcome.APPLIED, DecisionOutcome.WAITED) and not refused
+
+    async def _publish_step(self, record: StepRecord) -> None:
+        """Publish a step record, retrying through a bus outage; the same Nats-Msg-Id makes a retry idempotent."""
+        deadline = time.monotonic() + self.step_deadline
+        delay = 0.2
+        while True:
+            try:
+                await self.ctx.js.publish(
+                    subjects.steps_subject(record.run_id),
+                    encode(record),
+                    headers={"Nats-Msg-Id": record.dedup_id},
+                    timeout=10.0,
+                )
+                return
+            except BUS_ERRORS:
+                if time.monotonic() + delay > deadline:
+                    raise
+                log.warning("step %s not stored yet; retrying in %.1fs", record.dedup_id, delay)
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 5.0)
 
     async def _publish_epoch(
         self,

@@ -184,6 +184,10 @@ def test_bad_requests_for_a_learned_line_are_typed_errors_naming_the_field(tamiy
                 "unknown": decision_request(f"nobody-{uuid.uuid4().hex[:6]}"),
                 "nan": decision_request(policy_id, observation=[float("nan")] * 85),
                 "slots": decision_request(policy_id, num_slots=1),
+                "mask": msgspec.structs.replace(
+                    decision_request(policy_id),
+                    masks=msgspec.structs.replace(decision_request(policy_id).masks, style=[False] * 4),
+                ),
             }
             replies = {}
             for name, bad in cases.items():
@@ -200,3 +204,4 @@ def test_bad_requests_for_a_learned_line_are_typed_errors_naming_the_field(tamiy
     assert replies["unknown"].code is L.ErrorCode.UNKNOWN_POLICY and replies["unknown"].field == "policy_id"
     assert replies["nan"].field.startswith("observation")
     assert replies["slots"].field == "slot_ids"
+    assert replies["mask"].field == "masks.style" and "no legal action" in replies["mask"].message

@@ -163,11 +163,6 @@ async def _restart_nats(stack: BackgroundStack, run: L.RunSpec) -> None:
         f"({duplicates} redelivered duplicates), scored {scored} episodes; reconnects {reconnects}"
     )
     assert restarted_at and restarted_at[0] < total, f"the restart was not mid-run: {restarted_at}"
-    if status.state is L.RunState.FAILED and "nats: timeout" in status.message:
-        # Known Tolaria bug: a step-record publish (or lease update) in flight when the server dies times out,
-        # and services/tolaria/worker.py `_drive_env` fails the whole run instead of retrying with the same
-        # Nats-Msg-Id or restarting the env's episode. Everything else this test checks must still hold.
-        pytest.xfail(f"tolaria fails the run on a bus timeout across the server restart: {status.message}")
     assert status.state is L.RunState.COMPLETED, (status, log_tail(stack))
     assert complete, "an env did not finish all of its episodes"
     assert audit.published == total, f"step records lost across the restart: {audit.published} of {total}"
