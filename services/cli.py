@@ -115,9 +115,13 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
+    import os
+
     from services.runtime.run_client import run_from_args
 
-    return run_from_args(args, _bus_url(args.nats) if args.nats else None)
+    # An explicit bus (flag or ESPER_NATS_URL) is used as is; otherwise `esper run` brings its own.
+    explicit = args.nats or os.environ.get("ESPER_NATS_URL")
+    return run_from_args(args, explicit or None)
 
 
 def cmd_schemas(args: argparse.Namespace) -> int:

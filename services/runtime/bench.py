@@ -456,6 +456,215 @@ def cmd_epochs(args: argparse.Namespace) -> int:
     return 0
 
 
+# ---------------------------------------------------------------------------------------------- decision
+
+
+async def decision_round_trips(iterations: int, hidden: int, nats_url: str | None) -> dict[str, Any]:
+    """p50/p99 of StepRequest → Kasmina → Tamiyo (a fresh learned LSTM line) → StepDirective, on one bus.
+
+    Measured next to a raw nats-py request/reply echo of the same bytes in the same session, so the ratio shows
+    what the services add on top of the bus itself.
+    """
+    import msgspec
+
+    import leyline_schemas as L
+    from services.runtime import jetstream
+    from services.runtime.bus import request
+    from services.runtime.run_client import bus_session
+    from services.tamiyo.network import NetworkConfig, seeded_network
+    from services.tamiyo.normalization import ObservationNormalizer
+    from services.tamiyo.pointers import put_weights, write_pointer
+    from services.tamiyo.weights import encode_policy
+
+    policy_id = f"bench-decision-{int(time.time())}"
+    step = msgspec.structs.replace(_lifecycle_request(3), policy_id=policy_id, run_id="bench-decision")
+    config = NetworkConfig(num_slots=3, hidden=hidden, head_hidden=max(8, hidden // 2))
+    blob = encode_policy(
+        seeded_network(config, 0), ObservationNormalizer(config.obs_size), policy_id=policy_id, version=0
+    )
+    out_dir = Path(tempfile.mkdtemp(prefix="esper-bench-decision-"))
+    async with bus_session(nats_url, out_dir) as nc:
+        js = nc.jetstream()
+        pointer = await put_weights(await jetstream.weights_store(js), policy_id, 0, blob)
+        await write_pointer(await jetstream.policies_bucket(js), pointer)
+        # Wait until Tamiyo serves the line (its first decisions may still be "policy unavailable").
+        deadline = time.monotonic() + 60
+        served = False
+        while time.monotonic() < deadline:
+            directive = await request(nc, L.subjects.KASMINA_STEP, step, L.StepDirective, timeout=10)
+            if directive.decision is not None and directive.decision.policy_id == policy_id:
+                served = True
+                break
+            await asyncio.sleep(0.2)
+        if not served:
+            raise RuntimeError(f"Tamiyo did not serve {policy_id} within 60 s")
+
+        async def decide() -> None:
+            await request(nc, L.subjects.KASMINA_STEP, step, L.StepDirective, timeout=10)
+
+        payload = L.encode(step)
+        echo_subject = f"esper.bench.echo.{policy_id}"
+
+        async def respond(msg: Any) -> None:
+            await msg.respond(msg.data)
+
+        sub = await nc.subscribe(echo_subject, cb=respond)
+
+        async def echo() -> None:
+            await nc.request(echo_subject, payload, timeout=10)
+
+        async def timed(fn: Callable[[], Any], n: int) -> list[float]:
+            for _ in range(10):
+                await fn()
+            samples = []
+            for _ in range(n):
+                started = time.perf_counter()
+                await fn()
+                samples.append((time.perf_counter() - started) * 1000)
+            return samples
+
+        # Interleave the two in blocks so that a change in machine load hits both alike.
+        decision_ms: list[float] = []
+        echo_ms: list[float] = []
+        block = max(1, iterations // 5)
+        for _ in range(-(-iterations // block)):
+            decision_ms += await timed(decide, block)
+            echo_ms += await timed(echo, block)
+        await sub.unsubscribe()
+    d, e = percentiles(decision_ms), percentiles(echo_ms)
+    return {
+        "benchmark": "decision",
+        "policy": f"learned LSTM, hidden {config.hidden}, head {config.head_hidden}, {config.num_slots} slots, CPU",
+        "request_bytes": len(payload),
+        "decision_ms": {k: v for k, v in d.items() if k != "n"},
+        "echo_ms": {k: v for k, v in e.items() if k != "n"},
+        "iterations": len(decision_ms),
+        "p50_ratio": d["p50"] / e["p50"],
+    }
+
+
+def cmd_decision(args: argparse.Namespace) -> int:
+    result = asyncio.run(decision_round_trips(args.iterations, args.hidden, args.nats))
+    _emit(result, args)
+    return 0
+
+
+# ---------------------------------------------------------------------------------------------- all
+
+# Each benchmark with the arguments `esper bench all` gives it: small enough for a laptop CPU in a few minutes.
+ALL_BENCHMARKS: dict[str, list[str]] = {
+    "overhead": ["--epochs", "4", "--batches", "20"],
+    "kasmina": ["--iterations", "500", "--torch-iterations", "5", "--threads", "1"],
+    "workers": ["--envs", "2", "--epochs", "5", "--batches", "10"],
+    "learning": ["--rounds", "30", "--envs", "8", "--eval-episodes", "40"],
+    "decision": ["--iterations", "300"],
+}
+
+
+def _run_captured(parser: argparse.ArgumentParser, argv: list[str]) -> dict[str, Any]:
+    """Run one `esper bench` subcommand with --json and return the JSON it prints."""
+    import contextlib
+    import io
+
+    args = parser.parse_args(["bench", *argv, "--json"])
+    buffer = io.StringIO()
+    with contextlib.redirect_stdout(buffer):
+        code = args.func(args)
+    text = buffer.getvalue()
+    result = json.loads(text[text.index("{") :])
+    result.setdefault("exit_code", code)
+    return result
+
+
+def summary_rows(results: dict[str, Any]) -> list[tuple[str, str, str]]:
+    """(benchmark, figure, value) rows of the headline figures of every benchmark that ran."""
+    rows: list[tuple[str, str, str]] = []
+    for name, result in results.items():
+        if "error" in result:
+            rows.append((name, "error", str(result["error"])))
+        elif name == "overhead":
+            rows.append((name, "bare loop s/epoch (median)", f"{result['bare_epoch_s']['median']:.3f}"))
+            rows.append((name, "system s/epoch (median)", f"{result['system_epoch_s']['median']:.3f}"))
+            rows.append((name, "ratio (target <= 1.05)", f"{result['ratio']:.3f}"))
+        elif name == "kasmina":
+            for slots, stats in result["lifecycle_step"].items():
+                rows.append(
+                    (name, f"lifecycle step {slots} p50 / p99 ms", f"{stats['p50_ms']:.3f} / {stats['p99_ms']:.3f}")
+                )
+            rows.append((name, "bare host fwd+bwd ms", f"{result['blueprint_step']['host_ms']:.2f}"))
+            for blueprint, stats in result["blueprint_step"]["blueprints"].items():
+                rows.append((name, f"+ {blueprint} (ratio to host)", f"x{stats['ratio']:.2f}"))
+        elif name == "workers":
+            rows.append((name, "1 worker steps/s", f"{result['one_worker']['steps_per_second']:.2f}"))
+            rows.append((name, "2 workers steps/s", f"{result['two_workers']['steps_per_second']:.2f}"))
+            rows.append((name, "scaling (target >= 1.8)", f"x{result['scaling']:.2f}"))
+        elif name == "learning":
+            for policy, figures in result.get("policies", {}).items():
+                ret = figures.get("mean_return", figures.get("episode_return", {}))
+                rows.append(
+                    (
+                        name,
+                        f"{policy} mean return [95% CI]",
+                        f"{ret['mean']:+.3f} [{ret['low']:+.3f}, {ret['high']:+.3f}]",
+                    )
+                )
+        elif name == "decision":
+            rows.append(
+                (
+                    name,
+                    "decision round trip p50 / p99 ms",
+                    f"{result['decision_ms']['p50']:.2f} / {result['decision_ms']['p99']:.2f}",
+                )
+            )
+            rows.append(
+                (name, "nats echo p50 / p99 ms", f"{result['echo_ms']['p50']:.3f} / {result['echo_ms']['p99']:.3f}")
+            )
+            rows.append((name, "p50 ratio decision / echo", f"x{result['p50_ratio']:.1f}"))
+    return rows
+
+
+def markdown_table(results: dict[str, Any], header: str = "") -> str:
+    lines = [header, ""] if header else []
+    lines += ["| benchmark | figure | value |", "|---|---|---|"]
+    lines += [f"| {b} | {f} | {v} |" for b, f, v in summary_rows(results)]
+    return "\n".join(lines) + "\n"
+
+
+def cmd_all(args: argparse.Namespace) -> int:
+    """Every benchmark in turn (failures recorded, not fatal); one JSON and a markdown table."""
+    from services.cli import build_parser
+
+    parser = build_parser()
+    wanted = [n.strip() for n in args.only.split(",")] if args.only else list(ALL_BENCHMARKS)
+    results: dict[str, Any] = {}
+    seconds: dict[str, float] = {}
+    for name in wanted:
+        print(f"esper bench all: {name} ...", file=sys.stderr, flush=True)
+        started = time.monotonic()
+        try:
+            results[name] = _run_captured(parser, [name, *ALL_BENCHMARKS[name]])
+        except Exception as exc:  # one failing benchmark must not lose the others' figures
+            results[name] = {"benchmark": name, "error": f"{type(exc).__name__}: {exc}"}
+        seconds[name] = round(time.monotonic() - started, 1)
+    from services.simic.experiments import provenance
+
+    info = provenance()
+    report = {"benchmarks": results, "seconds": seconds, "arguments": ALL_BENCHMARKS, "provenance": info}
+    table = markdown_table(results, "# esper bench all")
+    if args.out:
+        out = Path(args.out)
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "bench.json").write_text(json.dumps(report, indent=2) + "\n")
+        from services.simic.experiments import provenance_markdown
+
+        (out / "report.md").write_text(table + "\n" + provenance_markdown(info) + "\n")
+    if args.json:
+        print(json.dumps(report, indent=2))
+    else:
+        print(table)
+    return 0 if all("error" not in r for r in results.values()) else 1
+
+
 def _emit(result: dict[str, Any], args: argparse.Namespace) -> None:
     text = json.dumps(result, indent=2)
     if getattr(args, "out", None):
@@ -478,6 +687,12 @@ def _summary(result: dict[str, Any]) -> str:
             f"{result['task']} on {result['device_name']}: without seeds "
             f"{statistics.median(result['without_seeds_s']):.3f}s/epoch, with {len(result['seeds'])} blending seeds "
             f"{statistics.median(result['with_seeds_s']):.3f}s/epoch (x{result['median_ratio']:.2f})"
+        )
+    if result["benchmark"] == "decision":
+        d, e = result["decision_ms"], result["echo_ms"]
+        return (
+            f"decision round trip p50 {d['p50']:.2f} ms, p99 {d['p99']:.2f} ms; nats echo p50 {e['p50']:.3f} ms, "
+            f"p99 {e['p99']:.3f} ms (p50 x{result['p50_ratio']:.1f})"
         )
     if result["benchmark"] == "overhead":
         bare, system = result["bare_epoch_s"]["median"], result["system_epoch_s"]["median"]
@@ -540,6 +755,20 @@ def register(sub: Any) -> None:
     p.add_argument("--batch", type=int, default=128)
     p.add_argument("--seed", type=int, default=42)
     p.set_defaults(func=cmd_epochs)
+
+    p = bsub.add_parser("decision", help="decision round trip tolaria→kasmina→tamiyo (LSTM, CPU) vs a nats echo")
+    p.add_argument("--json", action="store_true")
+    p.add_argument("--out", default=None)
+    p.add_argument("--iterations", type=int, default=500)
+    p.add_argument("--hidden", type=int, default=512, help="LSTM width (512 is the reference size)")
+    p.add_argument("--nats", default=None, help="an existing bus (default: an embedded one)")
+    p.set_defaults(func=cmd_decision)
+
+    p = bsub.add_parser("all", help="every benchmark at a small size: one JSON and a markdown table")
+    p.add_argument("--json", action="store_true")
+    p.add_argument("--out", default=None, help="directory for bench.json and report.md")
+    p.add_argument("--only", default=None, help="comma-separated subset, e.g. kasmina,decision")
+    p.set_defaults(func=cmd_all)
 
     for module_name in ("services.simic.commands", "services.tamiyo.commands", "services.karn.commands"):
         # Other services contribute bench subcommands through `register_bench(subparsers)`.

@@ -1,4 +1,4 @@
-"""Simic's operator commands: `esper bench learning` and `esper experiment ab`."""
+"""Simic's operator commands: `esper bench learning` and `esper experiment` (ab, reward-efficiency, ...)."""
 
 from __future__ import annotations
 
@@ -129,6 +129,73 @@ def cmd_experiment_ab(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_experiment_reward_efficiency(args: argparse.Namespace) -> int:
+    """§7.6 final exam: Control, SHAPED, SIMPLIFIED, SPARSE on paired seeds; verdict.json, report.md, plots."""
+    from services.simic.experiments import ExamSettings, run_exam
+
+    settings = ExamSettings(
+        task=args.task,
+        episodes=args.episodes,
+        envs=args.envs,
+        seeds=args.seeds,
+        base_seed=args.seed,
+        episode_length=args.episode_length,
+        eval_episodes=args.eval_episodes,
+        max_batches=args.max_batches,
+        max_seeds=args.max_seeds,
+        synthetic=args.synthetic,
+    )
+    out = Path(args.out or f"runs/reward-efficiency-{time.strftime('%Y%m%d-%H%M%S')}")
+    hidden = {"ESPER_POLICY_HIDDEN": str(args.hidden), "ESPER_POLICY_HEAD_HIDDEN": str(max(8, args.hidden // 2))}
+    result = run_exam(
+        settings,
+        out,
+        nats_url=args.nats,
+        timeout=args.timeout,
+        learner_env=hidden,
+        progress=lambda line: print(line, file=sys.stderr, flush=True),
+    )
+    if args.json:
+        _print(result["verdict"])
+    else:
+        for name, criterion in result["verdict"]["criteria"].items():
+            print(f"{name}: {criterion['status']}")
+        print(f"verdict {result['verdict']['overall']}; wrote {out / 'verdict.json'}, {out / 'report.md'}")
+    return 0
+
+
+def cmd_experiment_tinystories(args: argparse.Namespace) -> int:
+    """Static host vs heuristic-grown vs PPO-grown on the same token budget and seeds; per-epoch val loss."""
+    from services.simic.tinystories import BaselineSettings, run_baseline
+
+    settings = BaselineSettings(
+        task=args.task,
+        data=args.data,
+        episode_length=args.episode_length,
+        max_batches=args.max_batches,
+        batch_size=args.batch_size,
+        seeds=args.seeds,
+        base_seed=args.seed,
+        ppo_rounds=args.ppo_rounds,
+        ppo_envs=args.ppo_envs,
+        max_seeds=args.max_seeds,
+        reward_mode=args.reward_mode,
+    )
+    out = Path(args.out or f"runs/tinystories-baseline-{time.strftime('%Y%m%d-%H%M%S')}")
+    hidden = {"ESPER_POLICY_HIDDEN": str(args.hidden), "ESPER_POLICY_HEAD_HIDDEN": str(max(8, args.hidden // 2))}
+    result = run_baseline(settings, out, nats_url=args.nats, timeout=args.timeout, learner_env=hidden)
+    if args.json:
+        _print(result["summary"])
+    else:
+        for name, row in result["summary"].items():
+            print(
+                f"{name:<10} final val loss {row['final_val_loss']:.4f} (ppl {row['final_perplexity']:.2f}), "
+                f"params added {row['params_added']}, rollbacks {row['rollbacks']}"
+            )
+        print(f"wrote {out / 'results.json'} and {out / 'report.md'}")
+    return 0
+
+
 def register_bench(bench_commands: Any) -> None:
     """Add `learning` to `esper bench` (services.runtime.bench owns the parser and calls this)."""
     p = bench_commands.add_parser("learning", help="train PPO, then compare it with the heuristic and random")
@@ -167,3 +234,40 @@ def register(sub: Any) -> None:
     ab.add_argument("--out", default=None)
     ab.add_argument("--json", action="store_true")
     ab.set_defaults(func=cmd_experiment_ab)
+
+    ex = esub.add_parser("reward-efficiency", help="§7.6 final exam: Control vs SHAPED vs SIMPLIFIED vs SPARSE")
+    ex.add_argument("--task", default="digits", help="the reference exam uses cifar_impaired")
+    ex.add_argument("--episodes", type=int, default=6, help="training episodes per PPO cohort and seed replicate")
+    ex.add_argument("--envs", type=int, default=2, help="envs per PPO cohort")
+    ex.add_argument("--seeds", type=int, default=1, help="seed replicates")
+    ex.add_argument("--seed", type=int, default=42)
+    ex.add_argument("--episode-length", type=int, default=None)
+    ex.add_argument("--eval-episodes", type=int, default=4, help="held-out episodes per cohort and replicate")
+    ex.add_argument("--max-batches", type=int, default=0)
+    ex.add_argument("--max-seeds", type=int, default=2)
+    ex.add_argument("--synthetic", action="store_true")
+    ex.add_argument("--hidden", type=int, default=64)
+    ex.add_argument("--nats", default=None)
+    ex.add_argument("--timeout", type=float, default=7200.0)
+    ex.add_argument("--out", default=None)
+    ex.add_argument("--json", action="store_true")
+    ex.set_defaults(func=cmd_experiment_reward_efficiency)
+
+    ts = esub.add_parser("tinystories-baseline", help="static vs heuristic- vs PPO-grown TransformerHost curves")
+    ts.add_argument("--task", default="tinystories_small")
+    ts.add_argument("--data", default=None, help="story text file (default: $ESPER_TINYSTORIES_PATH)")
+    ts.add_argument("--episode-length", type=int, default=None, help="epochs per run (default: the task's)")
+    ts.add_argument("--max-batches", type=int, default=20, help="train/val batches per epoch (the token budget)")
+    ts.add_argument("--batch-size", type=int, default=None)
+    ts.add_argument("--seeds", type=int, default=2, help="held-out seeds, the same for every condition")
+    ts.add_argument("--seed", type=int, default=42)
+    ts.add_argument("--ppo-rounds", type=int, default=2, help="PPO training rounds before evaluation")
+    ts.add_argument("--ppo-envs", type=int, default=2)
+    ts.add_argument("--max-seeds", type=int, default=2)
+    ts.add_argument("--reward-mode", default="simplified", choices=[m.value for m in RewardMode])
+    ts.add_argument("--hidden", type=int, default=64)
+    ts.add_argument("--nats", default=None)
+    ts.add_argument("--timeout", type=float, default=7200.0)
+    ts.add_argument("--out", default=None)
+    ts.add_argument("--json", action="store_true")
+    ts.set_defaults(func=cmd_experiment_tinystories)

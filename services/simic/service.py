@@ -52,7 +52,7 @@ class SimicSettings(RuntimeSettings):
 
     service: str = "simic"
     consumer: str = "simic"
-    ack_wait: float = 120.0
+    ack_wait: float = 30.0
     policy_hidden: int = 512
     policy_head_hidden: int = 256
     policy_lstm_layers: int = 1

@@ -34,6 +34,9 @@ from services.tolaria.worker import EnvWorker, load_task_data
 log = logging.getLogger("esper.tolaria")
 
 
+BUILTIN_POLICIES = frozenset({"heuristic", "random", "wait"})
+
+
 @dataclass(frozen=True, kw_only=True)
 class TolariaSettings(RuntimeSettings):
     """Tolaria's settings: how many envs one worker drives, lease timing, where datasets live."""
@@ -81,6 +84,16 @@ def _check_spec(spec: RunSpec) -> tuple[RunSpec, int]:
             "slots",
         )
     arms = list(spec.arms) or [ArmSpec(arm_id="main", policy_id="heuristic")]
+    if spec.learn:
+        # Each learning arm is its own line of versions: a shared or built-in id would never get a version 0.
+        ids = [a.policy_id for a in arms]
+        builtin = sorted(set(ids) & BUILTIN_POLICIES)
+        if builtin or len(set(ids)) != len(ids):
+            raise RequestRejected(
+                ErrorCode.INVALID_REQUEST,
+                f"a learning run needs a fresh policy id per arm (got {ids}; built-in ids {builtin} cannot learn)",
+                "arms",
+            )
     host_params = sum(p.numel() for p in host.parameters())
     checked = msgspec.structs.replace(
         spec, task=task.name, slots=slots, arms=arms, created_at=spec.created_at or time.time()

@@ -125,6 +125,20 @@ def _tinystories_data(seed: int, synthetic: bool, data_dir: Path | None) -> Task
     return TaskData(split, _meta(split, "tinystories", source, tokenizer=tokenizer, vocab_size=vocab))
 
 
+def _tinystories_small_data(seed: int, synthetic: bool, data_dir: Path | None) -> TaskData:
+    """The offline TinyStories task: a local story file (ESPER_TINYSTORIES_PATH), byte tokenizer, 64-token windows."""
+    if synthetic:
+        return _tokens_data(seed, 2048, 256, 64, data.BYTE_VOCAB)
+    path = os.environ.get("ESPER_TINYSTORIES_PATH")
+    if not path:
+        raise ValueError("tinystories_small reads a local story file: set ESPER_TINYSTORIES_PATH")
+    inputs, targets, tokenizer, vocab = data.load_tinystories(
+        path, block_size=64, tokenizer="byte", max_stories=TINYSTORIES_MAX_STORIES, split="train"
+    )
+    split = _token_split(inputs, targets, seed, val_fraction=0.1)
+    return TaskData(split, _meta(split, "tinystories", f"local:{path}", tokenizer=tokenizer, vocab_size=vocab))
+
+
 def _tokens_data(seed: int, n_train: int, n_val: int, block_size: int, vocab: int) -> TaskData:
     x_tr, y_tr, x_va, y_va = data.synthetic_tokens(n_train, n_val, block_size, vocab, seed)
     split = data.TensorSplit(x_tr, y_tr, x_va, y_va)
@@ -263,6 +277,25 @@ _REGISTRY: dict[str, TaskSpec] = {
     )
 }
 REFERENCE_TASKS = tuple(name for name in _REGISTRY if name.startswith(("cifar_", "tinystories")))
+
+# A CPU-sized TinyStories variant (not a reference task): a small TransformerHost on byte tokens of a local file.
+_REGISTRY["tinystories_small"] = TaskSpec(
+    "tinystories_small",
+    Topology.TRANSFORMER,
+    "lm",
+    MappingProxyType({**_SMALL_GPT, "vocab_size": data.BYTE_VOCAB, "block_size": 64}),
+    _slots(0, 3),
+    _tinystories_small_data,
+    vocab_size=data.BYTE_VOCAB,
+    block_size=64,
+    batch_size=32,
+    plateau_threshold=0.3,
+    loss_baseline=math.log(data.BYTE_VOCAB),
+    loss_target=1.5,
+    loss_delta_std=0.15,
+    compute_rent_weight=0.01,
+    episode_length=12,
+)
 
 
 def task_names() -> tuple[str, ...]:
