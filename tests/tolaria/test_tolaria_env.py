@@ -15,6 +15,7 @@ from leyline_schemas import (
     Germinate,
     LifecycleOp,
     SeedStage,
+    SlotState,
     StepDirective,
 )
 from services.kasmina.transitions import advance_state, germinate_state
@@ -33,6 +34,45 @@ def make_env(digits, length: int = 20) -> EpisodeEnv:  # type: ignore[no-untyped
     task, data = digits
     return EpisodeEnv(
         task, data, list(task.default_slots), seed=11, episode_length=length, batch_size=64, max_batches=4
+    )
+
+
+def germination(env: EpisodeEnv, slot: str, seed_id: str, observed: list[SlotState], epoch: int = 1) -> StepDirective:
+    """A directive germinating a NORM seed in `slot`, as Kasmina answers one (observed = the ticked states)."""
+    index = [s.slot_id for s in observed].index(slot)
+    change = germinate_state(
+        slot,
+        seed_id,
+        BlueprintAction.NORM,
+        observed[index].blend,
+        observed[index].alpha_algorithm,
+        5,
+        1.0,
+        epoch,
+        env.host_params,
+        50.0,
+    )
+    mutation = Germinate(
+        slot_id=slot,
+        seed_id=seed_id,
+        blueprint=BlueprintAction.NORM,
+        blend=change.state.blend,
+        alpha_algorithm=change.state.alpha_algorithm,
+        blend_tempo_epochs=5,
+        alpha_target=1.0,
+    )
+    return StepDirective(
+        run_id="r",
+        env_id=0,
+        episode=0,
+        epoch=epoch,
+        outcome=DecisionOutcome.APPLIED,
+        effective_op=LifecycleOp.GERMINATE,
+        raw_action=FactoredAction(op=LifecycleOp.GERMINATE, slot=index),
+        target_slot=slot,
+        mutations=[mutation],
+        observed_slots=observed,
+        slots=[change.state if s.slot_id == slot else s for s in observed],
     )
 
 
@@ -112,55 +152,15 @@ def test_divergence_needs_three_anomalous_epochs(digits) -> None:  # type: ignor
 def test_apply_germinates_and_refuses_what_it_cannot_build(digits) -> None:  # type: ignore[no-untyped-def]
     env = make_env(digits)
     env.run_epoch(1)
-    change = germinate_state(
-        "r0c0",
-        "s0",
-        BlueprintAction.NORM,
-        env.slot_states[0].blend,
-        env.slot_states[0].alpha_algorithm,
-        5,
-        1.0,
-        1,
-        env.host_params,
-        50.0,
-    )
-    mutation = Germinate(
-        slot_id="r0c0",
-        seed_id="s0",
-        blueprint=BlueprintAction.NORM,
-        blend=change.state.blend,
-        alpha_algorithm=change.state.alpha_algorithm,
-        blend_tempo_epochs=5,
-        alpha_target=1.0,
-    )
-    directive = StepDirective(
-        run_id="r",
-        env_id=0,
-        episode=0,
-        epoch=1,
-        outcome=DecisionOutcome.APPLIED,
-        effective_op=LifecycleOp.GERMINATE,
-        raw_action=FactoredAction(op=LifecycleOp.GERMINATE),
-        target_slot="r0c0",
-        mutations=[mutation],
-        observed_slots=env.slot_states,
-        slots=[change.state, *env.slot_states[1:]],
-    )
-    assert env.apply(directive) == []
+    assert env.apply(germination(env, "r0c0", "s0", env.slot_states)) == []
     assert env.model.slot("r0c0").has_seed and env.counters.germinated == 1
     assert env.model.total_params > env.host_params
 
     # A blueprint the topology does not have is refused, and the slot keeps its observed state.
-    bad = msgspec.structs.replace(mutation, slot_id="r0c2", blueprint=BlueprintAction.LORA, seed_id="s2")
-    bad_state = msgspec.structs.replace(change.state, slot_id="r0c2", seed_id="s2", blueprint=BlueprintAction.LORA)
-    directive2 = msgspec.structs.replace(
-        directive,
-        target_slot="r0c2",
-        mutations=[bad],
-        observed_slots=env.slot_states,
-        slots=[*env.slot_states[:2], bad_state],
-    )
-    refused = env.apply(directive2)
+    directive = germination(env, "r0c2", "s2", env.slot_states)
+    bad = msgspec.structs.replace(directive.mutations[0], blueprint=BlueprintAction.LORA)
+    bad_state = msgspec.structs.replace(directive.slots[2], blueprint=BlueprintAction.LORA)
+    refused = env.apply(msgspec.structs.replace(directive, mutations=[bad], slots=[*directive.slots[:2], bad_state]))
     assert len(refused) == 1 and refused[0].slot_id == "r0c2" and refused[0].mutation == "germinate"
     assert env.slot_states[2].stage is SeedStage.DORMANT and not env.model.slot("r0c2").has_seed
 
@@ -190,39 +190,10 @@ def test_a_slot_leaving_resetting_can_be_germinated_in_the_same_step(digits) -> 
     env = make_env(digits)
     env.run_epoch(1)
     with_training_seed(env)
-    pruned = msgspec.structs.replace(env.slot_states[1], stage=SeedStage.RESETTING)
-    env.slot_states = [pruned if s.slot_id == "r0c1" else s for s in env.slot_states]
+    resetting = msgspec.structs.replace(env.slot_states[1], stage=SeedStage.RESETTING)
+    env.slot_states = [resetting if s.slot_id == "r0c1" else s for s in env.slot_states]
     env.model.apply_states(env.slot_states)
     assert env.model.slot("r0c1").stage is SeedStage.RESETTING and not env.model.slot("r0c1").has_seed
-    ticked = [
-        msgspec.structs.replace(s, stage=SeedStage.DORMANT, seed_id="") if s.slot_id == "r0c1" else s
-        for s in env.slot_states
-    ]
-    ticked = [s if s.slot_id != "r0c1" else type(s)(slot_id="r0c1") for s in ticked]
-    change = germinate_state(
-        "r0c1", "s9", BlueprintAction.NORM, ticked[1].blend, ticked[1].alpha_algorithm, 5, 1.0, 2, env.host_params, 50.0
-    )
-    mutation = Germinate(
-        slot_id="r0c1",
-        seed_id="s9",
-        blueprint=BlueprintAction.NORM,
-        blend=change.state.blend,
-        alpha_algorithm=change.state.alpha_algorithm,
-        blend_tempo_epochs=5,
-        alpha_target=1.0,
-    )
-    directive = StepDirective(
-        run_id="r",
-        env_id=0,
-        episode=0,
-        epoch=2,
-        outcome=DecisionOutcome.APPLIED,
-        effective_op=LifecycleOp.GERMINATE,
-        raw_action=FactoredAction(op=LifecycleOp.GERMINATE, slot=1),
-        target_slot="r0c1",
-        mutations=[mutation],
-        observed_slots=ticked,
-        slots=[ticked[0], change.state, ticked[2]],
-    )
-    assert env.apply(directive) == []
+    ticked = [SlotState(slot_id="r0c1") if s.slot_id == "r0c1" else s for s in env.slot_states]
+    assert env.apply(germination(env, "r0c1", "s9", ticked, epoch=2)) == []
     assert env.model.slot("r0c1").has_seed and env.slot_states[1].stage is SeedStage.GERMINATED
