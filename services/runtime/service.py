@@ -6,6 +6,8 @@ import asyncio
 import contextlib
 import logging
 import signal
+import sys
+import threading
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
@@ -140,8 +142,9 @@ class ServiceRunner:
         log.info("%s: admin on http://%s:%d (device %s)", name, self.settings.admin_host, admin.port, self.device)
 
         loop = asyncio.get_running_loop()
-        for sig in (signal.SIGTERM, signal.SIGINT):
-            with contextlib.suppress(NotImplementedError, RuntimeError):
+        if threading.current_thread() is threading.main_thread() and sys.platform != "win32":
+            # Signal handlers can only be installed from the main thread (tests may run a service elsewhere).
+            for sig in (signal.SIGTERM, signal.SIGINT):
                 loop.add_signal_handler(sig, self.stopping.set)
 
         nc = await connect(self.settings, on_state=self._bus_state)

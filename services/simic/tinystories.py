@@ -89,6 +89,7 @@ async def follow_with_curves(nc: Client, spec: Any, *, timeout: float) -> dict[s
                     "host_params": payload.host_params,
                     "total_params": payload.total_params,
                     "op": payload.op,
+                    "outcome": payload.outcome,
                 }
             )
         elif isinstance(payload, GovernorRollback):
@@ -140,6 +141,8 @@ def summarize_condition(run: dict[str, Any]) -> dict[str, Any]:
     added = [o["seed_params_added"] for o in run["outcomes"]]
     rollbacks = max(len(run["rollback_events"]), sum(o["rollbacks"] for o in run["outcomes"]))
     return {
+        # Decisions the policy could not make (e.g. a policy that refuses this topology): the env then waits.
+        "policy_errors": sum(1 for e in run["epochs"] if e.get("outcome") in ("policy_error", "policy_unavailable")),
         "final_val_loss": final,
         "final_perplexity": math.exp(final) if math.isfinite(final) else float("nan"),
         "best_val_loss": min((p["val_loss"] for p in points), default=float("nan")),
@@ -177,6 +180,12 @@ def report_markdown(result: dict[str, Any]) -> str:
         "",
         "Validation loss is the mean over held-out seeds of each epoch's EpochCompleted `val_loss` (nats per byte "
         "token); perplexity = exp(val loss).",
+        *[
+            f"\n**Warning:** `{name}` failed to decide at {row['policy_errors']} epoch(s) (policy_error: the env "
+            "waited instead), so its curve is partly or wholly that of the static host."
+            for name, row in result["summary"].items()
+            if row.get("policy_errors")
+        ],
         "",
         "![validation loss per epoch](curves.png)",
         "",

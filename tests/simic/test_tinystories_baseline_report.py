@@ -59,7 +59,9 @@ def test_report_and_plot(tmp_path: Path) -> None:
         "curves": {k: curve(v) for k, v in runs.items()},
         "provenance": provenance(["esper", "experiment", "tinystories-baseline"]),
     }
+    result["summary"]["heuristic"]["policy_errors"] = 2
     text = report_markdown(result)
+    assert "**Warning:** `heuristic` failed to decide at 2 epoch(s)" in text
     assert "| heuristic | 2.4000 |" in text and "1,200" in text
     assert "esper experiment tinystories-baseline" in text
     assert plot_curves(result, tmp_path / "curves.png").stat().st_size > 0
