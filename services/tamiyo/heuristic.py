@@ -31,6 +31,20 @@ DEFAULT_ROTATION: tuple[BlueprintAction, ...] = (
     BlueprintAction.DEPTHWISE,
 )
 
+# The reference rotation names CNN blueprints only; a transformer host gets the same shape of rotation from its own
+# set (cheap adapters first, then attention, norm and the larger adapter), so the heuristic runs on TinyStories.
+TRANSFORMER_ROTATION: tuple[BlueprintAction, ...] = (
+    BlueprintAction.LORA,
+    BlueprintAction.MLP_SMALL,
+    BlueprintAction.ATTENTION,
+    BlueprintAction.NORM,
+    BlueprintAction.LORA_LARGE,
+)
+DEFAULT_ROTATIONS: dict[Topology, tuple[BlueprintAction, ...]] = {
+    Topology.CNN: DEFAULT_ROTATION,
+    Topology.TRANSFORMER: TRANSFORMER_ROTATION,
+}
+
 # §3.6: a seed is "live" unless it is fossilized or in the prune → embargo → reset cooldown.
 _LIVE_STAGES = frozenset({SeedStage.GERMINATED, SeedStage.TRAINING, SeedStage.BLENDING, SeedStage.HOLDING})
 _ALPHA_TOLERANCE = 1e-6
@@ -50,7 +64,8 @@ class HeuristicConfig(msgspec.Struct, frozen=True, kw_only=True):
     prune_improvement_threshold: float = -2.0
     fossilize_contribution: float = 0.5
     ransomware_contribution: float = 0.1
-    rotation: tuple[BlueprintAction, ...] = DEFAULT_ROTATION
+    #: None: the default rotation of the request's topology.
+    rotation: tuple[BlueprintAction, ...] | None = None
 
 
 class HeuristicMemory(msgspec.Struct, kw_only=True):
@@ -94,7 +109,7 @@ def validate_rotation(rotation: tuple[BlueprintAction, ...], topology: Topology)
 def decide_heuristic(request: DecisionRequest, config: HeuristicConfig | None = None) -> Decision:
     """One heuristic decision from the request alone; the updated memory is returned in `policy_state`."""
     cfg = config if config is not None else HeuristicConfig()
-    rotation = validate_rotation(cfg.rotation, request.topology)
+    rotation = validate_rotation(cfg.rotation or DEFAULT_ROTATIONS[request.topology], request.topology)
     memory = decode_memory(request.policy_state)
     if memory.last_decided_epoch != request.epoch:
         _decay_penalties(memory, cfg)

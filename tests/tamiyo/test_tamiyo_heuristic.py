@@ -267,13 +267,23 @@ def test_first_live_seed_decides_and_fossils_do_not_block_germination() -> None:
 
 
 def test_rotation_is_validated_against_the_topology() -> None:
+    cnn_rotation = HeuristicConfig(rotation=(BlueprintAction.CONV_LIGHT, BlueprintAction.NORM))
     with pytest.raises(ValueError, match="transformer"):
-        decide_heuristic(request(topology=Topology.TRANSFORMER))
+        decide_heuristic(request(topology=Topology.TRANSFORMER), cnn_rotation)
     with pytest.raises(ValueError, match="empty"):
         validate_rotation((), Topology.CNN)
     lora = HeuristicConfig(rotation=(BlueprintAction.LORA, BlueprintAction.MLP_SMALL))
     decision = decide_heuristic(request(topology=Topology.TRANSFORMER), lora)
     assert decision.action.blueprint is BlueprintAction.LORA
+
+
+def test_each_topology_gets_its_own_default_rotation() -> None:
+    """The reference rotation is CNN-only; a transformer host germinates from the transformer set by default."""
+    transformer = decide_heuristic(request(topology=Topology.TRANSFORMER))
+    assert transformer.action.op is LifecycleOp.GERMINATE
+    assert transformer.action.blueprint is BlueprintAction.LORA
+    cnn = decide_heuristic(request(topology=Topology.CNN))
+    assert cnn.action.blueprint is BlueprintAction.CONV_LIGHT
 
 
 def test_garbage_policy_state_is_rejected() -> None:
