@@ -3,7 +3,7 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
-ESPER_RUN_ARGS ?= --task digits --episodes 4 --envs 2 --out runs/latest
+ESPER_RUN_ARGS ?= --task digits --policy ppo --reward-mode simplified --rounds 4 --envs 2 --eval-episodes 4 --out runs/latest
 
 .PHONY: run test lint typecheck schemas install clean
 

@@ -121,9 +121,13 @@ def _episodes(follower: RunFollower) -> list[dict[str, Any]]:
             "round": o.episode // follower.spec.n_envs,
             "episode_return": round(o.episode_return, 6),
             "final_accuracy": round(o.final_accuracy, 4),
+            "host_params": o.host_params,
+            "seed_params_added": o.seed_params_added,
+            "seeds_germinated": o.seeds_germinated,
             "seeds_fossilized": o.seeds_fossilized,
             "seeds_pruned": o.seeds_pruned,
-            "seed_params_added": o.seed_params_added,
+            "length": o.length,
+            "rollbacks": o.rollbacks,
         }
         for o in sorted(follower.outcomes.values(), key=lambda o: o.episode)
     ]
