@@ -10,16 +10,13 @@ from leyline_schemas import (
     DecisionOutcome,
     DecisionRequest,
     ErrorCode,
-    FactoredAction,
-    LifecycleOp,
     RemoteError,
     StepDirective,
     StepRequest,
     subjects,
 )
-from services.kasmina.lifecycle import InvalidStepRequest, execute, tick, validate_request
-from services.kasmina.masks import compute_masks
-from services.kasmina.observation import build_observation
+from services.kasmina.lifecycle import InvalidStepRequest
+from services.kasmina.step import complete_step, prepare_step
 from services.runtime.bus import RequestTimeout, request
 from services.runtime.service import Endpoint, RequestRejected, ServiceContext, ServiceDefinition
 from services.runtime.settings import RuntimeSettings
@@ -64,59 +61,14 @@ async def decide(
 
 async def handle_step(req: StepRequest, ctx: ServiceContext) -> StepDirective:
     try:
-        validate_request(req)
+        prepared = prepare_step(req)
     except InvalidStepRequest as exc:
         raise RequestRejected(ErrorCode.INVALID_REQUEST, str(exc), exc.field) from exc
-    ticked = tick(req)
-    observation, blueprint_indices = build_observation(req, ticked.slots)
-    masks = compute_masks(ticked.slots, req.slot_config, req.lifecycle, req.total_seeds)
-    decision_request = DecisionRequest(
-        run_id=req.run_id,
-        env_id=req.env_id,
-        episode=req.episode,
-        epoch=req.epoch,
-        policy_id=req.policy_id,
-        topology=req.slot_config.topology,
-        slot_ids=[spec.slot_id for spec in req.slot_config.slots],
-        observation=observation,
-        blueprint_indices=blueprint_indices,
-        masks=masks,
-        slots=ticked.slots,
-        signals=req.report.signals,
-        policy_state=req.policy_state,
-        deterministic=req.deterministic,
-    )
-    decision, outcome, reason = await decide(req, decision_request, ctx)
-    action = decision.action if decision is not None else FactoredAction()
-    result = execute(action, req, ticked.slots)
-    if decision is not None:
-        if not result.valid:
-            outcome = DecisionOutcome.INVALID_ACTION
-            reason = result.invalid_reason
-            ctx.metrics.count_event("invalid_action")
-        elif result.effective_op is LifecycleOp.WAIT or not result.mutations:
-            outcome = DecisionOutcome.WAITED
-            reason = result.invalid_reason
-    return StepDirective(
-        run_id=req.run_id,
-        env_id=req.env_id,
-        episode=req.episode,
-        epoch=req.epoch,
-        outcome=outcome,
-        effective_op=result.effective_op,
-        raw_action=action,
-        decision=decision,
-        invalid_reason=reason,
-        target_slot=result.target_slot,
-        mutations=result.mutations,
-        observed_slots=ticked.slots,
-        slots=result.slots,
-        observation=observation,
-        blueprint_indices=blueprint_indices,
-        masks=masks,
-        policy_state=decision.policy_state if decision is not None else req.policy_state,
-        lifecycle_events=[*ticked.events, *result.events],
-    )
+    decision, outcome, reason = await decide(req, prepared.decision_request(), ctx)
+    directive, _ = complete_step(prepared, decision, outcome, reason)
+    if directive.outcome is DecisionOutcome.INVALID_ACTION:
+        ctx.metrics.count_event("invalid_action")
+    return directive
 
 
 def definition() -> ServiceDefinition:

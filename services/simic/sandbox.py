@@ -31,7 +31,6 @@ from leyline_schemas import (
     SlotReport,
     SlotSpec,
     SlotState,
-    StepDirective,
     StepRecord,
     StepRequest,
     TempoAction,
@@ -40,9 +39,7 @@ from leyline_schemas import (
 from leyline_schemas.enums import BlueprintAction
 from services.kasmina.alpha import at_target
 from services.kasmina.gates import DEFAULT_MIN_BLENDING_EPOCHS
-from services.kasmina.lifecycle import execute, tick, validate_request
-from services.kasmina.masks import compute_masks
-from services.kasmina.observation import build_observation
+from services.kasmina.step import complete_step, prepare_step
 from services.tolaria.signals import SignalTracker
 
 DecideFn = Callable[[DecisionRequest], Decision]
@@ -211,54 +208,9 @@ class SandboxEpisode:
             total_seeds=self.total_seeds,
             deterministic=self.deterministic,
         )
-        validate_request(request)
-        ticked = tick(request)
-        observation, blueprint_indices = build_observation(request, ticked.slots)
-        masks = compute_masks(ticked.slots, request.slot_config, request.lifecycle, request.total_seeds)
-        decision = decide(
-            DecisionRequest(
-                run_id=self.run_id,
-                env_id=self.env_id,
-                episode=self.episode,
-                epoch=epoch,
-                policy_id=self.policy_id,
-                topology=Topology.CNN,
-                slot_ids=list(cfg.slots),
-                observation=observation,
-                blueprint_indices=blueprint_indices,
-                masks=masks,
-                slots=ticked.slots,
-                signals=report.signals,
-                policy_state=self.policy_state,
-                deterministic=self.deterministic,
-            )
-        )
-        result = execute(decision.action, request, ticked.slots)
-        outcome = DecisionOutcome.APPLIED
-        if not result.valid:
-            outcome = DecisionOutcome.INVALID_ACTION
-        elif result.effective_op is LifecycleOp.WAIT or not result.mutations:
-            outcome = DecisionOutcome.WAITED
-        directive = StepDirective(
-            run_id=self.run_id,
-            env_id=self.env_id,
-            episode=self.episode,
-            epoch=epoch,
-            outcome=outcome,
-            effective_op=result.effective_op,
-            raw_action=decision.action,
-            decision=decision,
-            invalid_reason=result.invalid_reason,
-            target_slot=result.target_slot,
-            mutations=result.mutations,
-            observed_slots=ticked.slots,
-            slots=result.slots,
-            observation=observation,
-            blueprint_indices=blueprint_indices,
-            masks=masks,
-            policy_state=decision.policy_state,
-            lifecycle_events=[*ticked.events, *result.events],
-        )
+        prepared = prepare_step(request)
+        decision = decide(prepared.decision_request())
+        directive, result = complete_step(prepared, decision, DecisionOutcome.APPLIED)
         for mutation in result.mutations:
             if isinstance(mutation, Germinate):
                 self.counters["germinated"] += 1
