@@ -25,6 +25,24 @@ def _check_segment(known: Iterable[str], segment: str) -> None:
         raise ValueError(f"unknown segment {segment!r}; this host has {names}")
 
 
+class SlottedHostBase(nn.Module):
+    """The injection-point members both hosts share; a host fills `_specs` in action (row-major) order."""
+
+    _specs: list[SlotSpec]
+
+    @property
+    def injection_points(self) -> dict[str, int]:
+        return {spec.slot_id: spec.channels for spec in self._specs}
+
+    @property
+    def segment_channels(self) -> dict[str, int]:
+        return self.injection_points
+
+    def injection_specs(self) -> list[SlotSpec]:
+        """Every injection point in action order (row-major by `order`)."""
+        return list(self._specs)
+
+
 class ConvBlock(nn.Module):
     """Conv k×k (same padding, no bias) → BatchNorm → ReLU (reference/kasmina.md §2.3 item 42)."""
 
@@ -37,7 +55,7 @@ class ConvBlock(nn.Module):
         return F.relu(self.bn(self.conv(x)))
 
 
-class CNNHost(nn.Module):
+class CNNHost(SlottedHostBase):
     """Conv blocks doubling channels, 2×2 max-pool after the first `pool_layers`, global pool and a linear head.
 
     Row 0 slots `r0c{i}` sit after block i (PRE_POOL); row 1 slots `r1c{i}` after pool i (POST_POOL) (§2.3 item 43).
@@ -126,18 +144,6 @@ class CNNHost(nn.Module):
     def topology(self) -> Topology:
         return Topology.CNN
 
-    @property
-    def injection_points(self) -> dict[str, int]:
-        return {spec.slot_id: spec.channels for spec in self._specs}
-
-    @property
-    def segment_channels(self) -> dict[str, int]:
-        return self.injection_points
-
-    def injection_specs(self) -> list[SlotSpec]:
-        """Every injection point in action order (row-major by `order`)."""
-        return list(self._specs)
-
     def execution_order(self) -> list[str]:
         """Boundaries in forward order: r0c0, r1c0, r0c1, r1c1, ..."""
         return list(self._execution)
@@ -198,7 +204,7 @@ class TransformerBlock(nn.Module):
         return x + self.mlp(self.ln2(x))
 
 
-class TransformerHost(nn.Module):
+class TransformerHost(SlottedHostBase):
     """GPT-style language model with a tied head; slot `r0c{i}` closes segment i of `num_segments` (§2.4 item 47)."""
 
     def __init__(
@@ -250,18 +256,6 @@ class TransformerHost(nn.Module):
     @property
     def topology(self) -> Topology:
         return Topology.TRANSFORMER
-
-    @property
-    def injection_points(self) -> dict[str, int]:
-        return {spec.slot_id: spec.channels for spec in self._specs}
-
-    @property
-    def segment_channels(self) -> dict[str, int]:
-        return self.injection_points
-
-    def injection_specs(self) -> list[SlotSpec]:
-        """Every injection point in action order."""
-        return list(self._specs)
 
     def execution_order(self) -> list[str]:
         """Boundaries in forward order (the same as action order for this host)."""
