@@ -173,7 +173,7 @@ async def request(
         per_try = timeout if remaining is None else max(0.05, min(timeout, remaining))
         try:
             with client_span(subject):
-                reply = await nc.request(subject, payload, timeout=per_try, headers=outgoing_headers())
+                reply = await nc.request(subject, payload, timeout=per_try, headers=outgoing_headers() or None)
         except (TimeoutError, NatsTimeoutError, NoRespondersError) as exc:
             attempt += 1
             elapsed = time.monotonic() - started

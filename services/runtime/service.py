@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import signal
 import sys
@@ -157,6 +158,11 @@ class ServiceRunner:
         self.context = ctx
         if self.definition.on_start is not None:
             await self.definition.on_start(ctx)
+        # What exists once the service is up (modules, torch, loaded policies) lives as long as the process: take it
+        # out of the cyclic collector's view, so that a full collection in the middle of a request (a p99 spike of
+        # ~90 ms with torch imported, measured) scans only what requests allocate.
+        gc.collect()
+        gc.freeze()
 
         self._micro = await add_service(
             nc,

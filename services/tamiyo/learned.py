@@ -23,6 +23,7 @@ from leyline_schemas.enums import (
     LifecycleOp,
     TempoAction,
 )
+from services.tamiyo.inference import DecisionKernel
 from services.tamiyo.network import FactoredRecurrentActorCritic, LSTMState
 from services.tamiyo.normalization import ObservationNormalizer
 from services.tamiyo.sampling import SampledAction, sample_action
@@ -95,6 +96,7 @@ class LearnedPolicy:
         if normalizer.size != network.config.obs_size:
             raise ValueError(f"normalizer has {normalizer.size} features, network expects {network.config.obs_size}")
         self.network = network.eval()
+        self.kernel = DecisionKernel(self.network)
         self.normalizer = normalizer
         self.policy_id = policy_id
         self.version = version
@@ -131,7 +133,7 @@ class LearnedPolicy:
             raise PolicyInputError("observation", "observation holds NaN or infinite values")
         indices = torch.tensor(request.blueprint_indices, dtype=torch.long)
         state = unpack_state(request.policy_state, config.lstm_layers, config.hidden)
-        return self.normalizer.normalize(obs).view(1, 1, -1), indices.view(1, 1, -1), state
+        return self.normalizer.normalize(obs), indices, state
 
     def decide(self, request: DecisionRequest) -> Decision:
         """Sample a factored action (argmax when `deterministic`) with its log-probs, V(s) and the new state.
@@ -140,16 +142,15 @@ class LearnedPolicy:
         """
         obs, indices, state = self._inputs(request)
         with torch.inference_mode():
-            out = self.network(obs, indices, state)
-            logits = {head: values[0, 0] for head, values in out.logits.items()}
+            logits, value_tensor, out_state = self.kernel.step(obs, indices, state)
             sampled: SampledAction = sample_action(
                 logits,
                 request.masks,
                 deterministic=request.deterministic,
                 generator=request_generator(request, self.version),
             )
-            value = float(out.value[0, 0].item()) * self.value_scale
-            new_state = pack_state(out.state)
+            value = float(value_tensor.item()) * self.value_scale
+            new_state = pack_state(out_state)
         action = factored_action(sampled.action)
         return Decision(
             policy_id=self.policy_id,

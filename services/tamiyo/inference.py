@@ -1,0 +1,167 @@
+"""One decision step of a FactoredRecurrentActorCritic as a handful of fused tensor ops, for serving.
+
+A decision is batch 1, sequence 1. Run through the training network it is ~60 small module calls (eight heads of
+two or three layers, a critic of four, per-layer LSTM and LayerNorm), and at that size the per-call overhead, not
+the arithmetic, dominates Tamiyo's share of the decision round trip (ARCHITECTURE.md §10 budgets the whole round
+trip at 5 ms p99). The kernel packs the same weights once per loaded version:
+
+- each LSTM layer's input and recurrent weights side by side, so a step is one matmul over [x, h];
+- the first layer of every action head stacked into one matrix, so the eight heads share one matmul;
+- the heads' last layers as one block-diagonal matrix over the concatenated hidden activations.
+
+It computes exactly what `FactoredRecurrentActorCritic.forward` computes for one step (a test holds the two
+together to float rounding); the Q and contribution heads, which no decision reports, are skipped. Training,
+rollouts in the learner and PPO keep using the network itself.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+
+from leyline_schemas.decisions import HEAD_NAMES
+from leyline_schemas.enums import BLUEPRINT_NULL_INDEX
+from services.tamiyo.network import FactoredRecurrentActorCritic, LSTMState
+
+
+@dataclass(frozen=True)
+class _Norm:
+    weight: torch.Tensor
+    bias: torch.Tensor
+    eps: float
+
+    @staticmethod
+    def of(module: nn.Module) -> _Norm:
+        assert isinstance(module, nn.LayerNorm)
+        return _Norm(module.weight.detach().clone(), module.bias.detach().clone(), module.eps)
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        return F.layer_norm(x, (x.shape[-1],), self.weight, self.bias, self.eps)
+
+
+@dataclass(frozen=True)
+class _Layer:
+    """A packed LSTM layer: gates = [x, h] @ weight.T + bias, PyTorch's gate order (input, forget, cell, output)."""
+
+    weight: torch.Tensor
+    bias: torch.Tensor
+    norm: _Norm
+
+
+def _linears(module: nn.Module) -> list[nn.Linear]:
+    return [m for m in module.modules() if isinstance(m, nn.Linear)]
+
+
+def _check_head_shape(name: str, module: nn.Module) -> None:
+    """The packing below relies on each head being Linear → ReLU (→ Linear → ReLU) → Linear, nothing else."""
+    layers = list(module.children()) if isinstance(module, nn.Sequential) else []
+    kinds = [type(layer) for layer in layers]
+    expected_two = [nn.Linear, nn.ReLU, nn.Linear]
+    expected_three = [nn.Linear, nn.ReLU, nn.Linear, nn.ReLU, nn.Linear]
+    if kinds not in (expected_two, expected_three):
+        raise ValueError(f"head {name!r} is not Linear/ReLU layers: {[k.__name__ for k in kinds]}")
+
+
+class DecisionKernel:
+    """Packed weights of one network version; `step` returns the heads' logits, V(s) and the new LSTM state."""
+
+    def __init__(self, network: FactoredRecurrentActorCritic) -> None:
+        with torch.no_grad():
+            self.null_index = BLUEPRINT_NULL_INDEX
+            self.embedding = network.embedding.table.weight.detach().clone()
+            feature_linear, feature_norm = network.feature_net[0], network.feature_net[1]
+            assert isinstance(feature_linear, nn.Linear)
+            self.feature_weight = feature_linear.weight.detach().clone()
+            self.feature_bias = feature_linear.bias.detach().clone()
+            self.feature_norm = _Norm.of(feature_norm)
+            self.layers: list[_Layer] = []
+            for lstm, norm in zip(network.lstm.lstms, network.lstm.norms, strict=True):
+                assert isinstance(lstm, nn.LSTM)
+                self.layers.append(
+                    _Layer(
+                        weight=torch.cat([lstm.get_parameter("weight_ih_l0"), lstm.get_parameter("weight_hh_l0")], 1)
+                        .detach()
+                        .clone(),
+                        bias=(lstm.get_parameter("bias_ih_l0") + lstm.get_parameter("bias_hh_l0")).detach().clone(),
+                        norm=_Norm.of(norm),
+                    )
+                )
+            self.hidden = network.config.hidden
+            # Heads: first layers stacked; the blueprint head's extra layer applied to its slice; last layers packed
+            # block-diagonally over [every head's last hidden activation].
+            firsts, lasts = [], []
+            self.first_slices: dict[str, slice] = {}
+            self.middle: tuple[torch.Tensor, torch.Tensor, str] | None = None
+            offset = 0
+            for head in HEAD_NAMES:
+                module = network.heads[head]
+                _check_head_shape(head, module)
+                linears = _linears(module)
+                first = linears[0]
+                firsts.append((first.weight.detach(), first.bias.detach()))
+                self.first_slices[head] = slice(offset, offset + first.out_features)
+                offset += first.out_features
+                if len(linears) == 3:
+                    if self.middle is not None:
+                        raise ValueError("more than one head has a middle layer")
+                    self.middle = (linears[1].weight.detach().clone(), linears[1].bias.detach().clone(), head)
+                lasts.append((head, linears[-1]))
+            self.first_weight = torch.cat([w for w, _ in firsts]).clone()
+            self.first_bias = torch.cat([b for _, b in firsts]).clone()
+            in_total = sum(last.in_features for _, last in lasts)
+            out_total = sum(last.out_features for _, last in lasts)
+            self.last_weight = torch.zeros(out_total, in_total)
+            self.last_bias = torch.zeros(out_total)
+            self.logit_slices: dict[str, slice] = {}
+            row = col = 0
+            for head, last in lasts:
+                self.last_weight[row : row + last.out_features, col : col + last.in_features] = last.weight
+                self.last_bias[row : row + last.out_features] = last.bias
+                self.logit_slices[head] = slice(row, row + last.out_features)
+                row += last.out_features
+                col += last.in_features
+            critic = _linears(network.value_head)
+            norms = [m for m in network.value_head.modules() if isinstance(m, nn.LayerNorm)]
+            if len(critic) != 4 or len(norms) != 2:
+                raise ValueError("value head is not the §4.5 critic (4 linear layers, 2 LayerNorms)")
+            self.critic = [(m.weight.detach().clone(), m.bias.detach().clone()) for m in critic]
+            self.critic_norms = [_Norm.of(n) for n in norms]
+
+    def step(
+        self, obs: torch.Tensor, blueprint_indices: torch.Tensor, state: LSTMState
+    ) -> tuple[dict[str, torch.Tensor], torch.Tensor, LSTMState]:
+        """obs [obs_size] (already normalised), blueprint_indices [S], state (h, c) each [layers, 1, hidden]."""
+        indices = torch.where(blueprint_indices < 0, self.null_index, blueprint_indices)
+        embedded = self.embedding[indices.long()].flatten()
+        x = F.relu(self.feature_norm(F.linear(torch.cat([obs, embedded]), self.feature_weight, self.feature_bias)))
+        h_out, c_out = [], []
+        for index, layer in enumerate(self.layers):
+            h, c = state[0][index, 0], state[1][index, 0]
+            gates = F.linear(torch.cat([x, h]), layer.weight, layer.bias)
+            i, f, g, o = gates.chunk(4)
+            c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
+            h = torch.sigmoid(o) * torch.tanh(c)
+            x = layer.norm(h) + x
+            h_out.append(h)
+            c_out.append(c)
+        hidden = F.relu(F.linear(x, self.first_weight, self.first_bias))
+        parts = []
+        for head in HEAD_NAMES:
+            part = hidden[self.first_slices[head]]
+            if self.middle is not None and self.middle[2] == head:
+                part = F.relu(F.linear(part, self.middle[0], self.middle[1]))
+            parts.append(part)
+        flat_logits = F.linear(torch.cat(parts), self.last_weight, self.last_bias)
+        logits = {head: flat_logits[self.logit_slices[head]] for head in HEAD_NAMES}
+        v = x
+        for index, (weight, bias) in enumerate(self.critic):
+            v = F.linear(v, weight, bias)
+            if index < len(self.critic_norms):
+                v = self.critic_norms[index](v)
+            if index < len(self.critic) - 1:
+                v = F.relu(v)
+        new_state = (torch.stack(h_out).unsqueeze(1), torch.stack(c_out).unsqueeze(1))
+        return logits, v.squeeze(-1), new_state

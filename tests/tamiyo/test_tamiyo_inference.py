@@ -1,0 +1,75 @@
+"""The serving kernel computes exactly what the training network computes for one decision step."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from torch import nn
+
+from leyline_schemas.decisions import HEAD_NAMES
+from services.tamiyo.inference import DecisionKernel
+from services.tamiyo.network import FactoredRecurrentActorCritic, NetworkConfig, seeded_network
+
+
+def _scrambled(config: NetworkConfig, seed: int) -> FactoredRecurrentActorCritic:
+    """A network whose every weight is far from its initialisation, so no head or gate is near zero or identity."""
+    network = seeded_network(config, seed)
+    generator = torch.Generator().manual_seed(seed + 1)
+    with torch.no_grad():
+        for param in network.parameters():
+            param.add_(torch.randn(param.shape, generator=generator) * 0.3)
+    return network.eval()
+
+
+@settings(max_examples=25, deadline=None)
+@given(
+    num_slots=st.integers(1, 4),
+    hidden=st.sampled_from([8, 16, 48]),
+    head_hidden=st.sampled_from([8, 16, 32]),
+    layers=st.integers(1, 2),
+    seed=st.integers(0, 10_000),
+)
+def test_kernel_step_equals_the_network_forward(
+    num_slots: int, hidden: int, head_hidden: int, layers: int, seed: int
+) -> None:
+    config = NetworkConfig(num_slots=num_slots, hidden=hidden, head_hidden=head_hidden, lstm_layers=layers)
+    network = _scrambled(config, seed)
+    kernel = DecisionKernel(network)
+    generator = torch.Generator().manual_seed(seed)
+    obs = torch.randn(config.obs_size, generator=generator)
+    indices = torch.randint(-1, 13, (num_slots,), generator=generator)
+    state = (
+        torch.randn(layers, 1, hidden, generator=generator),
+        torch.randn(layers, 1, hidden, generator=generator),
+    )
+    with torch.inference_mode():
+        expected = network(obs.view(1, 1, -1), indices.view(1, 1, -1), state)
+        logits, value, (h, c) = kernel.step(obs, indices, state)
+    assert set(logits) == set(HEAD_NAMES)
+    for head in HEAD_NAMES:
+        torch.testing.assert_close(logits[head], expected.logits[head][0, 0], rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(value, expected.value[0, 0], rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(h, expected.state[0], rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(c, expected.state[1], rtol=1e-4, atol=1e-5)
+
+
+def test_kernel_is_a_snapshot_of_the_weights_it_was_built_from() -> None:
+    config = NetworkConfig(num_slots=2, hidden=16, head_hidden=8)
+    network = _scrambled(config, 3)
+    kernel = DecisionKernel(network)
+    obs, indices = torch.ones(config.obs_size), torch.tensor([0, -1])
+    state = network.initial_state()
+    before = kernel.step(obs, indices, state)[0]["op"].clone()
+    with torch.no_grad():
+        for param in network.parameters():
+            param.mul_(2.0)
+    torch.testing.assert_close(kernel.step(obs, indices, state)[0]["op"], before)
+
+
+def test_a_head_of_another_shape_is_refused_rather_than_packed_wrongly() -> None:
+    network = seeded_network(NetworkConfig(num_slots=2, hidden=16, head_hidden=8), 0)
+    network.heads["op"] = nn.Sequential(nn.Linear(16, 8), nn.Tanh(), nn.Linear(8, 6))
+    with pytest.raises(ValueError, match="head 'op'"):
+        DecisionKernel(network)
