@@ -113,12 +113,13 @@ class RunFollower:
         )
 
 
-def build_report(spec: RunSpec, accepted: RunAccepted, follower: RunFollower, wall_seconds: float) -> dict[str, Any]:
-    arm = spec.arms[0]
-    episodes = [
+def episode_rows(follower: RunFollower) -> list[dict[str, Any]]:
+    """One row per scored episode, in episode order; `round` is the batch of envs it ran in."""
+    return [
         {
             "episode": o.episode,
             "env": o.env_id,
+            "round": o.episode // follower.spec.n_envs,
             "final_accuracy": round(o.final_accuracy, 4),
             "host_params": o.host_params,
             "seed_params_added": o.seed_params_added,
@@ -131,6 +132,11 @@ def build_report(spec: RunSpec, accepted: RunAccepted, follower: RunFollower, wa
         }
         for o in sorted(follower.outcomes.values(), key=lambda o: o.episode)
     ]
+
+
+def build_report(spec: RunSpec, accepted: RunAccepted, follower: RunFollower, wall_seconds: float) -> dict[str, Any]:
+    arm = spec.arms[0]
+    episodes = episode_rows(follower)
     accuracies = [e["final_accuracy"] for e in episodes]
     return {
         "run_id": spec.run_id,

@@ -12,6 +12,11 @@ from typing import Any
 from leyline_schemas import ArmSpec, RewardMode
 
 
+def policy_size_env(hidden: int) -> dict[str, str]:
+    """Simic's settings for the size of the lines it creates (`--hidden`; the heads get half)."""
+    return {"ESPER_POLICY_HIDDEN": str(hidden), "ESPER_POLICY_HEAD_HIDDEN": str(max(8, hidden // 2))}
+
+
 def _print(data: Any) -> None:
     print(json.dumps(data, indent=2, sort_keys=True))
 
@@ -53,7 +58,7 @@ def cmd_bench_learning(args: argparse.Namespace) -> int:
             max_batches=args.max_batches,
             run_prefix="bench",
         )
-        hidden = {"ESPER_POLICY_HIDDEN": str(args.hidden), "ESPER_POLICY_HEAD_HIDDEN": str(max(8, args.hidden // 2))}
+        hidden = policy_size_env(args.hidden)
         result = train_and_evaluate(
             plan, nats_url=args.nats, out_dir=Path(args.out or "runs/bench-learning"), learner_env=hidden
         )
@@ -94,7 +99,7 @@ def cmd_experiment_ab(args: argparse.Namespace) -> int:
     experiment_id = plan.experiment_id
     out = Path(args.out or f"runs/{experiment_id}")
     out.mkdir(parents=True, exist_ok=True)
-    hidden = {"ESPER_POLICY_HIDDEN": str(args.hidden), "ESPER_POLICY_HEAD_HIDDEN": str(max(8, args.hidden // 2))}
+    hidden = policy_size_env(args.hidden)
     replicates = []
     for replicate in range(plan.seeds):
         result = train_and_evaluate(
@@ -146,7 +151,7 @@ def cmd_experiment_reward_efficiency(args: argparse.Namespace) -> int:
         synthetic=args.synthetic,
     )
     out = Path(args.out or f"runs/reward-efficiency-{time.strftime('%Y%m%d-%H%M%S')}")
-    hidden = {"ESPER_POLICY_HIDDEN": str(args.hidden), "ESPER_POLICY_HEAD_HIDDEN": str(max(8, args.hidden // 2))}
+    hidden = policy_size_env(args.hidden)
     result = run_exam(
         settings,
         out,
@@ -182,7 +187,7 @@ def cmd_experiment_tinystories(args: argparse.Namespace) -> int:
         reward_mode=args.reward_mode,
     )
     out = Path(args.out or f"runs/tinystories-baseline-{time.strftime('%Y%m%d-%H%M%S')}")
-    hidden = {"ESPER_POLICY_HIDDEN": str(args.hidden), "ESPER_POLICY_HEAD_HIDDEN": str(max(8, args.hidden // 2))}
+    hidden = policy_size_env(args.hidden)
     result = run_baseline(settings, out, nats_url=args.nats, timeout=args.timeout, learner_env=hidden)
     if args.json:
         _print(result["summary"])

@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from leyline_schemas import ArmSpec, RewardMode
+from services.simic.plots import Panel, line_panels
 from services.simic.statistics import bootstrap_interval, paired_difference
 from services.simic.training import TrainingPlan
 
@@ -136,22 +137,12 @@ def mean_curves(arms: Sequence[str], replicates: Sequence[dict[str, Any]]) -> di
 
 def plot_curves(curves: dict[str, list[dict[str, float]]], path: Path) -> Path:
     """Learning curves of every arm: accuracy and return per round, side by side."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    figure, (accuracy_axis, return_axis) = plt.subplots(1, 2, figsize=(10, 4))
-    for arm, points in curves.items():
-        rounds = [p["round"] for p in points]
-        accuracy_axis.plot(rounds, [p["mean_final_accuracy"] for p in points], marker="o", label=arm)
-        return_axis.plot(rounds, [p["mean_return"] for p in points], marker="o", label=arm)
-    accuracy_axis.set(title="final accuracy per round", xlabel="round", ylabel="accuracy (%)")
-    return_axis.set(title="episode return per round (own reward)", xlabel="round", ylabel="return")
-    for axis in (accuracy_axis, return_axis):
-        axis.grid(alpha=0.3)
-        axis.legend()
-    figure.tight_layout()
-    figure.savefig(path, dpi=100)
-    plt.close(figure)
-    return path
+    return line_panels(
+        curves,
+        "round",
+        (
+            Panel("mean_final_accuracy", "final accuracy per round", "round", "accuracy (%)"),
+            Panel("mean_return", "episode return per round (own reward)", "round", "return"),
+        ),
+        path,
+    )

@@ -32,6 +32,7 @@ from typing import Any
 from nats.aio.client import Client
 
 from leyline_schemas import ArmSpec, PPOUpdateCompleted, RewardMode, TelemetryEvent, decode, subjects
+from services.simic.plots import pyplot
 from services.simic.statistics import bootstrap_interval, paired_difference
 from services.simic.training import TrainingPlan, evaluate_on, train_on
 from services.tamiyo.policies import GREEDY_SUFFIX
@@ -285,11 +286,7 @@ def report_markdown(result: dict[str, Any]) -> str:
 
 
 def plot_results(result: dict[str, Any], out: Path) -> list[Path]:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
+    plt = pyplot()
     paths = []
     figure, axis = plt.subplots(figsize=(6, 4))
     for name, points in result["curves"].items():

@@ -32,6 +32,7 @@ from leyline_schemas import (
 )
 from services.runtime.run_client import follow_run
 from services.simic.experiments import provenance, provenance_markdown
+from services.simic.plots import Panel, line_panels
 from services.simic.training import TrainingPlan, evaluation_spec, train_on
 from services.tamiyo.policies import GREEDY_SUFFIX
 
@@ -196,25 +197,15 @@ def report_markdown(result: dict[str, Any]) -> str:
 
 
 def plot_curves(result: dict[str, Any], path: Path) -> Path:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    figure, (loss_axis, ppl_axis) = plt.subplots(1, 2, figsize=(10, 4))
-    for name, points in result["curves"].items():
-        epochs = [p["epoch"] for p in points]
-        loss_axis.plot(epochs, [p["val_loss"] for p in points], marker="o", label=name)
-        ppl_axis.plot(epochs, [p["perplexity"] for p in points], marker="o", label=name)
-    loss_axis.set(title="validation loss per epoch", xlabel="epoch", ylabel="val loss (nats/byte)")
-    ppl_axis.set(title="validation perplexity per epoch", xlabel="epoch", ylabel="perplexity")
-    for axis in (loss_axis, ppl_axis):
-        axis.grid(alpha=0.3)
-        axis.legend()
-    figure.tight_layout()
-    figure.savefig(path, dpi=100)
-    plt.close(figure)
-    return path
+    return line_panels(
+        result["curves"],
+        "epoch",
+        (
+            Panel("val_loss", "validation loss per epoch", "epoch", "val loss (nats/byte)"),
+            Panel("perplexity", "validation perplexity per epoch", "epoch", "perplexity"),
+        ),
+        path,
+    )
 
 
 def run_baseline(

@@ -19,7 +19,7 @@ from typing import Any
 from nats.aio.client import Client
 
 from leyline_schemas import ArmSpec, RewardMode, RunSpec
-from services.runtime.run_client import RunFollower, bus_session, follow_run
+from services.runtime.run_client import RunFollower, bus_session, episode_rows, follow_run
 from services.simic.statistics import bootstrap_interval
 from services.tamiyo.policies import GREEDY_SUFFIX
 
@@ -113,26 +113,6 @@ def _trained(follower: RunFollower, policy_id: str, rounds: int) -> bool:
     return len(versions) >= rounds and follower.versions.get(policy_id, -1) >= max(versions)
 
 
-def _episodes(follower: RunFollower) -> list[dict[str, Any]]:
-    return [
-        {
-            "episode": o.episode,
-            "env": o.env_id,
-            "round": o.episode // follower.spec.n_envs,
-            "episode_return": round(o.episode_return, 6),
-            "final_accuracy": round(o.final_accuracy, 4),
-            "host_params": o.host_params,
-            "seed_params_added": o.seed_params_added,
-            "seeds_germinated": o.seeds_germinated,
-            "seeds_fossilized": o.seeds_fossilized,
-            "seeds_pruned": o.seeds_pruned,
-            "length": o.length,
-            "rollbacks": o.rollbacks,
-        }
-        for o in sorted(follower.outcomes.values(), key=lambda o: o.episode)
-    ]
-
-
 def summarize(episodes: list[dict[str, Any]]) -> dict[str, Any]:
     """Bootstrap 95% intervals of the mean of each metric over episodes."""
     if not episodes:
@@ -146,7 +126,7 @@ def summarize(episodes: list[dict[str, Any]]) -> dict[str, Any]:
 
 def learning_curve(follower: RunFollower) -> list[dict[str, Any]]:
     """Per round: mean return and final accuracy of its episodes, with the update's diagnostics."""
-    episodes = _episodes(follower)
+    episodes = episode_rows(follower)
     rounds = sorted({e["round"] for e in episodes})
     by_version = {v: u for (_, v), u in follower.updates.items()}
     curve = []
@@ -189,7 +169,7 @@ async def train_on(nc: Client, plan: TrainingPlan, *, timeout: float = 3600.0) -
             "updates": len([1 for pid, _ in follower.updates if pid == arm.policy_id]),
             "wall_seconds": round(wall, 1),
             "curve": learning_curve(follower),
-            "episodes": _episodes(follower),
+            "episodes": episode_rows(follower),
         }
 
     return dict(await asyncio.gather(*(one(arm) for arm in plan.arms)))
@@ -208,7 +188,7 @@ async def evaluate_on(
         _, follower, _ = await follow_run(
             nc, evaluation_spec(plan, policy_id, mode, run_id), timeout=timeout, show_progress=False
         )
-        episodes = _episodes(follower)
+        episodes = episode_rows(follower)
         return name, {"run_id": run_id, "policy_id": policy_id, **summarize(episodes), "per_episode": episodes}
 
     return dict(await asyncio.gather(*(one(name, pid, mode) for name, (pid, mode) in policies.items())))

@@ -2,36 +2,19 @@
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-pytestmark = pytest.mark.integration
+from tests.integration.esper_cli import EPISODE_FIELDS, run_esper
 
-REPO = Path(__file__).resolve().parents[2]
-EPISODE_FIELDS = {
-    "final_accuracy",
-    "host_params",
-    "seed_params_added",
-    "seeds_germinated",
-    "seeds_fossilized",
-    "seeds_pruned",
-    "episode_return",
-}
+pytestmark = pytest.mark.integration
 
 
 def test_two_episode_digits_run_on_the_embedded_bus(tmp_path: Path) -> None:
-    env = {k: v for k, v in os.environ.items() if k != "ESPER_NATS_URL"}
     out = tmp_path / "report"
-    result = subprocess.run(
+    _, report = run_esper(
         [
-            sys.executable,
-            "-m",
-            "services.cli",
             "run",
             "--task",
             "digits",
@@ -41,20 +24,12 @@ def test_two_episode_digits_run_on_the_embedded_bus(tmp_path: Path) -> None:
             "2",
             "--episode-length",
             "16",
-            "--out",
-            str(out),
             "--no-progress",
             "--timeout",
             "400",
         ],
-        cwd=REPO,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=600,
+        out,
     )
-    assert result.returncode == 0, result.stdout + result.stderr + (out / "services.log").read_text()[-4000:]
-    report = json.loads((out / "report.json").read_text())
     assert report["task"] == "digits" and report["policy"] == "heuristic" and report["reward_mode"] == "simplified"
     assert report["state"] == "completed"
     episodes = report["episodes"]

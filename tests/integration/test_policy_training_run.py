@@ -2,38 +2,19 @@
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
-pytestmark = pytest.mark.integration
+from tests.integration.esper_cli import EPISODE_FIELDS, run_esper
 
-REPO = Path(__file__).resolve().parents[2]
-EPISODE_FIELDS = {
-    "final_accuracy",
-    "host_params",
-    "seed_params_added",
-    "seeds_germinated",
-    "seeds_fossilized",
-    "seeds_pruned",
-    "episode_return",
-    "round",
-}
+pytestmark = pytest.mark.integration
 
 
 def test_ppo_run_trains_every_round_and_evaluates_against_the_baselines(tmp_path: Path) -> None:
-    env = {k: v for k, v in os.environ.items() if k != "ESPER_NATS_URL"}
-    env["ESPER_POLICY_HIDDEN"] = "64"
     out = tmp_path / "ppo"
-    result = subprocess.run(
+    result, report = run_esper(
         [
-            sys.executable,
-            "-m",
-            "services.cli",
             "run",
             "--policy",
             "ppo",
@@ -51,19 +32,13 @@ def test_ppo_run_trains_every_round_and_evaluates_against_the_baselines(tmp_path
             "2",
             "--max-batches",
             "6",
-            "--out",
-            str(out),
             "--timeout",
             "500",
         ],
-        cwd=REPO,
-        env=env,
-        capture_output=True,
-        text=True,
+        out,
+        extra_env={"ESPER_POLICY_HIDDEN": "64"},
         timeout=700,
     )
-    assert result.returncode == 0, result.stdout + result.stderr + (out / "services.log").read_text()[-4000:]
-    report = json.loads((out / "report.json").read_text())
     assert report["state"] == "completed" and report["policy"].startswith("ppo-simplified-")
     assert report["final_version"] == 2, "one published version per round after version 0"
     assert [r["round"] for r in report["rounds"]] == [0, 1]
