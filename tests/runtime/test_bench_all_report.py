@@ -36,10 +36,29 @@ def test_rows_and_table_include_failures_and_headlines() -> None:
         },
     }
     rows = summary_rows(results)
-    assert ("decision", "decision round trip p50 / p99 ms", "6.00 / 12.00") in rows
+    assert ("decision", "decision round trip p50 / p99 ms (budget p99 < 5)", "6.00 / 12.00") in rows
     assert ("workers", "error", "TimeoutError: no tolaria") in rows
     assert ("overhead", "ratio (target <= 1.05)", "1.020") in rows
     table = markdown_table(results, "# bench")
     assert table.startswith("# bench\n\n| benchmark | figure | value |")
     assert "| decision | p50 ratio decision / echo | x15.0 |" in table
     assert "decision round trip p50 6.00 ms" in _summary(DECISION)
+
+
+def test_worker_scaling_says_when_the_machine_has_too_few_cores_for_the_target() -> None:
+    def workers(cores: int, last: bool) -> dict[str, object]:
+        return {
+            "benchmark": "workers",
+            "one_worker": {"steps_per_second": 2.0},
+            "two_workers": {"steps_per_second": 3.0},
+            "scaling": 1.5,
+            "cpu_cores": cores,
+            "cores_last": last,
+        }
+
+    assert ("workers", "scaling (target >= 1.8 while cores last; 2 cores, too few)", "x1.50") in summary_rows(
+        {"workers": workers(2, False)}
+    )
+    assert ("workers", "scaling (target >= 1.8 while cores last; 16 cores)", "x1.50") in summary_rows(
+        {"workers": workers(16, True)}
+    )
