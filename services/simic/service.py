@@ -64,6 +64,7 @@ class SimicSettings(RuntimeSettings):
     target_kl: float = 0.015
     max_version_lag: int = 3
     torch_threads: int = 0
+    keep_versions: int = 20  # weight blobs kept per line (the newest); 0 keeps all
 
     def learner_config(self) -> LearnerConfig:
         return LearnerConfig(
@@ -352,7 +353,11 @@ async def start(ctx: ServiceContext) -> None:
 
         torch.set_num_threads(settings.torch_threads)
     publisher = VersionPublisher(
-        await jetstream.weights_store(ctx.js), await jetstream.policies_bucket(ctx.js), ctx.telemetry
+        await jetstream.weights_store(ctx.js),
+        await jetstream.policies_bucket(ctx.js),
+        ctx.telemetry,
+        keep_versions=settings.keep_versions,
+        on_pruned=lambda n: ctx.metrics.count_event("weights_pruned", n),
     )
     ctx.state["learners"] = Learners(ctx, settings, await jetstream.runs_bucket(ctx.js), publisher)
 

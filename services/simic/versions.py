@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import msgspec
@@ -20,7 +21,14 @@ from nats.js.object_store import ObjectStore
 from leyline_schemas import PolicyUpdated, PPOUpdateCompleted, RunSpec
 from services.runtime.bus import TelemetryPublisher
 from services.simic.learner import ArmLearner, LearnerConfig, RoundUpdate, checkpoint_object
-from services.tamiyo.pointers import fetch_object, put_weights, read_pointer, write_pointer
+from services.tamiyo.pointers import (
+    delete_weights,
+    fetch_object,
+    put_weights,
+    read_pointer,
+    stored_versions,
+    write_pointer,
+)
 from services.tamiyo.policies import BUILTIN_IDS
 from services.tamiyo.weights import PolicyBlobError, decode_policy
 
@@ -69,6 +77,8 @@ class VersionPublisher:
     store: ObjectStore
     policies: KeyValue
     telemetry: TelemetryPublisher
+    keep_versions: int = 0  # blobs kept per line, newest first; 0 keeps every version
+    on_pruned: Callable[[int], None] | None = None
 
     async def load_arm(self, spec: RunSpec, index: int, config: LearnerConfig) -> ArmLearner:
         """This run's checkpoint if there is one, else the line's current version, else a fresh version 0."""
@@ -123,3 +133,27 @@ class VersionPublisher:
             event_id = f"{kind}-{spec.run_id}-{learner.policy_id}-{learner.version}"
             await self.telemetry.publish(msgspec.structs.replace(event, event_id=event_id))
         await write_pointer(self.policies, pointer)
+        await self.prune(learner.policy_id, learner.version)
+
+    async def prune(self, policy_id: str, current: int) -> list[int]:
+        """Delete the line's blobs older than the newest `keep_versions` (never `current`); never raises.
+
+        At the reference size a version is ~16 MB, so a long run would otherwise fill the weights store. The kept
+        window is what `esper policy use LINE --version N` can go back to.
+        """
+        if self.keep_versions <= 0:
+            return []
+        try:
+            versions = (await stored_versions(self.store, policy_id)).get(policy_id, [])
+            newest = sorted({v for v in versions if v <= current} | {current})[-self.keep_versions :]
+            doomed = [v for v in versions if v not in newest and v < current]
+            for version in doomed:
+                await delete_weights(self.store, policy_id, version)
+        except Exception as exc:  # the commit is done; a failed clean-up is retried at the next version
+            log.warning("%s: could not prune old weight blobs: %s", policy_id, exc)
+            return []
+        if doomed:
+            log.info("%s: pruned weight blobs v%s (keeping %d)", policy_id, doomed, self.keep_versions)
+            if self.on_pruned is not None:
+                self.on_pruned(len(doomed))
+        return doomed

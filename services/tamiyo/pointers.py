@@ -6,6 +6,7 @@ A version is always written blob first, pointer second, so a pointer never names
 
 from __future__ import annotations
 
+import contextlib
 import re
 import time
 
@@ -75,6 +76,12 @@ async def put_weights(store: ObjectStore, policy_id: str, version: int, blob: by
     pointer = learned_pointer(policy_id, version, blob)
     await store.put(pointer.object_name, blob)
     return pointer
+
+
+async def delete_weights(store: ObjectStore, policy_id: str, version: int) -> None:
+    """Remove a version's blob (a version that is already gone is not an error)."""
+    with contextlib.suppress(NotFoundError, KeyNotFoundError):
+        await store.delete(subjects.weights_object(policy_id, version))
 
 
 async def stored_versions(store: ObjectStore, policy_id: str | None = None) -> dict[str, list[int]]:
