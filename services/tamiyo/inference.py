@@ -6,8 +6,9 @@ the arithmetic, dominates Tamiyo's share of the decision round trip (ARCHITECTUR
 trip at 5 ms p99). The kernel packs the same weights once per loaded version:
 
 - each LSTM layer's input and recurrent weights side by side, so a step is one matmul over [x, h];
-- the first layer of every action head stacked into one matrix, so the eight heads share one matmul;
-- the heads' last layers as one block-diagonal matrix over the concatenated hidden activations.
+- the action heads as plain weight matrices, evaluated lazily: hierarchical sampling reads a head's logits only
+  when the sampled op leaves that head more than one legal value, so a WAIT (most decisions) computes the op head
+  alone and never reads the other heads' ~4 MB of weights (at hidden 512 a decision is memory-bound).
 
 It computes exactly what `FactoredRecurrentActorCritic.forward` computes for one step (a test holds the two
 together to float rounding); the Q and contribution heads, which no decision reports, are skipped. Training,
@@ -16,6 +17,7 @@ rollouts in the learner and PPO keep using the network itself.
 
 from __future__ import annotations
 
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 
 import torch
@@ -65,8 +67,37 @@ def _check_head_shape(name: str, module: nn.Module) -> None:
         raise ValueError(f"head {name!r} is not Linear/ReLU layers: {[k.__name__ for k in kinds]}")
 
 
+class HeadLogits(Mapping[str, torch.Tensor]):
+    """The eight heads' logits for one trunk output, each computed on first access and then kept."""
+
+    def __init__(self, heads: dict[str, list[tuple[torch.Tensor, torch.Tensor]]], trunk: torch.Tensor) -> None:
+        self._heads = heads
+        self._trunk = trunk
+        self._done: dict[str, torch.Tensor] = {}
+
+    def __getitem__(self, head: str) -> torch.Tensor:
+        logits = self._done.get(head)
+        if logits is None:
+            layers = self._heads[head]  # KeyError for an unknown head, as a dict would
+            x = self._trunk
+            for weight, bias in layers[:-1]:
+                x = F.relu(F.linear(x, weight, bias))
+            logits = self._done[head] = F.linear(x, *layers[-1])
+        return logits
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._heads)
+
+    def __len__(self) -> int:
+        return len(self._heads)
+
+    @property
+    def computed(self) -> tuple[str, ...]:
+        return tuple(self._done)
+
+
 class DecisionKernel:
-    """Packed weights of one network version; `step` returns the heads' logits, V(s) and the new LSTM state."""
+    """One network version's weights, copied; `step` returns the heads' (lazy) logits, V(s) and the new state."""
 
     def __init__(self, network: FactoredRecurrentActorCritic) -> None:
         with torch.no_grad():
@@ -89,40 +120,11 @@ class DecisionKernel:
                         norm=_Norm.of(norm),
                     )
                 )
-            self.hidden = network.config.hidden
-            # Heads: first layers stacked; the blueprint head's extra layer applied to its slice; last layers packed
-            # block-diagonally over [every head's last hidden activation].
-            firsts, lasts = [], []
-            self.first_slices: dict[str, slice] = {}
-            self.middle: tuple[torch.Tensor, torch.Tensor, str] | None = None
-            offset = 0
+            self.heads: dict[str, list[tuple[torch.Tensor, torch.Tensor]]] = {}
             for head in HEAD_NAMES:
                 module = network.heads[head]
                 _check_head_shape(head, module)
-                linears = _linears(module)
-                first = linears[0]
-                firsts.append((first.weight.detach(), first.bias.detach()))
-                self.first_slices[head] = slice(offset, offset + first.out_features)
-                offset += first.out_features
-                if len(linears) == 3:
-                    if self.middle is not None:
-                        raise ValueError("more than one head has a middle layer")
-                    self.middle = (linears[1].weight.detach().clone(), linears[1].bias.detach().clone(), head)
-                lasts.append((head, linears[-1]))
-            self.first_weight = torch.cat([w for w, _ in firsts]).clone()
-            self.first_bias = torch.cat([b for _, b in firsts]).clone()
-            in_total = sum(last.in_features for _, last in lasts)
-            out_total = sum(last.out_features for _, last in lasts)
-            self.last_weight = torch.zeros(out_total, in_total)
-            self.last_bias = torch.zeros(out_total)
-            self.logit_slices: dict[str, slice] = {}
-            row = col = 0
-            for head, last in lasts:
-                self.last_weight[row : row + last.out_features, col : col + last.in_features] = last.weight
-                self.last_bias[row : row + last.out_features] = last.bias
-                self.logit_slices[head] = slice(row, row + last.out_features)
-                row += last.out_features
-                col += last.in_features
+                self.heads[head] = [(m.weight.detach().clone(), m.bias.detach().clone()) for m in _linears(module)]
             critic = _linears(network.value_head)
             norms = [m for m in network.value_head.modules() if isinstance(m, nn.LayerNorm)]
             if len(critic) != 4 or len(norms) != 2:
@@ -132,7 +134,7 @@ class DecisionKernel:
 
     def step(
         self, obs: torch.Tensor, blueprint_indices: torch.Tensor, state: LSTMState
-    ) -> tuple[dict[str, torch.Tensor], torch.Tensor, LSTMState]:
+    ) -> tuple[HeadLogits, torch.Tensor, LSTMState]:
         """obs [obs_size] (already normalised), blueprint_indices [S], state (h, c) each [layers, 1, hidden]."""
         indices = torch.where(blueprint_indices < 0, self.null_index, blueprint_indices)
         embedded = self.embedding[indices.long()].flatten()
@@ -147,15 +149,7 @@ class DecisionKernel:
             x = layer.norm(h) + x
             h_out.append(h)
             c_out.append(c)
-        hidden = F.relu(F.linear(x, self.first_weight, self.first_bias))
-        parts = []
-        for head in HEAD_NAMES:
-            part = hidden[self.first_slices[head]]
-            if self.middle is not None and self.middle[2] == head:
-                part = F.relu(F.linear(part, self.middle[0], self.middle[1]))
-            parts.append(part)
-        flat_logits = F.linear(torch.cat(parts), self.last_weight, self.last_bias)
-        logits = {head: flat_logits[self.logit_slices[head]] for head in HEAD_NAMES}
+        logits = HeadLogits(self.heads, x)
         v = x
         for index, (weight, bias) in enumerate(self.critic):
             v = F.linear(v, weight, bias)

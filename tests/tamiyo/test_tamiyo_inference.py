@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import msgspec
 import pytest
 import torch
 from hypothesis import given, settings
@@ -66,6 +67,31 @@ def test_kernel_is_a_snapshot_of_the_weights_it_was_built_from() -> None:
         for param in network.parameters():
             param.mul_(2.0)
     torch.testing.assert_close(kernel.step(obs, indices, state)[0]["op"], before)
+
+
+def test_a_wait_decision_computes_the_op_head_only_and_matches_the_full_decision() -> None:
+    """Lazy heads: hierarchical sampling reads a head only when the op leaves it a choice."""
+    from services.tamiyo.learned import LearnedPolicy, request_generator
+    from services.tamiyo.normalization import ObservationNormalizer
+    from services.tamiyo.sampling import sample_action
+    from tests.tamiyo.policy_helpers import decision_request
+
+    config = NetworkConfig(num_slots=2, hidden=16, head_hidden=8)
+    network = _scrambled(config, 5)
+    policy = LearnedPolicy(network, ObservationNormalizer(config.obs_size), policy_id="line", version=1)
+    request = decision_request("line")
+    wait_only = msgspec.structs.replace(request.masks, op=[i == 0 for i in range(len(request.masks.op))])
+    obs, indices, state = policy._inputs(request)
+    with torch.inference_mode():
+        logits, _, _ = policy.kernel.step(obs, indices, state)
+        sampled = sample_action(logits, wait_only, generator=request_generator(request, 1))
+        assert sampled.action["op"] == 0 and logits.computed == ()  # a single legal op: not even the op head
+        logits, _, _ = policy.kernel.step(obs, indices, state)
+        sample_action(logits, request.masks, generator=request_generator(request, 1))
+        assert "op" in logits.computed
+        expected = network(obs.view(1, 1, -1), indices.view(1, 1, -1), state)
+        for head in logits.computed:
+            torch.testing.assert_close(logits[head], expected.logits[head][0, 0], rtol=1e-4, atol=1e-5)
 
 
 def test_a_head_of_another_shape_is_refused_rather_than_packed_wrongly() -> None:
