@@ -81,6 +81,7 @@ class EnvLease(Message, frozen=True, kw_only=True):
     episode: int = -1
     episodes_done: int = 0
     released: bool = False
+    attempt: int = 0  # of `episode`: one more each time the episode restarts under a new lease
 
 
 class ActivePolicy(Message, frozen=True, kw_only=True):

@@ -20,7 +20,12 @@ class EpisodeSummary(Record, frozen=True, kw_only=True):
 
 
 class StepRecord(Message, frozen=True, kw_only=True):
-    """One RL transition as Tolaria executed it; dedup id is `run/env/episode/step`."""
+    """One RL transition as Tolaria executed it; dedup id is `run/env/episode/attempt/step`.
+
+    `attempt` is 0 for an episode's first run. An episode whose worker died or lost the bus is run again from its
+    start by whichever worker leases the env next, with `attempt` one higher; consumers keep the records of the
+    highest attempt of an episode, so a trajectory is never spliced from two runs.
+    """
 
     run_id: str
     arm: str
@@ -37,7 +42,8 @@ class StepRecord(Message, frozen=True, kw_only=True):
     truncated: bool = False
     summary: EpisodeSummary | None = None
     worker_id: str = ""
+    attempt: int = 0
 
     @property
     def dedup_id(self) -> str:
-        return f"{self.run_id}/{self.env_id}/{self.episode}/{self.step}"
+        return f"{self.run_id}/{self.env_id}/{self.episode}/{self.attempt}/{self.step}"

@@ -64,6 +64,10 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
             load_failure TEXT NOT NULL DEFAULT '',
             PRIMARY KEY (policy_id, version))""",
     ),
+    (
+        # v3: the attempt of a restarted episode; a later attempt's step replaces the earlier attempt's.
+        "ALTER TABLE steps ADD COLUMN attempt INTEGER NOT NULL DEFAULT 0",
+    ),
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 

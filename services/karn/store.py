@@ -49,6 +49,19 @@ def event_kind(event: TelemetryEvent) -> str:
     return str(type(event.payload).__struct_config__.tag)
 
 
+_STEP_NAMES = (
+    "run_id", "env_id", "episode", "step", "arm", "policy_id", "policy_version", "val_accuracy", "val_loss", "op",
+    "outcome", "target_slot", "applied", "done", "host_params", "total_params", "received_at", "raw", "attempt",
+)  # fmt: skip
+_STEP_KEY = ("run_id", "env_id", "episode", "step")
+_STEP_UPSERT = (
+    f"INSERT INTO steps ({', '.join(_STEP_NAMES)}) VALUES ({', '.join('?' for _ in _STEP_NAMES)}) "
+    f"ON CONFLICT ({', '.join(_STEP_KEY)}) DO UPDATE SET "
+    + ", ".join(f"{name} = excluded.{name}" for name in _STEP_NAMES if name not in _STEP_KEY)
+    + " WHERE excluded.attempt > steps.attempt"
+)
+
+
 def slim_step(record: StepRecord) -> StepRecord:
     """The step as stored: without the observation, masks, pre-action slot states and opaque policy state.
 
@@ -167,8 +180,9 @@ class RunStore:
 
     def _step(self, record: StepRecord) -> bool:
         report, directive = record.report, record.directive
+        # A restarted episode's later attempt replaces the step; a redelivery or a late earlier attempt does not.
         cursor = self.conn.execute(
-            "INSERT OR IGNORE INTO steps VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            _STEP_UPSERT,
             (
                 record.run_id,
                 record.env_id,
@@ -188,6 +202,7 @@ class RunStore:
                 report.total_params,
                 time.time(),
                 encode(slim_step(record)),
+                record.attempt,
             ),
         )
         if cursor.rowcount:

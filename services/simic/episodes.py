@@ -21,10 +21,23 @@ class EpisodeBuffer:
     key: EpisodeKey
     records: dict[int, StepRecord] = field(default_factory=dict)
     messages: list[Any] = field(default_factory=list)
+    attempt: int = 0
+    superseded: int = 0  # records dropped because a later attempt of the episode replaced them
 
     def add(self, record: StepRecord, message: Any) -> bool:
-        """Keep the first copy of each step; False for a duplicate (a redelivery or a restarted episode)."""
+        """Keep the first copy of each step of the latest attempt; False for a record that is not kept.
+
+        A record of a later attempt (the episode restarted on another lease) drops everything kept from earlier
+        attempts, so the scored trajectory is one run of the episode; records of an earlier attempt that arrive
+        late, and redeliveries, are not kept. Every message is held for acknowledgement either way.
+        """
         self.messages.append(message)
+        if record.attempt < self.attempt:
+            return False
+        if record.attempt > self.attempt:
+            self.superseded += len(self.records)
+            self.records.clear()
+            self.attempt = record.attempt
         if record.step in self.records:
             return False
         self.records[record.step] = record

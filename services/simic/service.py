@@ -218,8 +218,17 @@ class Learners:
             await self._settle(key, [msg])
             return
         buffer = self.buffers.setdefault(key, EpisodeBuffer(key))
+        superseded = buffer.superseded
         if not buffer.add(record, msg):
             self.ctx.metrics.count_event("duplicate_step")
+        if buffer.superseded > superseded:
+            self.ctx.metrics.count_event("superseded_step", buffer.superseded - superseded)
+            log.info(
+                "%s env %d episode %d restarted: attempt %d replaces %d earlier record(s)",
+                *key,
+                record.attempt,
+                buffer.superseded - superseded,
+            )
         if buffer.complete:
             del self.buffers[key]
             await self.finish_episode(buffer)

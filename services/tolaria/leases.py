@@ -65,6 +65,15 @@ async def try_lease(kv: KeyValue, spec: RunSpec, env_id: int, worker_id: str, tt
     return HeldLease(taken, revision)
 
 
+def episode_attempt(lease: EnvLease, episode: int) -> int:
+    """The attempt number for starting `episode` under this lease: 0 the first time, one more on each restart.
+
+    The lease records the episode in progress; finding it there at the start of that same episode means the worker
+    that held it died or gave it back mid-episode.
+    """
+    return lease.attempt + 1 if lease.episode == episode else 0
+
+
 async def renew(kv: KeyValue, held: HeldLease, ttl: float, **changes: object) -> HeldLease:
     """Extend (and update) a lease we hold; raises KeyWrongLastSequenceError when someone else took it."""
     lease = msgspec.structs.replace(held.lease, expires_at=time.time() + ttl, **changes)

@@ -185,7 +185,10 @@ class EnvWorker:
                 status = await leases.read_status(kv, spec.run_id)
                 if status is None or status.state is not RunState.RUNNING:
                     return
-                await keeper.update(episode=episodes[k])
+                attempt = leases.episode_attempt(keeper.held.lease, episodes[k])
+                if attempt:
+                    log.info("env %d of %s: episode %d restarts, attempt %d", env_id, spec.run_id, episodes[k], attempt)
+                await keeper.update(episode=episodes[k], attempt=attempt)
                 if not await self._wait_for_policy(spec, env_id, episodes[k] // spec.n_envs, keeper):
                     return
                 await self._run_episode(spec, task, data, env_id, episodes[k], keeper)
@@ -355,6 +358,7 @@ class EnvWorker:
                 truncated=done,
                 summary=env.summary() if done else None,
                 worker_id=ctx.settings.instance,
+                attempt=keeper.held.lease.attempt,
             )
             await self._publish_step(record)
             await self._publish_epoch(spec, env, directive, report, where, refused=bool(refused))

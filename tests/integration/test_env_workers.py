@@ -14,6 +14,7 @@ from services.runtime import jetstream
 from services.runtime.bus import connect, request
 from services.runtime.settings import RuntimeSettings
 from services.tolaria.leases import read_status
+from tests.resilience.run_probes import audit_attempts, step_records
 from tests.service_processes import running_services, start_service, stop_service, wait_services
 
 pytestmark = pytest.mark.integration
@@ -32,20 +33,6 @@ async def leases(js, run_id: str, n_envs: int) -> list[L.EnvLease | None]:  # ty
             continue
         found.append(L.decode(entry.value, L.EnvLease) if entry.value else None)
     return found
-
-
-async def step_records(js, run_id: str, idle: float = 1.0) -> list[L.StepRecord]:  # type: ignore[no-untyped-def]
-    records: list[L.StepRecord] = []
-    sub = await js.subscribe(L.subjects.steps_subject(run_id), ordered_consumer=True)
-    try:
-        while True:
-            try:
-                msg = await sub.next_msg(timeout=idle)
-            except Exception:
-                return records
-            records.append(L.decode(msg.data, L.StepRecord))
-    finally:
-        await sub.unsubscribe()
 
 
 def test_two_workers_share_a_run_and_a_dead_workers_env_is_taken_over(nats_url: str, tmp_path: Path) -> None:
@@ -111,12 +98,17 @@ async def _share_and_take_over(url: str, worker_a, log_dir: Path, env: dict[str,
         taken = final[victim_env]
         assert taken is not None and not taken.worker_id.endswith(f"-{worker_a.pid}")
 
-        # Every (env, episode, step) exactly once in STEPS: the restarted episode's replays were deduplicated.
+        # The interrupted episode ran again from its start as attempt 1; what the dead worker had stored of it stays
+        # behind as attempt 0, a prefix that consumers set aside. The latest attempts hold every step exactly once.
         records = await step_records(js, run_id)
-        keys = [(r.env_id, r.episode, r.step) for r in records]
-        assert len(keys) == len(set(keys)) == EPISODES * LENGTH
+        attempts = audit_attempts(records, LENGTH)
+        assert attempts.kept == EPISODES * LENGTH and not attempts.problems, attempts
+        ((env, episode),) = attempts.restarted
+        assert env == victim_env and attempts.restarted[(env, episode)] == 1
+        assert 3 <= attempts.superseded < LENGTH
         takeover_steps = [r for r in records if r.env_id == victim_env and r.worker_id == taken.worker_id]
         assert takeover_steps, "the surviving worker drove none of the dead worker's env"
+        assert all(r.attempt == 1 for r in takeover_steps if r.episode == episode)
     finally:
         await live.unsubscribe()
         if worker_c is not None:

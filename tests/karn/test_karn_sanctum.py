@@ -8,10 +8,12 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
+from typing import TypeVar
 
 import pytest
 from karn_fixtures import accuracy, publish, put_run, script
 from textual.pilot import Pilot
+from textual.widget import Widget
 
 from services.karn.feeds import LiveFeed, StoreFeed
 from services.karn.sanctum.anomaly_strip import AnomalyStrip
@@ -41,11 +43,20 @@ async def js(nats_url: str) -> AsyncIterator[object]:
     await nc.close()
 
 
+W = TypeVar("W", bound=Widget)
+
+
 async def until(pilot: Pilot[None], condition: Callable[[], bool], timeout: float = 15.0) -> None:
     deadline = time.monotonic() + timeout
     while not condition():
         assert time.monotonic() < deadline, "the screen never showed what was published"
         await pilot.pause(0.05)
+
+
+async def mounted(pilot: Pilot[None], app: SanctumApp, widget: type[W], timeout: float = 15.0) -> W:
+    """The app's one `widget`, once its screen is up (on a loaded machine that takes a few frames)."""
+    await until(pilot, lambda: bool(app.query(widget)), timeout)
+    return app.query_one(widget)
 
 
 def screen_text(svg: str) -> str:
@@ -65,10 +76,10 @@ async def test_attached_to_a_live_run_shows_the_runs_numbers(nats_url: str, js: 
     await publish(js, run.items[:half])
     app = SanctumApp(LiveFeed(nats_url, run_id), refresh_seconds=0.1)
     async with app.run_test(size=SIZE) as pilot:
-        table = app.query_one(EnvOverview)
+        table = await mounted(pilot, app, EnvOverview)
         await until(pilot, lambda: table.row_count == 4)
         await publish(js, run.items[half:])  # the rest of the run arrives while Sanctum is drawing
-        header = app.query_one(RunHeader)
+        header = await mounted(pilot, app, RunHeader)
         await until(pilot, lambda: header.view is not None and header.view.episodes_done == 4)
         await until(pilot, lambda: "94.36%" in row_text(app, 0))
         assert header.view is not None and header.view.freshness in ("LIVE", "SLOW")
@@ -113,7 +124,7 @@ async def test_attached_to_a_live_run_shows_the_runs_numbers(nats_url: str, js: 
 async def test_unknown_run_is_said_on_screen(nats_url: str, js: object) -> None:
     app = SanctumApp(LiveFeed(nats_url, "no-such-run", poll_seconds=0.2), refresh_seconds=0.1)
     async with app.run_test(size=SIZE) as pilot:
-        strip = app.query_one(AnomalyStrip)
+        strip = await mounted(pilot, app, AnomalyStrip)
         await until(pilot, lambda: "unknown run 'no-such-run'" in strip.problem)
         assert nats_url in strip.problem and strip.has_class("-problem")
         assert "unknown run 'no-such-run'" in screen_text(app.export_screenshot())
@@ -129,10 +140,10 @@ async def test_sixteen_envs_arriving_while_drawing_lose_nothing(nats_url: str, j
         for start in range(0, len(run.items), 40):
             await publish(js, run.items[start : start + 40])
             await pilot.pause(0.02)
-        table = app.query_one(EnvOverview)
+        table = await mounted(pilot, app, EnvOverview)
         await until(pilot, lambda: app.feed.received >= len(run.items), timeout=30)  # type: ignore[attr-defined]
         await until(pilot, lambda: table.row_count == 16)
-        header = app.query_one(RunHeader)
+        header = await mounted(pilot, app, RunHeader)
         await until(pilot, lambda: header.view is not None and header.view.episodes_done == 16)
         assert all(f"{accuracy(e, e, 6):.2f}%" in row_text(app, e) for e in range(16))
     assert len(app.frame_times) > 5
@@ -144,7 +155,7 @@ async def test_replay_from_the_store_and_the_main_screen_snapshot(tmp_path: Path
         store.ingest(script("run-snapshot", learn=True, policy_id="ppo-snapshot").items)
     app = SanctumApp(StoreFeed(path, None), refresh_seconds=0.1)
     async with app.run_test(size=SIZE) as pilot:
-        table = app.query_one(EnvOverview)
+        table = await mounted(pilot, app, EnvOverview)
         await until(pilot, lambda: table.row_count == 4)
         await pilot.pause(0.3)
         SNAPSHOTS.mkdir(exist_ok=True)
@@ -175,7 +186,7 @@ async def test_a_store_without_the_run_says_so(tmp_path: Path) -> None:
         store.ingest(script("run-present", n_envs=1, episodes=1, episode_length=2).items)
     app = SanctumApp(StoreFeed(path, "run-absent"), refresh_seconds=0.1)
     async with app.run_test(size=SIZE) as pilot:
-        strip = app.query_one(AnomalyStrip)
+        strip = await mounted(pilot, app, AnomalyStrip)
         await until(pilot, lambda: bool(strip.problem))
         assert "unknown run 'run-absent'" in strip.problem and "run-present" in strip.problem
 

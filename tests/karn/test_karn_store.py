@@ -157,6 +157,7 @@ def test_an_older_store_is_migrated_with_its_data(tmp_path: Path) -> None:
         assert store.read("PRAGMA user_version")[0][0] == SCHEMA_VERSION
         store.ingest(script("new-run", learn=True, policy_id="ppo-new").items)
         assert queries.policies(store, "new-run")[0]["latest_version"] == 1
+        assert store.read("SELECT COUNT(*) FROM steps WHERE attempt = 0")[0][0] == 48  # v3 column, default 0
 
 
 def _unchanged(path: Path, before: bytes) -> bool:
@@ -193,3 +194,20 @@ def test_foreign_and_corrupt_files_are_refused_and_left_untouched(tmp_path: Path
     with pytest.raises(StoreSchemaError, match="not an SQLite database"):
         RunStore.open(garbage)
     assert _unchanged(garbage, before)
+
+
+def test_a_restarted_episode_replaces_the_earlier_attempts_steps(store: RunStore) -> None:
+    run = script("run-attempts", n_envs=1, episodes=1)
+    steps = [item for item in run.items if isinstance(item, L.StepRecord)]
+    store.ingest(run.items)
+    first = steps[0]
+    retried = msgspec.structs.replace(
+        first, attempt=1, report=msgspec.structs.replace(first.report, val_accuracy=12.5), worker_id="w2"
+    )
+    assert store.ingest([retried]).steps == 1
+    late = msgspec.structs.replace(first, report=msgspec.structs.replace(first.report, val_accuracy=99.0))
+    assert store.ingest([late]).duplicates == 1, "an earlier attempt arriving late does not win"
+    rows = store.read(
+        "SELECT attempt, val_accuracy FROM steps WHERE run_id = ? AND step = ?", ("run-attempts", first.step)
+    )
+    assert [tuple(r) for r in rows] == [(1, 12.5)]

@@ -17,8 +17,17 @@ def answer(request: L.StepRequest, action: L.FactoredAction) -> tuple[object, ..
     observation = build_observation(request, ticked.slots)
     masks = compute_masks(ticked.slots, request.slot_config, request.lifecycle, 2)
     result = execute(action, request, ticked.slots)
-    return (ticked.slots, ticked.events, observation, masks, result.effective_op, result.mutations, result.slots,
-            result.events, result.valid)
+    return (
+        ticked.slots,
+        ticked.events,
+        observation,
+        masks,
+        result.effective_op,
+        result.mutations,
+        result.slots,
+        result.events,
+        result.valid,
+    )
 
 
 def test_replicas_agree_on_every_gate_decision() -> None:

@@ -124,6 +124,58 @@ async def steps_published(js: JetStreamContext, run_id: str) -> int:
     return await subject_count(js, L.subjects.STEPS_STREAM, L.subjects.steps_subject(run_id))
 
 
+async def step_records(js: JetStreamContext, run_id: str, idle: float = 1.0) -> list[L.StepRecord]:
+    """Every step record of a run in STEPS, in stream order (read until the stream is idle for `idle` s)."""
+    records: list[L.StepRecord] = []
+    sub = await js.subscribe(L.subjects.steps_subject(run_id), ordered_consumer=True)
+    try:
+        while True:
+            try:
+                msg = await sub.next_msg(timeout=idle)
+            except (TimeoutError, NatsTimeoutError):
+                return records
+            records.append(L.decode(msg.data, L.StepRecord))
+    finally:
+        with contextlib.suppress(Exception):
+            await sub.unsubscribe()
+
+
+@dataclass(frozen=True)
+class AttemptAudit:
+    """A run's step records by episode attempt: what consumers keep, what a restart left behind, what is wrong."""
+
+    kept: int  # records of each episode's latest attempt
+    superseded: int  # records of earlier attempts of restarted episodes
+    restarted: dict[tuple[int, int], int]  # (env, episode) → latest attempt, for episodes that restarted
+    problems: list[str]
+
+
+def audit_attempts(records: list[L.StepRecord], episode_length: int) -> AttemptAudit:
+    """Each (episode, attempt) at most once per step; each latest attempt whole (steps 1..T); each earlier attempt
+    a prefix 1..k (the steps its worker published before it died or let go)."""
+    by_attempt: dict[tuple[int, int, int], list[int]] = {}
+    for r in records:
+        by_attempt.setdefault((r.env_id, r.episode, r.attempt), []).append(r.step)
+    latest: dict[tuple[int, int], int] = {}
+    for env, episode, attempt in by_attempt:
+        latest[(env, episode)] = max(attempt, latest.get((env, episode), 0))
+    problems, kept, superseded = [], 0, 0
+    for (env, episode, attempt), steps in sorted(by_attempt.items()):
+        where = f"env {env} episode {episode} attempt {attempt}"
+        if len(steps) != len(set(steps)):
+            problems.append(f"{where}: a step stored twice")
+        if attempt == latest[(env, episode)]:
+            kept += len(steps)
+            if sorted(steps) != list(range(1, episode_length + 1)):
+                problems.append(f"{where}: latest attempt is not whole ({sorted(steps)})")
+        else:
+            superseded += len(steps)
+            if sorted(steps) != list(range(1, len(steps) + 1)):
+                problems.append(f"{where}: earlier attempt is not a prefix ({sorted(steps)})")
+    restarted = {key: attempt for key, attempt in latest.items() if attempt > 0}
+    return AttemptAudit(kept, superseded, restarted, problems)
+
+
 async def run_status(js: JetStreamContext, run_id: str) -> L.RunStatus | None:
     """The run's status straight from KV (it stays readable while Tolaria is down)."""
     kv = await js.key_value(L.subjects.RUNS_BUCKET)

@@ -16,8 +16,14 @@ def _model_with_blending_seeds(slots: list[str], alpha: float = 0.6) -> Morphoge
     for sid in slots:
         model.germinate(sid, BlueprintAction.CONV_LIGHT, BlendId.SIGMOID, AlphaAlgorithm.ADD, seed_id=f"s-{sid}")
         model.slot(sid).sync(
-            SlotState(slot_id=sid, stage=SeedStage.BLENDING, seed_id=f"s-{sid}", blueprint=BlueprintAction.CONV_LIGHT,
-                      controller=AlphaControllerState(alpha=alpha, alpha_target=1.0), isolate_gradients=True)
+            SlotState(
+                slot_id=sid,
+                stage=SeedStage.BLENDING,
+                seed_id=f"s-{sid}",
+                blueprint=BlueprintAction.CONV_LIGHT,
+                controller=AlphaControllerState(alpha=alpha, alpha_target=1.0),
+                isolate_gradients=True,
+            )
         )
     model.eval()
     return model
