@@ -66,29 +66,13 @@ def cmd_down(args: argparse.Namespace) -> int:
     return 0
 
 
-def _bus_url(explicit: str | None) -> str:
-    import os
-
-    from services.runtime.settings import DEFAULT_NATS_URL
-    from services.runtime.up import credentials, default_state_dir, read_bus
-
-    if explicit:
-        return explicit
-    if os.environ.get("ESPER_NATS_URL"):
-        return os.environ["ESPER_NATS_URL"]
-    bus = read_bus(default_state_dir())
-    if bus and not os.environ.get("ESPER_NATS_USER"):
-        # A stack from `esper up --secure`: act as its operator.
-        os.environ.update(credentials(bus))
-    return str(bus["url"]) if bus else DEFAULT_NATS_URL
-
-
 def cmd_status(args: argparse.Namespace) -> int:
     from services.runtime.bus import BusUnavailable, connect
     from services.runtime.discovery import live_services
     from services.runtime.settings import RuntimeSettings
+    from services.runtime.up import bus_url
 
-    url = _bus_url(args.nats)
+    url = bus_url(args.nats)
 
     async def status() -> list[dict[str, Any]]:
         nc = await connect(RuntimeSettings.from_env({"service": "cli", "nats_url": url, "connect_timeout": 3.0}))

@@ -4,22 +4,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
 import sys
 from pathlib import Path
-
-
-def _bus_url(explicit: str | None) -> str:
-    """The bus to use: --nats, else ESPER_NATS_URL, else the one `esper up` recorded, else the default."""
-    from services.runtime.settings import DEFAULT_NATS_URL
-    from services.runtime.up import default_state_dir, read_bus
-
-    if explicit:
-        return explicit
-    if os.environ.get("ESPER_NATS_URL"):
-        return os.environ["ESPER_NATS_URL"]
-    bus = read_bus(default_state_dir())
-    return str(bus["url"]) if bus else DEFAULT_NATS_URL
 
 
 def _store_path(explicit: str | None) -> Path:
@@ -36,7 +22,9 @@ def cmd_sanctum(args: argparse.Namespace) -> int:
     if args.store and not args.nats:
         feed = StoreFeed(_store_path(args.store), args.run)
     else:
-        feed = LiveFeed(_bus_url(args.nats), args.run)
+        from services.runtime.up import bus_url
+
+        feed = LiveFeed(bus_url(args.nats), args.run)
     SanctumApp(feed).run()
     return 0
 
@@ -54,7 +42,9 @@ def cmd_serve(args: argparse.Namespace) -> int:
     except StoreSchemaError as exc:
         print(f"esper karn serve: {exc}", file=sys.stderr)
         return 2
-    nats_url = _bus_url(args.nats) if args.nats else None
+    from services.runtime.up import bus_url
+
+    nats_url = bus_url(args.nats) if args.nats else None
     print(f"esper karn: API on http://{args.host}:{args.port} (OpenAPI at /docs), store {path}", file=sys.stderr)
     uvicorn.run(create_app(path, nats_url), host=args.host, port=args.port, log_level="warning")
     return 0
@@ -82,9 +72,10 @@ def cmd_export(args: argparse.Namespace) -> int:
 def cmd_rebuild(args: argparse.Namespace) -> int:
     from services.karn.rebuild import rebuild
     from services.runtime.bus import BusUnavailable
+    from services.runtime.up import bus_url
 
     path = _store_path(args.store)
-    url = _bus_url(args.nats)
+    url = bus_url(args.nats)
     print(f"esper karn: rebuilding {path} from the streams on {url}", file=sys.stderr)
     try:
         report = asyncio.run(rebuild(url, path))

@@ -63,6 +63,21 @@ def credentials(bus: dict[str, Any]) -> dict[str, str]:
     return {k: v for k, v in values.items() if k in ("ESPER_NATS_USER", "ESPER_NATS_PASSWORD")}
 
 
+def bus_url(explicit: str | None) -> str:
+    """The bus a CLI command talks to: --nats, else ESPER_NATS_URL, else the stack `esper up` recorded (as its
+    operator when it was started with --secure, unless ESPER_NATS_USER is set), else the default URL."""
+    from services.runtime.settings import DEFAULT_NATS_URL
+
+    if explicit:
+        return explicit
+    if os.environ.get("ESPER_NATS_URL"):
+        return os.environ["ESPER_NATS_URL"]
+    bus = read_bus(default_state_dir())
+    if bus and not os.environ.get("ESPER_NATS_USER"):
+        os.environ.update(credentials(bus))
+    return str(bus["url"]) if bus else DEFAULT_NATS_URL
+
+
 async def supervise(state_dir: Path, nats_port: int | None = None, secure: bool = False) -> None:
     """Run the stack in the foreground until SIGTERM/SIGINT; publish the bus URL in `bus.json`."""
     state_dir.mkdir(parents=True, exist_ok=True)

@@ -127,9 +127,9 @@ def _connect_and(url: str, work: Any) -> Any:
 
 
 def _bus(explicit: str | None) -> str:
-    from services.cli import _bus_url
+    from services.runtime.up import bus_url
 
-    return _bus_url(explicit)
+    return bus_url(explicit)
 
 
 def cmd_policy_use(args: argparse.Namespace) -> int:

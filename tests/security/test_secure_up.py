@@ -49,6 +49,10 @@ def test_secure_up_status_down(tmp_path: Path) -> None:
             "tolaria",
             "karn",
         }
+        # Karn's commands too (the TUI and the API attach the same way as `rebuild`).
+        rebuilt = esper("karn", "rebuild", "--store", str(tmp_path / "karn.sqlite"), env=env, timeout=120)
+        assert rebuilt.returncode == 0, rebuilt.stdout + rebuilt.stderr
+        assert "run(s) in" in rebuilt.stdout
         anonymous = esper("status", "--json", "--nats", url, env=env, timeout=60)
         assert anonymous.returncode == 1
         assert "refused an anonymous client" in json.loads(anonymous.stdout)["error"]
