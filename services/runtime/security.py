@@ -68,13 +68,23 @@ class Permissions:
     subscribe: tuple[str, ...]
     publish_deny: tuple[str, ...] = ()
     allow_responses: bool = True
+    #: Users whose requests this one answers: it may publish into their inboxes. allow_responses alone is not
+    #: enough: a request in flight while nats-server restarts is answered on the new server, which never saw it.
+    answers: tuple[str, ...] = ()
+
+    @property
+    def publish_allowed(self) -> tuple[str, ...]:
+        return (*self.publish, *(f"{inbox_prefix(caller)}.>" for caller in self.answers))
 
 
-def _service(publish: tuple[str, ...], serve: tuple[str, ...], consume: tuple[str, ...] = ()) -> Permissions:
-    """A service: its own writes, the endpoints it serves, the streams whose messages it acknowledges."""
+def _service(
+    publish: tuple[str, ...], serve: tuple[str, ...], answers: tuple[str, ...], consume: tuple[str, ...] = ()
+) -> Permissions:
+    """A service: its own writes, the endpoints it serves and who calls them, the streams it acknowledges."""
     return Permissions(
         publish=(*publish, TELEMETRY_WRITE, DISCOVERY, *JS_READ, *JS_BOOTSTRAP, *(f"$JS.ACK.{s}.>" for s in consume)),
         subscribe=(*serve, DISCOVERY),
+        answers=answers,
     )
 
 
@@ -84,9 +94,10 @@ USERS: dict[str, Permissions] = {
     "tolaria": _service(
         publish=(f"{P}.steps.>", subjects.KASMINA_STEP, f"{P}.runs.>", f"$KV.{subjects.RUNS_BUCKET}.>"),
         serve=(f"{P}.runs.>",),
+        answers=("cli", "tolaria"),
     ),
-    "kasmina": _service(publish=(subjects.TAMIYO_DECIDE,), serve=(f"{P}.kasmina.>",)),
-    "tamiyo": _service(publish=(), serve=(f"{P}.tamiyo.>",)),
+    "kasmina": _service(publish=(subjects.TAMIYO_DECIDE,), serve=(f"{P}.kasmina.>",), answers=("tolaria", "cli")),
+    "tamiyo": _service(publish=(), serve=(f"{P}.tamiyo.>",), answers=("kasmina", "cli")),
     # Simic alone writes policy pointers and weights (the object store replaces chunks by purging them).
     "simic": _service(
         publish=(
@@ -96,9 +107,10 @@ USERS: dict[str, Permissions] = {
             f"$JS.API.STREAM.PURGE.{WEIGHTS_OBJ}",
         ),
         serve=(f"{P}.simic.>", f"{P}.runs.>"),
+        answers=("cli", "tolaria"),
         consume=(STEPS,),
     ),
-    "karn": _service(publish=(), serve=(f"{P}.karn.>",), consume=(STEPS, TELEMETRY)),
+    "karn": _service(publish=(), serve=(f"{P}.karn.>",), answers=("cli", "viewer"), consume=(STEPS, TELEMETRY)),
     # The operator: runs, status, policy pointers, benchmarks; never step records, telemetry or weights.
     "cli": Permissions(
         publish=(
@@ -148,7 +160,7 @@ def render_authorization(users: Mapping[str, Permissions] | None = None) -> str:
             f"      password: ${password_variable(user)}",
             "      permissions: {",
             "        publish: {",
-            *_subject_list("allow", perms.publish, " " * 10),
+            *_subject_list("allow", perms.publish_allowed, " " * 10),
         ]
         if perms.publish_deny:
             lines += _subject_list("deny", perms.publish_deny, " " * 10)
