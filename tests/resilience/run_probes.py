@@ -23,9 +23,10 @@ from prometheus_client.parser import text_string_to_metric_families
 
 import leyline_schemas as L
 from services.runtime.bus import connect
-from services.runtime.discovery import live_services
+from services.runtime.discovery import live_services, wait_for_services
 from services.runtime.settings import RuntimeSettings
 from services.runtime.stack import LocalStack
+from services.runtime.supervisor import SERVICES
 from services.tolaria.leases import env_episodes
 
 T = TypeVar("T")
@@ -87,7 +88,8 @@ class BackgroundStack:
 
 @contextlib.contextmanager
 def background_stack(state_dir: Path, **options: Any) -> Iterator[BackgroundStack]:
-    """Start a LocalStack (options as LocalStack's), logging every service to `state_dir/services.log`."""
+    """Start a LocalStack (options as LocalStack's), logging every service to `state_dir/services.log`; yields
+    once every service of the stack answers discovery."""
     log = open(state_dir / "services.log", "a")  # noqa: SIM115 - closed below, after the stack stops
 
     def write(line: str) -> None:
@@ -95,8 +97,17 @@ def background_stack(state_dir: Path, **options: Any) -> Iterator[BackgroundStac
         log.flush()
 
     runner = BackgroundStack(LocalStack(state_dir=state_dir, output=write, **options))
+
+    async def ready() -> None:
+        nc, _ = await bus(runner.settings())
+        try:
+            await wait_for_services(nc, list(options.get("services", SERVICES)), timeout=120)
+        finally:
+            await nc.close()
+
     try:
         runner.start()
+        asyncio.run(ready())
         yield runner
     finally:
         runner.stop()

@@ -62,15 +62,6 @@ def spec(episodes: int, n_envs: int, episode_length: int) -> L.RunSpec:
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BackgroundStack]:
     state = tmp_path_factory.mktemp("faults")
     with background_stack(state, secure=True, extra_env=FAST_RECOVERY) as running:
-
-        async def ready() -> None:
-            nc, _ = await bus(running.settings())
-            try:
-                await wait_for_services(nc, list(SERVICES), timeout=120)
-            finally:
-                await nc.close()
-
-        asyncio.run(ready())
         yield running
 
 

@@ -19,7 +19,6 @@ from nats.aio.client import Client
 
 import leyline_schemas as L
 from services.runtime.bus import request
-from services.runtime.discovery import wait_for_services
 from tests.resilience.run_probes import BackgroundStack, admin_url, background_stack, bus, metric_sum, scrape
 from tests.runtime.test_bad_input import decision_request, step_request
 
@@ -120,15 +119,6 @@ def rejected_locally(payload: bytes, request_type: type[msgspec.Struct]) -> bool
 @pytest.fixture(scope="module")
 def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BackgroundStack]:
     with background_stack(tmp_path_factory.mktemp("fuzz"), services=SERVICES, secure=True) as running:
-
-        async def ready() -> None:
-            nc, _ = await bus(running.settings())
-            try:
-                await wait_for_services(nc, list(SERVICES), timeout=120)
-            finally:
-                await nc.close()
-
-        asyncio.run(ready())
         yield running
 
 

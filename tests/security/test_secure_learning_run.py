@@ -4,12 +4,9 @@ weights and pointers, Tamiyo loads them and acts with them, and no service ever 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import Iterator
 
 import pytest
-from nats.errors import TimeoutError as NatsTimeoutError
-from nats.js import JetStreamContext
 
 import leyline_schemas as L
 from services.runtime import jetstream
@@ -22,6 +19,7 @@ from tests.resilience.run_probes import (
     background_stack,
     bus,
     permission_violations,
+    step_records,
     wait_learner_drained,
     wait_run,
 )
@@ -43,21 +41,6 @@ def stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[BackgroundStack]
     state = tmp_path_factory.mktemp("secure-learning")
     with background_stack(state, services=SERVICES, secure=True, extra_env=SMALL_LEARNER) as running:
         yield running
-
-
-async def step_records(js: JetStreamContext, run_id: str) -> list[L.StepRecord]:
-    sub = await js.pull_subscribe(L.subjects.steps_subject(run_id), stream=L.subjects.STEPS_STREAM)
-    records: list[L.StepRecord] = []
-    try:
-        while True:
-            try:
-                batch = await sub.fetch(100, timeout=1.0)
-            except (TimeoutError, NatsTimeoutError):
-                return records
-            records += [L.decode(msg.data, L.StepRecord) for msg in batch]
-    finally:
-        with contextlib.suppress(Exception):
-            await sub.unsubscribe()
 
 
 @pytest.mark.timeout(300)
