@@ -81,6 +81,7 @@ async def test_attached_to_a_live_run_shows_the_runs_numbers(nats_url: str, js: 
         await publish(js, run.items[half:])  # the rest of the run arrives while Sanctum is drawing
         header = await mounted(pilot, app, RunHeader)
         await until(pilot, lambda: header.view is not None and header.view.episodes_done == 4)
+        await until(pilot, lambda: header.view is not None and header.view.state == "completed")
         await until(pilot, lambda: "94.36%" in row_text(app, 0))
         assert header.view is not None and header.view.freshness in ("LIVE", "SLOW")
         assert header.view.state == "completed" and header.view.mode == "reward simplified"

@@ -61,8 +61,17 @@ class SanctumApp(App[None]):
         yield Footer()
 
     def on_mount(self) -> None:
+        # The main screen's widgets, held rather than queried each frame: a query reaches only the active screen
+        # (not the main one while a detail or help screen is on top), and none while the app is tearing down.
+        self._header = self.query_one(RunHeader)
+        self._strip = self.query_one(AnomalyStrip)
+        self._table = self.query_one(EnvOverview)
+        self._scoreboard = self.query_one(ScoreboardPanel)
+        self._policies = self.query_one("#policies", Horizontal)
+        self._log = self.query_one(EventLog)
+        self._filter = self.query_one("#filter", Input)
         self.feed.start()
-        self.query_one(EnvOverview).focus()
+        self._table.focus()
         self.set_interval(self.refresh_seconds, self.refresh_frame)
         self.refresh_frame()
 
@@ -72,26 +81,26 @@ class SanctumApp(App[None]):
     def refresh_frame(self) -> None:
         """Take one snapshot and give each widget its part; widgets redraw only what changed."""
         started = time.perf_counter()
-        header = self.query_one(RunHeader)
-        strip = self.query_one(AnomalyStrip)
+        if not self._header.is_attached:  # a frame that fires while the app exits
+            return
+        header, strip = self._header, self._strip
         header.status = self.feed.status
         strip.problem = self.feed.problem
         snapshot = self.feed.snapshot(time.time())
         if snapshot is not None:
             header.view = snapshot.header
             strip.anomalies = snapshot.anomalies
-            table = self.query_one(EnvOverview)
-            table.slot_ids = snapshot.slot_ids
-            table.env_rows = snapshot.envs
-            self.query_one(ScoreboardPanel).board = snapshot.scoreboard
+            self._table.slot_ids = snapshot.slot_ids
+            self._table.env_rows = snapshot.envs
+            self._scoreboard.board = snapshot.scoreboard
             self._show_policies(snapshot.policies)
-            self.query_one(EventLog).log_lines = snapshot.log
+            self._log.log_lines = snapshot.log
         if isinstance(self.screen, EnvDetailScreen):
             self.screen.detail = self.feed.env_detail(self.screen.env_id)
         self.frame_times.append(time.perf_counter() - started)
 
     def _show_policies(self, views: tuple[PolicyView, ...]) -> None:
-        row = self.query_one("#policies", Horizontal)
+        row = self._policies
         panels = list(row.query(TamiyoPanel))
         if [p.view.policy_id if p.view else None for p in panels] != [v.policy_id for v in views]:
             row.remove_children()
@@ -103,7 +112,7 @@ class SanctumApp(App[None]):
     # -- actions -----------------------------------------------------------------------------------------------
 
     def action_detail(self) -> None:
-        env_id = self.query_one(EnvOverview).selected_env
+        env_id = self._table.selected_env
         if env_id is not None:
             screen = EnvDetailScreen(env_id)
             self.push_screen(screen)
@@ -113,36 +122,36 @@ class SanctumApp(App[None]):
         self.action_detail()
 
     def action_next_env(self) -> None:
-        self.query_one(EnvOverview).action_cursor_down()
+        self._table.action_cursor_down()
 
     def action_previous_env(self) -> None:
-        self.query_one(EnvOverview).action_cursor_up()
+        self._table.action_cursor_up()
 
     def action_select_env(self, env_id: int) -> None:
-        table = self.query_one(EnvOverview)
+        table = self._table
         if table.select_env(env_id):
             table.focus()
         else:
             self.notify(f"env {env_id} is not shown", severity="warning", timeout=2)
 
     def action_filter(self) -> None:
-        box = self.query_one("#filter", Input)
+        box = self._filter
         box.add_class("-shown")
         box.focus()
 
     def action_clear_filter(self) -> None:
-        box = self.query_one("#filter", Input)
+        box = self._filter
         box.value = ""
         box.remove_class("-shown")
-        self.query_one(EnvOverview).focus()
+        self._table.focus()
 
     def action_help(self) -> None:
         if not isinstance(self.screen, HelpScreen):
             self.push_screen(HelpScreen())
 
     def on_input_changed(self, event: Input.Changed) -> None:
-        self.query_one(EnvOverview).filter_text = event.value
-        self.query_one(EventLog).filter_text = event.value
+        self._table.filter_text = event.value
+        self._log.filter_text = event.value
 
     def on_input_submitted(self, _: Input.Submitted) -> None:
-        self.query_one(EnvOverview).focus()
+        self._table.focus()
