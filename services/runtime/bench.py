@@ -353,6 +353,7 @@ async def steps_per_second(workers: int, envs: int, epochs: int, batches: int, t
 
 def cmd_workers(args: argparse.Namespace) -> int:
     one = asyncio.run(steps_per_second(1, args.envs, args.epochs, args.batches, args.threads))
+    cores = os.cpu_count() or 1
     two = asyncio.run(steps_per_second(2, args.envs, args.epochs, args.batches, args.threads))
     result = {
         "benchmark": "workers",
@@ -363,8 +364,8 @@ def cmd_workers(args: argparse.Namespace) -> int:
         "scaling": two["steps_per_second"] / one["steps_per_second"],
         "target_scaling": 0.9 * 2,
         # §10's target holds "while cores last": two workers' torch threads plus Kasmina, Tamiyo and NATS.
-        "cpu_cores": os.cpu_count(),
-        "cores_last": (os.cpu_count() or 1) >= 2 * args.threads + 1,
+        "cpu_cores": cores,
+        "cores_last": cores >= 2 * args.threads + 1,
     }
     _emit(result, args)
     return 0

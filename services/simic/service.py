@@ -218,16 +218,16 @@ class Learners:
             await self._settle(key, [msg])
             return
         buffer = self.buffers.setdefault(key, EpisodeBuffer(key))
-        superseded = buffer.superseded
+        before = buffer.superseded
         if not buffer.add(record, msg):
             self.ctx.metrics.count_event("duplicate_step")
-        if buffer.superseded > superseded:
-            self.ctx.metrics.count_event("superseded_step", buffer.superseded - superseded)
+        if dropped := buffer.superseded - before:
+            self.ctx.metrics.count_event("superseded_step", dropped)
             log.info(
                 "%s env %d episode %d restarted: attempt %d replaces %d earlier record(s)",
                 *key,
                 record.attempt,
-                buffer.superseded - superseded,
+                dropped,
             )
         if buffer.complete:
             del self.buffers[key]

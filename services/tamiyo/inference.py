@@ -38,7 +38,7 @@ class _Norm:
     @staticmethod
     def of(module: nn.Module) -> _Norm:
         assert isinstance(module, nn.LayerNorm)
-        return _Norm(module.weight.detach().clone(), module.bias.detach().clone(), module.eps)
+        return _Norm(*_copy(module), module.eps)
 
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         return F.layer_norm(x, (x.shape[-1],), self.weight, self.bias, self.eps)
@@ -57,8 +57,13 @@ def _linears(module: nn.Module) -> list[nn.Linear]:
     return [m for m in module.modules() if isinstance(m, nn.Linear)]
 
 
+def _copy(layer: nn.Linear | nn.LayerNorm) -> tuple[torch.Tensor, torch.Tensor]:
+    """A layer's weight and bias, detached copies (the kernel is a snapshot of the version it was built from)."""
+    return layer.weight.detach().clone(), layer.bias.detach().clone()
+
+
 def _check_head_shape(name: str, module: nn.Module) -> None:
-    """The packing below relies on each head being Linear → ReLU (→ Linear → ReLU) → Linear, nothing else."""
+    """Heads are evaluated as Linear → ReLU (→ Linear → ReLU) → Linear; refuse any head built otherwise."""
     layers = list(module.children()) if isinstance(module, nn.Sequential) else []
     kinds = [type(layer) for layer in layers]
     expected_two = [nn.Linear, nn.ReLU, nn.Linear]
@@ -105,8 +110,7 @@ class DecisionKernel:
             self.embedding = network.embedding.table.weight.detach().clone()
             feature_linear, feature_norm = network.feature_net[0], network.feature_net[1]
             assert isinstance(feature_linear, nn.Linear)
-            self.feature_weight = feature_linear.weight.detach().clone()
-            self.feature_bias = feature_linear.bias.detach().clone()
+            self.feature_weight, self.feature_bias = _copy(feature_linear)
             self.feature_norm = _Norm.of(feature_norm)
             self.layers: list[_Layer] = []
             for lstm, norm in zip(network.lstm.lstms, network.lstm.norms, strict=True):
@@ -124,12 +128,12 @@ class DecisionKernel:
             for head in HEAD_NAMES:
                 module = network.heads[head]
                 _check_head_shape(head, module)
-                self.heads[head] = [(m.weight.detach().clone(), m.bias.detach().clone()) for m in _linears(module)]
+                self.heads[head] = [_copy(m) for m in _linears(module)]
             critic = _linears(network.value_head)
             norms = [m for m in network.value_head.modules() if isinstance(m, nn.LayerNorm)]
             if len(critic) != 4 or len(norms) != 2:
                 raise ValueError("value head is not the §4.5 critic (4 linear layers, 2 LayerNorms)")
-            self.critic = [(m.weight.detach().clone(), m.bias.detach().clone()) for m in critic]
+            self.critic = [_copy(m) for m in critic]
             self.critic_norms = [_Norm.of(n) for n in norms]
 
     def step(
