@@ -145,6 +145,18 @@ async def _connect_unless_refused(options: dict[str, Any], refused: asyncio.Even
     raise TimeoutError(f"no answer within {timeout:.1f}s")
 
 
+async def settle(nc: Client, timeout: int = 5) -> None:
+    """Return once the server has processed everything this client sent before the call, subscriptions included.
+
+    nats-py's flush() writes its PING straight to the socket, ahead of commands still queued for its flusher task
+    (a subscription just made, for one), so its PONG does not prove the server has seen them: another connection's
+    request can still find no responders. The first flush hands the queue to the flusher; the second one's PING
+    goes out behind it, so its PONG does.
+    """
+    await nc.flush(timeout=timeout)
+    await nc.flush(timeout=timeout)
+
+
 def is_error_reply(headers: dict[str, str] | None) -> bool:
     return bool(headers) and ERROR_HEADER in (headers or {})
 

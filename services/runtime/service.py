@@ -35,7 +35,7 @@ from leyline_schemas import (
 from services import __version__
 from services.runtime import jetstream
 from services.runtime.admin import AdminServer, admin_app
-from services.runtime.bus import ERROR_CODE_HEADER, ERROR_HEADER, TelemetryPublisher, connect
+from services.runtime.bus import ERROR_CODE_HEADER, ERROR_HEADER, TelemetryPublisher, connect, settle
 from services.runtime.metrics import ServiceMetrics
 from services.runtime.settings import RuntimeSettings, resolve_device
 from services.runtime.tracing import configure_tracing, server_span
@@ -190,6 +190,8 @@ class ServiceRunner:
                     metadata={"request": endpoint.request_type.__name__},
                 )
             )
+        # Ready means the server routes to these endpoints: a caller that saw us ready finds a responder.
+        await settle(ctx.nc)
         background = [
             asyncio.create_task(task(ctx), name=f"{name}-bg-{i}") for i, task in enumerate(self.definition.background)
         ]

@@ -15,7 +15,7 @@ from nats.js.errors import NotFoundError
 
 import leyline_schemas as L
 from services.runtime import jetstream, security
-from services.runtime.bus import BusUnavailable, connect
+from services.runtime.bus import BusUnavailable, connect, settle
 from services.runtime.embedded import EmbeddedNats, free_port, start_nats
 from services.runtime.settings import RuntimeSettings
 
@@ -146,7 +146,7 @@ async def test_run_state_and_step_requests_belong_to_tolaria(
     await refused(caplog, f"$KV.{L.subjects.RUNS_BUCKET}.{L.subjects.run_status_key('forged')}")
     for user, subject in (("tamiyo", L.subjects.KASMINA_STEP), ("viewer", L.subjects.RUNS_START)):
         await as_user[user].publish(subject, b"x")
-        await as_user[user].flush()
+        await settle(as_user[user])
         await refused(caplog, subject)
 
 
@@ -172,23 +172,23 @@ async def test_replies_reach_only_the_requester(as_user: dict[str, Client], capl
         await msg.respond(b"decision")  # type: ignore[attr-defined]
 
     await as_user["tamiyo"].subscribe(L.subjects.TAMIYO_DECIDE, queue="esper", cb=answer)
-    await as_user["tamiyo"].flush()
+    await settle(as_user["tamiyo"])
     # Kasmina asks Tamiyo: the reply comes back to Kasmina's own inbox, answered under allow_responses.
     reply = await as_user["kasmina"].request(L.subjects.TAMIYO_DECIDE, b"observation", timeout=5)
     assert reply.data == b"decision" and reply.subject.startswith("_INBOX.kasmina.")
     # Nobody else may read Kasmina's inbox, nor write to an inbox it was not asked to answer.
     await as_user["tamiyo"].subscribe("_INBOX.kasmina.>")
-    await as_user["tamiyo"].flush()
+    await settle(as_user["tamiyo"])
     await refused(caplog, "_INBOX.kasmina.>", "subscription")
     await as_user["tamiyo"].publish("_INBOX.tolaria.spoofed", b"forged reply")
-    await as_user["tamiyo"].flush()
+    await settle(as_user["tamiyo"])
     await refused(caplog, "_INBOX.tolaria.spoofed")
     # A reply to a request the server no longer knows of (it restarted meanwhile) still reaches its caller: the
     # answerer may write to its own callers' inboxes.
     late = await as_user["kasmina"].subscribe("_INBOX.kasmina.late")
-    await as_user["kasmina"].flush()
+    await settle(as_user["kasmina"])
     await as_user["tamiyo"].publish("_INBOX.kasmina.late", b"late decision")
     assert (await late.next_msg(timeout=5)).data == b"late decision"
     await as_user["kasmina"].subscribe(STEPS)
-    await as_user["kasmina"].flush()
+    await settle(as_user["kasmina"])
     await refused(caplog, STEPS, "subscription")
