@@ -82,6 +82,9 @@ class EnvLease(Message, frozen=True, kw_only=True):
     episodes_done: int = 0
     released: bool = False
     attempt: int = 0  # of `episode`: one more each time the episode restarts under a new lease
+    #: Set just before the final step record of (`episode`, `attempt`) is published: the STEPS sequence it is
+    #: stored after. A worker that takes the lease over looks there before running the episode again.
+    final_from: int = 0
 
 
 class ActivePolicy(Message, frozen=True, kw_only=True):

@@ -7,7 +7,8 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 import msgspec
-from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError, NoKeysError
+from nats.js import JetStreamContext
+from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError, NoKeysError, NotFoundError
 from nats.js.kv import KeyValue
 
 from leyline_schemas import (
@@ -16,6 +17,7 @@ from leyline_schemas import (
     RunSpec,
     RunState,
     RunStatus,
+    StepRecord,
     decode,
     encode,
     subjects,
@@ -72,6 +74,37 @@ def episode_attempt(lease: EnvLease, episode: int) -> int:
     that held it died or gave it back mid-episode.
     """
     return lease.attempt + 1 if lease.episode == episode else 0
+
+
+async def final_step_stored(js: JetStreamContext, lease: EnvLease) -> bool:
+    """Whether the final step record of the lease's episode and attempt is in STEPS.
+
+    A worker that dies after storing an episode's last record, before recording the episode done in its lease,
+    leaves a whole episode behind. Running it again would make a second complete attempt that Simic never scores
+    (it scored the first) while Karn's store shows it; the worker that takes over counts the episode done instead.
+    Only the records stored after `final_from` are read: the dead worker's final step and whatever other envs of
+    the run published since.
+    """
+    if lease.episode < 0 or lease.final_from <= 0:
+        return False
+    subject = subjects.steps_subject(lease.run_id)
+    seq = lease.final_from + 1
+    while True:
+        try:
+            stored = await js.get_msg(subjects.STEPS_STREAM, seq=seq, subject=subject, next=True)
+        except NotFoundError:
+            return False
+        try:
+            record = decode(stored.data or b"", StepRecord)
+        except LeylineDecodeError:
+            record = None
+        if (
+            record is not None
+            and record.done
+            and (record.env_id, record.episode, record.attempt) == (lease.env_id, lease.episode, lease.attempt)
+        ):
+            return True
+        seq = (stored.seq or seq) + 1
 
 
 async def renew(kv: KeyValue, held: HeldLease, ttl: float, **changes: object) -> HeldLease:

@@ -185,14 +185,25 @@ class EnvWorker:
                 status = await leases.read_status(kv, spec.run_id)
                 if status is None or status.state is not RunState.RUNNING:
                     return
-                attempt = leases.episode_attempt(keeper.held.lease, episodes[k])
-                if attempt:
-                    log.info("env %d of %s: episode %d restarts, attempt %d", env_id, spec.run_id, episodes[k], attempt)
-                await keeper.update(episode=episodes[k], attempt=attempt)
-                if not await self._wait_for_policy(spec, env_id, episodes[k] // spec.n_envs, keeper):
-                    return
-                await self._run_episode(spec, task, data, env_id, episodes[k], keeper)
-                await keeper.update(episodes_done=k + 1)
+                lease = keeper.held.lease
+                if lease.episode == episodes[k] and await leases.final_step_stored(self.ctx.js, lease):
+                    log.info(
+                        "env %d of %s: episode %d was stored whole before its worker stopped; not run again",
+                        env_id,
+                        spec.run_id,
+                        episodes[k],
+                    )
+                else:
+                    attempt = leases.episode_attempt(lease, episodes[k])
+                    if attempt:
+                        log.info(
+                            "env %d of %s: episode %d restarts, attempt %d", env_id, spec.run_id, episodes[k], attempt
+                        )
+                    await keeper.update(episode=episodes[k], attempt=attempt, final_from=0)
+                    if not await self._wait_for_policy(spec, env_id, episodes[k] // spec.n_envs, keeper):
+                        return
+                    await self._run_episode(spec, task, data, env_id, episodes[k], keeper)
+                await keeper.update(episodes_done=k + 1, final_from=0)
                 await leases.update_status(
                     kv, spec.run_id, lambda s: msgspec.structs.replace(s, episodes_done=s.episodes_done + 1)
                 )
@@ -291,6 +302,7 @@ class EnvWorker:
         arm = spec.arms[env_id % len(spec.arms)]
         policy_state = b""
         last_op, last_ok = LifecycleOp.WAIT, True
+        stored_seq = 0  # STEPS sequence of this episode's latest stored record
         for epoch in range(1, spec.episode_length + 1):
             if keeper.lost:
                 raise LeaseLost(f"lease on {spec.run_id}/{env_id} lost")
@@ -360,27 +372,36 @@ class EnvWorker:
                 worker_id=ctx.settings.instance,
                 attempt=keeper.held.lease.attempt,
             )
-            await self._publish_step(record)
+            # The step record is the epoch's commit point, so it goes last: once it is stored, so is the telemetry.
             await self._publish_epoch(spec, env, directive, report, where, refused=bool(refused))
             for refusal in refused:
                 await ctx.telemetry.emit(spec.run_id, refusal, severity=Severity.WARNING, **where)
+            if done:
+                # Whoever takes this lease over looks for the final record after this point (leases.final_step_stored).
+                if stored_seq == 0:
+                    stored_seq = (await ctx.js.stream_info(subjects.STEPS_STREAM)).state.last_seq
+                await keeper.update(final_from=stored_seq)
+            stored_seq = await self._publish_step(record)
             policy_state = directive.policy_state
             last_op = directive.effective_op
             last_ok = directive.outcome in (DecisionOutcome.APPLIED, DecisionOutcome.WAITED) and not refused
 
-    async def _publish_step(self, record: StepRecord) -> None:
-        """Publish a step record, retrying through a bus outage; the same Nats-Msg-Id makes a retry idempotent."""
+    async def _publish_step(self, record: StepRecord) -> int:
+        """Publish a step record, retrying through a bus outage; the same Nats-Msg-Id makes a retry idempotent.
+
+        Returns the record's sequence in STEPS.
+        """
         deadline = time.monotonic() + self.step_deadline
         delay = 0.2
         while True:
             try:
-                await self.ctx.js.publish(
+                ack = await self.ctx.js.publish(
                     subjects.steps_subject(record.run_id),
                     encode(record),
                     headers={"Nats-Msg-Id": record.dedup_id},
                     timeout=10.0,
                 )
-                return
+                return ack.seq
             except BUS_ERRORS:
                 if time.monotonic() + delay > deadline:
                     raise
