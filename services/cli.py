@@ -94,7 +94,10 @@ def cmd_status(args: argparse.Namespace) -> int:
         return 0
     print(f"bus {url}: {len(services)} service instance(s)")
     for svc in services:
-        print(f"  {svc['service']:<8} {svc['version']:<8} {svc['device']:<8} {svc['instance']}  {svc['admin']}")
+        state = "ready" if svc["ready"] else "starting"
+        print(
+            f"  {svc['service']:<8} {state:<8} {svc['version']:<8} {svc['device']:<8} {svc['instance']}  {svc['admin']}"
+        )
     return 0
 
 

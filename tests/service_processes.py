@@ -48,7 +48,7 @@ async def wait_services(nats_url: str, names: list[str], timeout: float = 90.0) 
         deadline = time.monotonic() + timeout
         while True:
             live = await live_services(nc, timeout=0.3)
-            if all(any(s["service"] == n for s in live) for n in names):
+            if all(any(s["service"] == n and s["ready"] for s in live) for n in names):
                 return live
             if time.monotonic() > deadline:
                 raise TimeoutError(f"services {names} not up; live: {[s['service'] for s in live]}")

@@ -33,8 +33,17 @@ async def discover(
 
 
 def summarize(info: dict[str, Any]) -> dict[str, Any]:
-    """One live service instance as `esper status` shows it."""
+    """One live service instance as `esper status` shows it.
+
+    `ready`: every endpoint the instance serves is registered. A service answers discovery from the moment it joins
+    the bus, before its endpoints exist, and the server has seen an endpoint by the time an INFO listing it arrives.
+    """
     metadata = info.get("metadata") or {}
+    endpoints = [e.get("subject", "") for e in info.get("endpoints") or []]
+    try:
+        expected = int(metadata.get("endpoints", 0))
+    except ValueError:
+        expected = 0
     return {
         "service": metadata.get("service", info.get("name", "")),
         "name": info.get("name", ""),
@@ -43,7 +52,8 @@ def summarize(info: dict[str, Any]) -> dict[str, Any]:
         "device": metadata.get("device", ""),
         "instance": metadata.get("instance", ""),
         "admin": f"http://{metadata.get('admin_host', '127.0.0.1')}:{metadata.get('admin_port', '')}",
-        "endpoints": [e.get("subject", "") for e in info.get("endpoints") or []],
+        "endpoints": endpoints,
+        "ready": len(endpoints) >= expected,
     }
 
 
@@ -54,11 +64,11 @@ async def live_services(nc: Client, timeout: float = 0.5) -> list[dict[str, Any]
 
 
 async def wait_for_services(nc: Client, services: list[str], timeout: float = 60.0) -> list[dict[str, Any]]:
-    """Wait until every named service answers discovery; raise TimeoutError naming those still missing."""
+    """Wait until every named service has a ready instance; raise TimeoutError naming those still missing."""
     deadline = time.monotonic() + timeout
     while True:
         live = await live_services(nc, timeout=0.3)
-        missing = sorted(set(services) - {s["service"] for s in live})
+        missing = sorted(set(services) - {s["service"] for s in live if s["ready"]})
         if not missing:
             return live
         if time.monotonic() > deadline:

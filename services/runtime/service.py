@@ -176,6 +176,8 @@ class ServiceRunner:
                     "instance": self.settings.instance,
                     "admin_port": str(admin.port),
                     "admin_host": self.settings.admin_host,
+                    # Discovery answers before the endpoints below exist: callers count them to tell ready.
+                    "endpoints": str(len(self.definition.endpoints)),
                 },
                 queue_group=subjects.QUEUE_GROUP,
             ),

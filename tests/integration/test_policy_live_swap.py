@@ -65,7 +65,7 @@ def test_replacing_the_tamiyo_process_fails_no_decision(nats_url: str, tmp_path:
             streams = [asyncio.create_task(stream(i)) for i in range(3)]
             second = start_service("tamiyo", nats_url, tmp_path, ESPER_TORCH_THREADS="1")
             deadline = time.monotonic() + 90
-            while len([s for s in await live_services(nc, timeout=0.3) if s["service"] == "tamiyo"]) < 2:
+            while len([s for s in await live_services(nc, timeout=0.3) if s["service"] == "tamiyo" and s["ready"]]) < 2:
                 assert time.monotonic() < deadline, "the second Tamiyo never came up"
             before_swap = outcomes["ok"]
             assert await asyncio.to_thread(stop_service, first, signal.SIGTERM) == 0
