@@ -114,6 +114,21 @@ async def renew(kv: KeyValue, held: HeldLease, ttl: float, **changes: object) ->
     return HeldLease(lease, revision)
 
 
+async def still_held(kv: KeyValue, lease: EnvLease) -> HeldLease | None:
+    """The stored lease with its revision when `lease.worker_id` still holds it, else None (taken over or gone)."""
+    try:
+        entry = await kv.get(subjects.lease_key(lease.run_id, lease.env_id))
+    except KeyNotFoundError:
+        return None
+    try:
+        stored = decode(entry.value or b"", EnvLease)
+    except LeylineDecodeError:
+        return None
+    if stored.worker_id != lease.worker_id or stored.released:
+        return None
+    return HeldLease(stored, entry.revision)
+
+
 async def release(kv: KeyValue, held: HeldLease, **changes: object) -> HeldLease:
     lease = msgspec.structs.replace(held.lease, expires_at=0.0, released=True, **changes)
     revision = await kv.update(subjects.lease_key(lease.run_id, lease.env_id), encode(lease), last=held.revision)

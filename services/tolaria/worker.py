@@ -76,6 +76,11 @@ async def _policy_version(policies: KeyValue, policy_id: str) -> int | None:
         return None
 
 
+def lease_name(held: leases.HeldLease) -> str:
+    """run/env, for log lines."""
+    return f"{held.lease.run_id}/{held.lease.env_id}"
+
+
 #: Errors that mean the bus (not the run) failed: timeouts, lost connections, JetStream unavailable.
 BUS_ERRORS: tuple[type[BaseException], ...] = (NatsError, TimeoutError, ConnectionError)
 
@@ -104,14 +109,36 @@ class LeaseKeeper:
         async with self.lock:
             try:
                 self.held = await leases.renew(self.kv, self.held, self.ttl, **changes)
+                return
+            except KeyWrongLastSequenceError as exc:
+                # A renewal whose reply the bus lost may have been written: still ours means carry on from it.
+                mine = await leases.still_held(self.kv, self.held.lease)
+                if mine is None:
+                    self.lost = True
+                    raise LeaseLost(f"lease on {lease_name(self.held)} was taken over") from exc
+            try:
+                self.held = await leases.renew(self.kv, mine, self.ttl, **changes)
             except KeyWrongLastSequenceError as exc:
                 self.lost = True
-                raise LeaseLost(f"lease on {self.held.lease.run_id}/{self.held.lease.env_id} was taken over") from exc
+                raise LeaseLost(f"lease on {lease_name(self.held)} was taken over") from exc
 
     async def keep_alive(self) -> None:
+        """Renew every ttl/3 until the lease is lost. A renewal the bus failed is retried sooner, never given up:
+        the env is still being driven, and a lapsed lease would let another worker run the same episode."""
+        delay = self.ttl / 3
         while not self.lost:
-            await asyncio.sleep(self.ttl / 3)
-            await self.update()
+            await asyncio.sleep(delay)
+            try:
+                await self.update()
+            except LeaseLost:
+                return
+            except BUS_ERRORS as exc:
+                log.warning(
+                    "lease on %s not renewed (%s: %s); retrying", lease_name(self.held), type(exc).__name__, exc
+                )
+                delay = min(0.5, self.ttl / 6)
+            else:
+                delay = self.ttl / 3
 
     async def release(self, **changes: object) -> None:
         async with self.lock:

@@ -1,0 +1,72 @@
+"""The lease keeper on a real nats-server: a bus outage does not end the renewals (the lease would lapse while the
+env is still being driven, and another worker would run the same episode), a takeover does."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import msgspec
+import pytest
+
+import leyline_schemas as L
+from services.runtime import jetstream
+from services.runtime.bus import connect
+from services.runtime.embedded import EmbeddedNats
+from services.runtime.settings import RuntimeSettings
+from services.tolaria import leases
+from services.tolaria.worker import LeaseKeeper, LeaseLost
+
+TTL = 1.5
+SPEC = L.RunSpec(run_id="keeper", task="digits", episodes=2, n_envs=1)
+
+
+async def stored(kv, run_id: str) -> L.EnvLease:  # type: ignore[no-untyped-def]
+    entry = await kv.get(L.subjects.lease_key(run_id, 0))
+    return L.decode(entry.value or b"", L.EnvLease)
+
+
+async def test_renewals_outlast_a_nats_restart_and_stop_at_a_takeover(fresh_nats: EmbeddedNats) -> None:
+    nc = await connect(RuntimeSettings.from_env({"service": "test-keeper", "nats_url": fresh_nats.url}, environ={}))
+    try:
+        kv = await jetstream.runs_bucket(nc.jetstream(timeout=1.0))
+        held = await leases.try_lease(kv, SPEC, 0, "worker-a", TTL)
+        assert held is not None
+        keeper = LeaseKeeper(kv, held, TTL)
+        renewals = asyncio.create_task(keeper.keep_alive())
+
+        await asyncio.to_thread(fresh_nats.kill)
+        await asyncio.sleep(TTL)  # several renewals fail meanwhile
+        await asyncio.to_thread(fresh_nats.restart)
+        deadline = time.monotonic() + 20
+        while (await _expiry(kv)) < time.time() + TTL / 2:
+            assert not renewals.done(), f"renewals ended on a bus fault: {renewals.exception()!r}"
+            assert time.monotonic() < deadline, "the lease was never renewed after the restart"
+            await asyncio.sleep(0.2)
+        assert not keeper.lost
+
+        # A renewal written although its reply was lost leaves the keeper a revision behind: the lease is still its
+        # own, so it carries on from what is stored.
+        current = await kv.get(L.subjects.lease_key(SPEC.run_id, 0))
+        written = msgspec.structs.replace(await stored(kv, SPEC.run_id), expires_at=time.time() + TTL)
+        await kv.update(L.subjects.lease_key(SPEC.run_id, 0), L.encode(written), last=current.revision)
+        await keeper.update(episodes_done=1)
+        assert not keeper.lost and (await stored(kv, SPEC.run_id)).episodes_done == 1
+
+        # Another worker takes the env over (as after a real expiry): the renewals stop, the keeper knows.
+        current = await kv.get(L.subjects.lease_key(SPEC.run_id, 0))
+        taken = msgspec.structs.replace(await stored(kv, SPEC.run_id), worker_id="worker-b")
+        await kv.update(L.subjects.lease_key(SPEC.run_id, 0), L.encode(taken), last=current.revision)
+        await asyncio.wait_for(renewals, timeout=10)
+        assert keeper.lost and (await stored(kv, SPEC.run_id)).worker_id == "worker-b"
+        with pytest.raises(LeaseLost):
+            await keeper.update(episodes_done=2)
+    finally:
+        await nc.close()
+
+
+async def _expiry(kv) -> float:  # type: ignore[no-untyped-def]
+    try:
+        return (await stored(kv, SPEC.run_id)).expires_at
+    except Exception:
+        return 0.0
