@@ -174,7 +174,11 @@ class EnvWorker:
         kv = await jetstream.runs_bucket(self.ctx.js)
         try:
             while not self.ctx.stopping.is_set():
-                await self._claim(kv)
+                try:
+                    await self._claim(kv)
+                except BUS_ERRORS as exc:
+                    # An outage is waited out (the client reconnects by itself); the envs already driven go on.
+                    log.warning("cannot look for envs to lease (%s: %s); retrying", type(exc).__name__, exc)
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self.ctx.stopping.wait(), timeout=self.poll_interval)
         finally:
