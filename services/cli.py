@@ -38,8 +38,7 @@ def cmd_service(args: argparse.Namespace) -> int:
         "device": args.device,
         "log_level": args.log_level,
     }
-    run_service(definition, service_settings(args.name, overrides))
-    return 0
+    return run_service(definition, service_settings(args.name, overrides))
 
 
 def cmd_up(args: argparse.Namespace) -> int:

@@ -14,6 +14,7 @@ from typing import Any, TypeVar
 import msgspec
 import nats
 from nats.aio.client import Client
+from nats.errors import Error as NatsError
 from nats.errors import NoRespondersError
 from nats.errors import TimeoutError as NatsTimeoutError
 from nats.js import JetStreamContext
@@ -36,9 +37,14 @@ from services.runtime.tracing import client_span, outgoing_headers
 log = logging.getLogger("esper.bus")
 
 T = TypeVar("T", bound=msgspec.Struct)
+R = TypeVar("R")
 
 ERROR_HEADER = "Nats-Service-Error"
 ERROR_CODE_HEADER = "Nats-Service-Error-Code"
+
+
+#: Errors that mean the bus (not the work) failed: timeouts, lost connections, JetStream unavailable.
+BUS_ERRORS: tuple[type[BaseException], ...] = (NatsError, TimeoutError, ConnectionError)
 
 
 class BusUnavailable(ConnectionError):
@@ -155,6 +161,32 @@ async def settle(nc: Client, timeout: int = 5) -> None:
     """
     await nc.flush(timeout=timeout)
     await nc.flush(timeout=timeout)
+
+
+async def retry_while_bus_fails(
+    operation: Callable[[], Awaitable[R]],
+    *,
+    what: str,
+    stopping: asyncio.Event | None = None,
+    on_retry: Callable[[BaseException], None] | None = None,
+    max_delay: float = 5.0,
+) -> R:
+    """Run `operation` until it completes, retrying with backoff while the bus fails (a NATS outage is waited out:
+    the client reconnects by itself). For idempotent writes that nothing can proceed without. Any other error
+    raises at once, and so does a bus error once `stopping` is set.
+    """
+    delay = 0.5
+    while True:
+        try:
+            return await operation()
+        except BUS_ERRORS as exc:
+            if stopping is not None and stopping.is_set():
+                raise
+            if on_retry is not None:
+                on_retry(exc)
+            log.warning("%s failed (%s: %s); retrying in %.1fs", what, type(exc).__name__, exc, delay)
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, max_delay)
 
 
 def is_error_reply(headers: dict[str, str] | None) -> bool:

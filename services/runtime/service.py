@@ -111,6 +111,7 @@ class ServiceRunner:
         self.stopping = asyncio.Event()
         self._inflight: set[asyncio.Task[None]] = set()
         self._ready = False
+        self.failed = False  # stopped because a background task failed, not because it was told to
         self._micro: Service | None = None
         self.admin_port = 0
         self.context: ServiceContext | None = None
@@ -209,6 +210,7 @@ class ServiceRunner:
         for task in background:
             if task.done() and not task.cancelled() and task.exception() is not None:
                 log.error("%s: background task failed", name, exc_info=task.exception())
+                self.failed = True
                 self.stopping.set()
         await self._drain(ctx, background, admin)
 
@@ -296,10 +298,12 @@ class ServiceRunner:
             )
 
 
-def run_service(definition: ServiceDefinition, settings: RuntimeSettings) -> None:
-    """Run a service in the foreground until it is told to stop."""
+def run_service(definition: ServiceDefinition, settings: RuntimeSettings) -> int:
+    """Run a service in the foreground until it is told to stop; the exit status: 1 when it stopped on a failure."""
     logging.basicConfig(
         level=getattr(logging, settings.log_level.upper(), logging.INFO),
         format=f"%(asctime)s %(levelname)s {definition.name} %(name)s: %(message)s",
     )
-    asyncio.run(ServiceRunner(definition, settings).run())
+    runner = ServiceRunner(definition, settings)
+    asyncio.run(runner.run())
+    return 1 if runner.failed else 0

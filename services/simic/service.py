@@ -32,6 +32,7 @@ from leyline_schemas import (
     subjects,
 )
 from services.runtime import jetstream
+from services.runtime.bus import retry_while_bus_fails
 from services.runtime.service import ServiceContext, ServiceDefinition
 from services.runtime.settings import RuntimeSettings
 from services.simic.episodes import EpisodeBuffer, EpisodeKey, episode_outcome, score_episode
@@ -296,8 +297,8 @@ class Learners:
         self.consumed[buffer.key] = (arm.arm_id, round_index)
         await self._settle(buffer.key, buffer.messages)
         while state.learner.ready():
-            # A commit that fails raises out of the consumer and stops the service: its successor resumes from the
-            # last checkpoint, and the records of the uncommitted round come back to it.
+            # A commit that fails other than by a bus outage raises out of the consumer and stops the service: its
+            # successor resumes from the last checkpoint, and the records of the uncommitted round come back to it.
             update = await asyncio.to_thread(state.learner.update)
             await self.commit(spec, state, update)
         if state.learner.finished:
@@ -308,9 +309,18 @@ class Learners:
     # ------------------------------------------------------------------ publishing
 
     async def commit(self, spec: RunSpec, state: ArmState, update: RoundUpdate) -> None:
-        """Publish an applied update, then acknowledge the records it was trained on."""
+        """Publish an applied update, then acknowledge the records it was trained on.
+
+        Every write of a commit is idempotent, so a bus outage is waited out by retrying it with the update kept in
+        memory (nothing else could proceed without the bus). Any other failure raises out of the consumer.
+        """
         learner = state.learner
-        await self.versions.commit(spec, learner, update)
+        await retry_while_bus_fails(
+            lambda: self.versions.commit(spec, learner, update),
+            what=f"publishing {learner.policy_id} v{update.version}",
+            stopping=self.ctx.stopping,
+            on_retry=lambda _: self.ctx.metrics.count_event("commit_retried"),
+        )
         for message in state.acks.pop(update.round_index, []):
             with contextlib.suppress(Exception):
                 await message.ack()

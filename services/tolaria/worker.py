@@ -11,7 +11,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import msgspec
-from nats.errors import Error as NatsError
 from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
 from nats.js.kv import KeyValue
 
@@ -41,7 +40,7 @@ from leyline_schemas import (
     subjects,
 )
 from services.runtime import jetstream
-from services.runtime.bus import request
+from services.runtime.bus import BUS_ERRORS, request
 from services.runtime.service import ServiceContext
 from services.tolaria import leases
 from services.tolaria.acceleration import Acceleration
@@ -79,10 +78,6 @@ async def _policy_version(policies: KeyValue, policy_id: str) -> int | None:
 def lease_name(held: leases.HeldLease) -> str:
     """run/env, for log lines."""
     return f"{held.lease.run_id}/{held.lease.env_id}"
-
-
-#: Errors that mean the bus (not the run) failed: timeouts, lost connections, JetStream unavailable.
-BUS_ERRORS: tuple[type[BaseException], ...] = (NatsError, TimeoutError, ConnectionError)
 
 
 class LeaseLost(RuntimeError):
