@@ -168,19 +168,24 @@ async def retry_while_bus_fails(
     *,
     what: str,
     stopping: asyncio.Event | None = None,
+    deadline: float | None = None,
     on_retry: Callable[[BaseException], None] | None = None,
     max_delay: float = 5.0,
 ) -> R:
     """Run `operation` until it completes, retrying with backoff while the bus fails (a NATS outage is waited out:
     the client reconnects by itself). For idempotent writes that nothing can proceed without. Any other error
-    raises at once, and so does a bus error once `stopping` is set.
+    raises at once, and so does a bus error once `stopping` is set or the next try would start more than
+    `deadline` seconds after the first.
     """
-    delay = 0.5
+    give_up_at = None if deadline is None else time.monotonic() + deadline
+    delay = 0.2
     while True:
         try:
             return await operation()
         except BUS_ERRORS as exc:
             if stopping is not None and stopping.is_set():
+                raise
+            if give_up_at is not None and time.monotonic() + delay > give_up_at:
                 raise
             if on_retry is not None:
                 on_retry(exc)

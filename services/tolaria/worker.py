@@ -40,7 +40,7 @@ from leyline_schemas import (
     subjects,
 )
 from services.runtime import jetstream
-from services.runtime.bus import BUS_ERRORS, request
+from services.runtime.bus import BUS_ERRORS, request, retry_while_bus_fails
 from services.runtime.service import ServiceContext
 from services.tolaria import leases
 from services.tolaria.acceleration import Acceleration
@@ -417,23 +417,18 @@ class EnvWorker:
 
         Returns the record's sequence in STEPS.
         """
-        deadline = time.monotonic() + self.step_deadline
-        delay = 0.2
-        while True:
-            try:
-                ack = await self.ctx.js.publish(
-                    subjects.steps_subject(record.run_id),
-                    encode(record),
-                    headers={"Nats-Msg-Id": record.dedup_id},
-                    timeout=10.0,
-                )
-                return ack.seq
-            except BUS_ERRORS:
-                if time.monotonic() + delay > deadline:
-                    raise
-                log.warning("step %s not stored yet; retrying in %.1fs", record.dedup_id, delay)
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, 5.0)
+        payload = encode(record)
+        ack = await retry_while_bus_fails(
+            lambda: self.ctx.js.publish(
+                subjects.steps_subject(record.run_id),
+                payload,
+                headers={"Nats-Msg-Id": record.dedup_id},
+                timeout=10.0,
+            ),
+            what=f"storing step {record.dedup_id}",
+            deadline=self.step_deadline,
+        )
+        return ack.seq
 
     async def _publish_epoch(
         self,

@@ -4,6 +4,7 @@ errors that are not the bus's, and bus errors once the service is stopping, rais
 from __future__ import annotations
 
 import asyncio
+import time
 
 import pytest
 from nats.errors import TimeoutError as NatsTimeoutError
@@ -59,3 +60,16 @@ async def test_other_errors_and_a_stopping_service_are_not_retried() -> None:
     with pytest.raises(NatsTimeoutError):
         await retry_while_bus_fails(unreachable, what="during shutdown", stopping=stopping)
     assert calls == [1, 2]
+
+
+async def test_a_deadline_ends_the_retries() -> None:
+    tries: list[float] = []
+
+    async def unreachable() -> None:
+        tries.append(time.monotonic())
+        raise NatsTimeoutError
+
+    with pytest.raises(NatsTimeoutError):
+        await retry_while_bus_fails(unreachable, what="bounded", deadline=1.0)
+    # Backoff 0.2, 0.4: a third wait of 0.8 s would start the next try past the deadline.
+    assert len(tries) == 3 and tries[-1] - tries[0] < 1.0
