@@ -136,9 +136,18 @@ class LeaseKeeper:
                 delay = self.ttl / 3
 
     async def release(self, **changes: object) -> None:
+        """Give the env back; a lease taken over meanwhile is left to its new holder."""
         async with self.lock:
-            with contextlib.suppress(KeyWrongLastSequenceError):
+            try:
                 self.held = await leases.release(self.kv, self.held, **changes)
+                return
+            except KeyWrongLastSequenceError:
+                # A revision behind after a write whose reply was lost: release what is stored if it is still ours,
+                # so the env is leased again now rather than when the lease expires.
+                mine = await leases.still_held(self.kv, self.held.lease)
+            if mine is not None:
+                with contextlib.suppress(KeyWrongLastSequenceError):
+                    self.held = await leases.release(self.kv, mine, **changes)
 
 
 class EnvWorker:

@@ -70,3 +70,22 @@ async def _expiry(kv) -> float:  # type: ignore[no-untyped-def]
         return (await stored(kv, SPEC.run_id)).expires_at
     except Exception:
         return 0.0
+
+
+async def test_a_keeper_a_revision_behind_still_releases_its_lease(nats_url: str) -> None:
+    nc = await connect(RuntimeSettings.from_env({"service": "test-keeper", "nats_url": nats_url}, environ={}))
+    try:
+        kv = await jetstream.runs_bucket(nc.jetstream())
+        spec = msgspec.structs.replace(SPEC, run_id=f"keeper-release-{time.monotonic_ns()}")
+        held = await leases.try_lease(kv, spec, 0, "worker-a", TTL)
+        assert held is not None
+        keeper = LeaseKeeper(kv, held, TTL)
+        # Its last renewal was written, but the reply was lost: the keeper holds the revision before it.
+        key = L.subjects.lease_key(spec.run_id, 0)
+        current = await kv.get(key)
+        written = msgspec.structs.replace(await stored(kv, spec.run_id), expires_at=time.time() + TTL)
+        await kv.update(key, L.encode(written), last=current.revision)
+        await keeper.release()
+        assert (await stored(kv, spec.run_id)).released, "the env stays locked until the lease expires"
+    finally:
+        await nc.close()
