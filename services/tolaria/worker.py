@@ -7,6 +7,7 @@ import contextlib
 import functools
 import logging
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -102,20 +103,25 @@ class LeaseKeeper:
 
     async def update(self, **changes: object) -> None:
         async with self.lock:
-            try:
-                self.held = await leases.renew(self.kv, self.held, self.ttl, **changes)
-                return
-            except KeyWrongLastSequenceError as exc:
-                # A renewal whose reply the bus lost may have been written: still ours means carry on from it.
-                mine = await leases.still_held(self.kv, self.held.lease)
-                if mine is None:
-                    self.lost = True
-                    raise LeaseLost(f"lease on {lease_name(self.held)} was taken over") from exc
-            try:
-                self.held = await leases.renew(self.kv, mine, self.ttl, **changes)
-            except KeyWrongLastSequenceError as exc:
-                self.lost = True
-                raise LeaseLost(f"lease on {lease_name(self.held)} was taken over") from exc
+            await self._write(lambda held: leases.renew(self.kv, held, self.ttl, **changes))
+
+    async def _write(self, write: Callable[[leases.HeldLease], Awaitable[leases.HeldLease]]) -> None:
+        """Apply a compare-and-set write to the held lease; raise LeaseLost (and remember it) once it is not ours.
+
+        A write whose reply the bus lost may have landed, leaving the keeper a revision behind: if the stored lease
+        is still ours, the write is made once more on top of it.
+        """
+        try:
+            self.held = await write(self.held)
+            return
+        except KeyWrongLastSequenceError as exc:
+            mine = await leases.still_held(self.kv, self.held.lease)
+            if mine is not None:
+                with contextlib.suppress(KeyWrongLastSequenceError):
+                    self.held = await write(mine)
+                    return
+            self.lost = True
+            raise LeaseLost(f"lease on {lease_name(self.held)} was taken over") from exc
 
     async def keep_alive(self) -> None:
         """Renew every ttl/3 until the lease is lost. A renewal the bus failed is retried sooner, never given up:
@@ -138,16 +144,8 @@ class LeaseKeeper:
     async def release(self, **changes: object) -> None:
         """Give the env back; a lease taken over meanwhile is left to its new holder."""
         async with self.lock:
-            try:
-                self.held = await leases.release(self.kv, self.held, **changes)
-                return
-            except KeyWrongLastSequenceError:
-                # A revision behind after a write whose reply was lost: release what is stored if it is still ours,
-                # so the env is leased again now rather than when the lease expires.
-                mine = await leases.still_held(self.kv, self.held.lease)
-            if mine is not None:
-                with contextlib.suppress(KeyWrongLastSequenceError):
-                    self.held = await leases.release(self.kv, mine, **changes)
+            with contextlib.suppress(LeaseLost):
+                await self._write(lambda held: leases.release(self.kv, held, **changes))
 
 
 class EnvWorker:
@@ -340,7 +338,7 @@ class EnvWorker:
         stored_seq = 0  # STEPS sequence of this episode's latest stored record
         for epoch in range(1, spec.episode_length + 1):
             if keeper.lost:
-                raise LeaseLost(f"lease on {spec.run_id}/{env_id} lost")
+                raise LeaseLost(f"lease on {lease_name(keeper.held)} lost")
             outcome = await run_torch(env.run_epoch, epoch)
             report = outcome.report
             where = {"env_id": env_id, "episode": episode, "epoch": epoch}
