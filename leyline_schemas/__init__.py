@@ -11,7 +11,7 @@ import msgspec
 from leyline_schemas import enums as _enums
 from leyline_schemas import subjects
 from leyline_schemas.base import SCHEMA_VERSION, Message, Record
-from leyline_schemas.codec import decode, encode, pack_float32, to_builtins, unpack_float32
+from leyline_schemas.codec import decode, decoder, encode, pack_float32, to_builtins, unpack_float32, warm
 from leyline_schemas.decisions import (
     HEAD_NAMES,
     ActionMasks,
@@ -105,6 +105,8 @@ MESSAGES: tuple[type[Message], ...] = (
     PolicyListRequest,
     ServedPolicies,
 )
+# Every message's decoder is built here, once, while the import lock keeps other threads out (see codec.decoder).
+warm(MESSAGES)
 
 SCHEMA_PATH = Path(__file__).with_name("schema.json")
 
@@ -200,6 +202,7 @@ __all__ = [
     "TelemetryEvent",
     "TrainingSignals",
     "decode",
+    "decoder",
     "encode",
     "export_schema",
     "json_schema",

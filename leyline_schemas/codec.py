@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import re
-from functools import cache
+import threading
+from collections.abc import Iterable
 from typing import Any, TypeVar
 
 import msgspec
@@ -20,15 +21,35 @@ def encode(message: msgspec.Struct) -> bytes:
     return _encoder.encode(message)
 
 
-@cache
-def _decoder(message_type: type[Any]) -> msgspec.msgpack.Decoder[Any]:
-    return msgspec.msgpack.Decoder(message_type)
+_decoders: dict[type[Any], msgspec.msgpack.Decoder[Any]] = {}
+# msgspec (0.22, GIL builds) attaches a struct type's decoding info to the class *before* filling it in, and fills it
+# in with Python calls between which another thread can run. A decoder built by that other thread for any type that
+# reaches the same class sees the half-built info and segfaults on its first message (seen: Karn's store thread and
+# its event loop building their first decoders at once). So every decoder is built under one lock.
+_build_lock = threading.Lock()
+
+
+def decoder(message_type: type[T]) -> msgspec.msgpack.Decoder[T]:
+    """The (cached) MessagePack decoder for `message_type`, safe to ask for from any thread."""
+    found = _decoders.get(message_type)
+    if found is None:
+        with _build_lock:
+            found = _decoders.get(message_type)
+            if found is None:
+                found = _decoders[message_type] = msgspec.msgpack.Decoder(message_type)
+    return found
+
+
+def warm(message_types: Iterable[type[Any]]) -> None:
+    """Build the decoders of `message_types` now (at import, before any thread decodes)."""
+    for message_type in message_types:
+        decoder(message_type)
 
 
 def decode(data: bytes, message_type: type[T]) -> T:
     """Decode `data` as `message_type`, raising LeylineDecodeError naming the type and the offending field."""
     try:
-        message: T = _decoder(message_type).decode(data)
+        message: T = decoder(message_type).decode(data)
     except msgspec.ValidationError as exc:
         text = str(exc)
         match = _PATH.search(text)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import faulthandler
 import importlib
 import importlib.util
 import json
@@ -220,6 +221,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    # A crash in native code (torch, msgspec, sqlite) leaves every thread's Python stack in the log, not just a -11.
+    faulthandler.enable()
     parser = build_parser()
     args = parser.parse_args(argv)
     try:

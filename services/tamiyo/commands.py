@@ -24,7 +24,6 @@ from leyline_schemas import (
 )
 from services.runtime import jetstream
 from services.tamiyo.pointers import fetch_object, learned_pointer, read_pointers, stored_versions, write_pointer
-from services.tamiyo.weights import PolicyBlobError, decode_policy
 
 
 class PolicyCommandError(RuntimeError):
@@ -53,6 +52,9 @@ async def use_version(nc: Client, policy_id: str, version: int | None = None) ->
     info = await store.get_info(name)
     if info.digest and info.digest != _store_digest(blob):
         raise PolicyCommandError(f"{name}: the store's digest {info.digest} does not match its bytes")
+    # torch only here: every `esper` process (Karn's and Kasmina's services too) builds this module's parser.
+    from services.tamiyo.weights import PolicyBlobError, decode_policy
+
     try:
         weights = decode_policy(blob)
     except PolicyBlobError as exc:

@@ -7,6 +7,7 @@ A version is always written blob first, pointer second, so a pointer never names
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import re
 import time
 
@@ -15,7 +16,6 @@ from nats.js.kv import KeyValue
 from nats.js.object_store import ObjectStore
 
 from leyline_schemas import ActivePolicy, LeylineDecodeError, PolicyKind, decode, encode, subjects
-from services.tamiyo.weights import sha256_hex
 
 _VERSION = re.compile(r"^weights/(?P<policy>[^/]+)/(?P<version>\d+)\.safetensors$")
 
@@ -65,7 +65,7 @@ def learned_pointer(policy_id: str, version: int, blob: bytes) -> ActivePolicy:
         policy_id=policy_id,
         kind=PolicyKind.LEARNED,
         version=version,
-        sha256=sha256_hex(blob),
+        sha256=hashlib.sha256(blob).hexdigest(),
         object_name=subjects.weights_object(policy_id, version),
         updated_at=time.time(),
     )

@@ -56,6 +56,10 @@ class Mapping:
         return self.path(text) if text.startswith("/") else text
 
 
+#: The parsed compose document, where its names live here, and each service's process.
+Stack = tuple[dict[str, Any], Mapping, dict[str, "subprocess.Popen[bytes]"]]
+
+
 def start(argv: list[str], env: dict[str, str], cwd: Path, log: Path) -> subprocess.Popen[bytes]:
     with open(log, "wb") as out:
         return subprocess.Popen(argv, env=env, cwd=cwd, stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
@@ -93,7 +97,7 @@ def healthy(service: dict[str, Any], container_port: str, port: int) -> bool:
 
 
 @pytest.fixture(scope="module")
-def compose_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[dict[str, Any], Mapping]]:
+def compose_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Stack]:
     root = tmp_path_factory.mktemp("compose-root")
     logs = tmp_path_factory.mktemp("compose-logs")
     document = load(COMPOSE, dot_env())
@@ -139,7 +143,7 @@ def compose_stack(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[di
                     waiting.discard(name)
             assert time.monotonic() < deadline, f"not healthy: {sorted(waiting)}"
             time.sleep(0.5)
-        yield document, mapping
+        yield document, mapping, processes
     finally:
         for process in processes.values():
             if process.poll() is None:
@@ -165,8 +169,8 @@ def esper_in(service: dict[str, Any], mapping: Mapping, *args: str, timeout: flo
 
 
 @pytest.mark.timeout(300)
-def test_compose_services_run_a_digits_job(compose_stack: tuple[dict[str, Any], Mapping]) -> None:
-    document, mapping = compose_stack
+def test_compose_services_run_a_digits_job(compose_stack: Stack) -> None:
+    document, mapping, processes = compose_stack
     services = document["services"]
 
     status = esper_in(services["cli"], mapping, *services["cli"]["command"][1:], timeout=60)
@@ -195,3 +199,11 @@ def test_compose_services_run_a_digits_job(compose_stack: tuple[dict[str, Any], 
     refused = [line for log in mapping.logs.glob("*.log") for line in log.read_text().splitlines()]
     refused = [line for line in refused if "permissions violation" in line.lower()]
     assert not refused, f"a service was refused by the compose permissions: {refused[:5]}"
+
+    # Kasmina's rules and Karn's store need no torch: their containers should not carry its memory and threads.
+    maps = Path("/proc") / str(processes["karn"].pid) / "maps"
+    if maps.exists():
+        for name in ("kasmina", "karn"):
+            assert processes[name].poll() is None, f"{name} stopped during the job"
+            mapped = (Path("/proc") / str(processes[name].pid) / "maps").read_text()
+            assert "libtorch" not in mapped, f"{name} loaded torch"
