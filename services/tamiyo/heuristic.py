@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import msgspec
 
+from leyline_schemas.codec import decoder
 from leyline_schemas.decisions import Decision, DecisionRequest, FactoredAction
 from leyline_schemas.enums import (
     AlphaMode,
@@ -77,7 +78,6 @@ class HeuristicMemory(msgspec.Struct, kw_only=True):
     last_decided_epoch: int | None = None
 
 
-_memory_decoder = msgspec.msgpack.Decoder(HeuristicMemory)
 _memory_encoder = msgspec.msgpack.Encoder()
 
 
@@ -90,7 +90,7 @@ def decode_memory(policy_state: bytes) -> HeuristicMemory:
     if not policy_state:
         return HeuristicMemory()
     try:
-        return _memory_decoder.decode(policy_state)
+        return decoder(HeuristicMemory).decode(policy_state)
     except (msgspec.DecodeError, msgspec.ValidationError) as exc:
         raise ValueError(f"policy_state is not a heuristic memory: {exc}") from exc
 
