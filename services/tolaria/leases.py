@@ -114,8 +114,9 @@ async def renew(kv: KeyValue, held: HeldLease, ttl: float, **changes: object) ->
     return HeldLease(lease, revision)
 
 
-async def still_held(kv: KeyValue, lease: EnvLease) -> HeldLease | None:
-    """The stored lease with its revision when `lease.worker_id` still holds it, else None (taken over or gone)."""
+async def held_by(kv: KeyValue, lease: EnvLease) -> HeldLease | None:
+    """The stored lease with its revision while `lease.worker_id` is its worker (released or not), else None (taken
+    over or gone)."""
     try:
         entry = await kv.get(subjects.lease_key(lease.run_id, lease.env_id))
     except KeyNotFoundError:
@@ -124,7 +125,7 @@ async def still_held(kv: KeyValue, lease: EnvLease) -> HeldLease | None:
         stored = decode(entry.value or b"", EnvLease)
     except LeylineDecodeError:
         return None
-    if stored.worker_id != lease.worker_id or stored.released:
+    if stored.worker_id != lease.worker_id:
         return None
     return HeldLease(stored, entry.revision)
 

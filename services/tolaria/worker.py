@@ -19,6 +19,7 @@ from leyline_schemas import (
     ActivePolicy,
     CoalitionValue,
     DecisionOutcome,
+    EnvLease,
     EpochCompleted,
     EpochReport,
     GovernorRollback,
@@ -93,30 +94,56 @@ def load_task_data(task_name: str, seed: int, synthetic: bool, data_dir: str) ->
 
 @dataclass
 class LeaseKeeper:
-    """Holds one env lease: renews it in the background, applies progress updates with compare-and-set."""
+    """Holds one env lease: renews it in the background, applies progress updates with compare-and-set.
+
+    Progress updates and the release wait out a bus outage for up to `bus_deadline` seconds (unless `stopping` is
+    set): the compare-and-set keeps a lease taken over meanwhile safe, and giving the env back over a bus blip would
+    run its episode again.
+    """
 
     kv: KeyValue
     held: leases.HeldLease
     ttl: float
+    bus_deadline: float = 0.0
+    stopping: asyncio.Event | None = None
     lock: asyncio.Lock = field(default_factory=asyncio.Lock)
     lost: bool = False
 
     async def update(self, **changes: object) -> None:
+        await self._while_bus_fails(lambda: self._renew(**changes), "updating")
+
+    async def _renew(self, **changes: object) -> None:
         async with self.lock:
             await self._write(lambda held: leases.renew(self.kv, held, self.ttl, **changes))
 
-    async def _write(self, write: Callable[[leases.HeldLease], Awaitable[leases.HeldLease]]) -> None:
+    async def _while_bus_fails(self, write: Callable[[], Awaitable[None]], what: str) -> None:
+        await retry_while_bus_fails(
+            write,
+            what=f"{what} the lease on {lease_name(self.held)}",
+            stopping=self.stopping,
+            deadline=self.bus_deadline,
+        )
+
+    async def _write(
+        self,
+        write: Callable[[leases.HeldLease], Awaitable[leases.HeldLease]],
+        landed: Callable[[EnvLease], bool] = lambda stored: False,
+    ) -> None:
         """Apply a compare-and-set write to the held lease; raise LeaseLost (and remember it) once it is not ours.
 
-        A write whose reply the bus lost may have landed, leaving the keeper a revision behind: if the stored lease
-        is still ours, the write is made once more on top of it.
+        A write whose reply the bus lost may have landed (the client sends it again after reconnecting), leaving the
+        keeper a revision behind: if the stored lease is still ours, the write is made once more on top of it, unless
+        `landed` says the stored lease already is what the write wanted.
         """
         try:
             self.held = await write(self.held)
             return
         except KeyWrongLastSequenceError as exc:
-            mine = await leases.still_held(self.kv, self.held.lease)
-            if mine is not None:
+            mine = await leases.held_by(self.kv, self.held.lease)
+            if mine is not None and landed(mine.lease):
+                self.held = mine
+                return
+            if mine is not None and not mine.lease.released:
                 with contextlib.suppress(KeyWrongLastSequenceError):
                     self.held = await write(mine)
                     return
@@ -130,7 +157,7 @@ class LeaseKeeper:
         while not self.lost:
             await asyncio.sleep(delay)
             try:
-                await self.update()
+                await self._renew()
             except LeaseLost:
                 return
             except BUS_ERRORS as exc:
@@ -143,9 +170,14 @@ class LeaseKeeper:
 
     async def release(self, **changes: object) -> None:
         """Give the env back; a lease taken over meanwhile is left to its new holder."""
+        with contextlib.suppress(LeaseLost):
+            await self._while_bus_fails(lambda: self._release(**changes), "releasing")
+
+    async def _release(self, **changes: object) -> None:
         async with self.lock:
-            with contextlib.suppress(LeaseLost):
-                await self._write(lambda held: leases.release(self.kv, held, **changes))
+            await self._write(
+                lambda held: leases.release(self.kv, held, **changes), landed=lambda stored: stored.released
+            )
 
 
 class EnvWorker:
@@ -203,7 +235,7 @@ class EnvWorker:
                 held = await leases.try_lease(kv, spec, env_id, self.ctx.settings.instance, self.lease_ttl)
                 if held is None:
                     continue
-                keeper = LeaseKeeper(kv, held, self.lease_ttl)
+                keeper = LeaseKeeper(kv, held, self.lease_ttl, self.step_deadline, self.ctx.stopping)
                 log.info("leased %s env %d (episodes done %d)", spec.run_id, env_id, held.lease.episodes_done)
                 self.tasks[(spec.run_id, env_id)] = asyncio.create_task(self._drive_env(kv, spec, env_id, keeper))
 

@@ -89,3 +89,28 @@ async def test_a_keeper_a_revision_behind_still_releases_its_lease(nats_url: str
         assert (await stored(kv, spec.run_id)).released, "the env stays locked until the lease expires"
     finally:
         await nc.close()
+
+
+async def test_progress_and_release_wait_out_a_nats_outage(fresh_nats: EmbeddedNats) -> None:
+    """An episode's progress written while nats-server is down lands once it is back, and so does the release: the
+    env is neither given back over the blip (its episode would run again) nor left locked until the lease expires."""
+    nc = await connect(RuntimeSettings.from_env({"service": "test-keeper", "nats_url": fresh_nats.url}, environ={}))
+    try:
+        kv = await jetstream.runs_bucket(nc.jetstream(timeout=1.0))
+        held = await leases.try_lease(kv, SPEC, 0, "worker-a", TTL)
+        assert held is not None
+        keeper = LeaseKeeper(kv, held, TTL, bus_deadline=60.0)
+
+        for write, landed in (
+            (lambda: keeper.update(episode=1, attempt=0), lambda lease: lease.episode == 1),
+            (lambda: keeper.release(episodes_done=1), lambda lease: lease.released and lease.episodes_done == 1),
+        ):
+            await asyncio.to_thread(fresh_nats.kill)
+            pending = asyncio.create_task(write())
+            await asyncio.sleep(1.0)
+            assert not pending.done(), f"the write gave up during the outage: {pending.exception()!r}"
+            await asyncio.to_thread(fresh_nats.restart)
+            await asyncio.wait_for(pending, timeout=30)
+            assert landed(await stored(kv, SPEC.run_id)) and not keeper.lost
+    finally:
+        await nc.close()
