@@ -95,8 +95,10 @@ class LearnedPolicy:
     ) -> None:
         if normalizer.size != network.config.obs_size:
             raise ValueError(f"normalizer has {normalizer.size} features, network expects {network.config.obs_size}")
-        self.network = network.eval()
-        self.kernel = DecisionKernel(self.network)
+        # Decisions run on the kernel's own copy of the weights; the module tree is not kept (it would double the
+        # memory of every loaded version).
+        self.config = network.config
+        self.kernel = DecisionKernel(network.eval())
         self.normalizer = normalizer
         self.policy_id = policy_id
         self.version = version
@@ -116,10 +118,10 @@ class LearnedPolicy:
 
     @property
     def num_slots(self) -> int:
-        return self.network.config.num_slots
+        return self.config.num_slots
 
     def _inputs(self, request: DecisionRequest) -> tuple[torch.Tensor, torch.Tensor, LSTMState]:
-        config = self.network.config
+        config = self.config
         if len(request.slot_ids) != config.num_slots:
             raise PolicyInputError(
                 "slot_ids", f"{self.policy_id} v{self.version} has {config.num_slots} slots, request {request.slot_ids}"

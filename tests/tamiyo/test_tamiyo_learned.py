@@ -34,7 +34,7 @@ def test_a_decision_carries_version_log_probs_value_and_the_new_state() -> None:
     policy = _policy()
     decision = policy.decide(decision_request("line"))
     assert decision.policy_id == "line" and decision.policy_version == 3
-    assert len(decision.policy_state) == 4 * policy.network.config.state_floats
+    assert len(decision.policy_state) == 4 * policy.config.state_floats
     assert decision.log_probs.op < 0.0 and decision.log_probs.blueprint <= 0.0
     assert 0.0 <= decision.entropies.op <= 1.0
     # Stateless: the same request always gives the same decision, on any instance.
@@ -66,7 +66,7 @@ def test_rollout_and_full_sequence_log_probs_agree(seed: int = 7) -> None:
         decisions.append(decision)
         requests.append(request)
         state = decision.policy_state
-    network = policy.network
+    network = tiny_network(seed=seed)  # the weights `_policy(seed)` was built from
     obs = policy.normalizer.normalize(torch.tensor([r.observation for r in requests])).unsqueeze(0)
     indices = torch.tensor([r.blueprint_indices for r in requests]).unsqueeze(0)
     with torch.no_grad():
@@ -86,7 +86,7 @@ def test_rollout_and_full_sequence_log_probs_agree(seed: int = 7) -> None:
 
 def test_weights_round_trip_through_safetensors_with_the_normalizer() -> None:
     policy = _policy()
-    blob = encode_policy(policy.network, policy.normalizer, policy_id="line", version=3, value_scale=2.0)
+    blob = encode_policy(tiny_network(), policy.normalizer, policy_id="line", version=3, value_scale=2.0)
     weights = decode_policy(blob, expected_sha256=sha256_hex(blob))
     assert weights.version == 3 and weights.value_scale == 2.0
     assert torch.equal(weights.normalizer.mean, policy.normalizer.mean) and weights.normalizer.count == 64
