@@ -20,6 +20,7 @@ from services.runtime.bus import connect, request
 from services.runtime.embedded import EmbeddedNats
 from services.runtime.settings import RuntimeSettings
 from services.tamiyo.pointers import read_pointer
+from tests.resilience.run_probes import digits_learning_spec
 from tests.service_processes import start_service, stop_service, wait_services
 
 pytestmark = pytest.mark.integration
@@ -70,16 +71,7 @@ async def _steps_in_stream(js, run_id: str) -> int:  # type: ignore[no-untyped-d
 def test_learner_killed_mid_round_loses_no_step_and_counts_none_twice(fresh_nats: EmbeddedNats, tmp_path: Path) -> None:
     url = fresh_nats.url
     policy_id = "ppo-restart"
-    spec = L.RunSpec(
-        run_id="learn-restart",
-        task="digits",
-        episodes=EPISODES,
-        n_envs=N_ENVS,
-        episode_length=LENGTH,
-        max_batches=2,
-        arms=[L.ArmSpec(arm_id="main", policy_id=policy_id, reward_mode=L.RewardMode.SIMPLIFIED)],
-        learn=True,
-    )
+    spec = digits_learning_spec("learn-restart", policy_id, episodes=EPISODES, n_envs=N_ENVS, episode_length=LENGTH)
     common = {"ESPER_TORCH_THREADS": "1", "ESPER_LEASE_TTL": "5"}
     processes = {
         name: start_service(name, url, tmp_path, **common, **(LEARNER_ENV if name == "simic" else {}))

@@ -120,6 +120,20 @@ def permission_violations(stack: BackgroundStack) -> list[str]:
     return [line for line in log.splitlines() if "permissions violation" in line.lower()]
 
 
+def digits_learning_spec(run_id: str, policy_id: str, *, episodes: int, n_envs: int, episode_length: int) -> L.RunSpec:
+    """A small learning run on digits: one SIMPLIFIED arm training `policy_id`, two batches per epoch."""
+    return L.RunSpec(
+        run_id=run_id,
+        task="digits",
+        episodes=episodes,
+        n_envs=n_envs,
+        episode_length=episode_length,
+        max_batches=2,
+        arms=[L.ArmSpec(arm_id="main", policy_id=policy_id, reward_mode=L.RewardMode.SIMPLIFIED)],
+        learn=True,
+    )
+
+
 async def bus(settings: RuntimeSettings) -> tuple[Client, JetStreamContext]:
     nc = await connect(settings)
     return nc, nc.jetstream()

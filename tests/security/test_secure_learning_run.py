@@ -18,6 +18,7 @@ from tests.resilience.run_probes import (
     BackgroundStack,
     background_stack,
     bus,
+    digits_learning_spec,
     permission_violations,
     step_records,
     wait_learner_drained,
@@ -50,16 +51,7 @@ def test_a_learning_run_on_the_secure_bus(stack: BackgroundStack) -> None:
 
 async def _learning_run(stack: BackgroundStack) -> None:
     policy_id = "ppo-secure"
-    spec = L.RunSpec(
-        run_id="secure-learning",
-        task="digits",
-        episodes=EPISODES,
-        n_envs=N_ENVS,
-        episode_length=LENGTH,
-        max_batches=2,
-        arms=[L.ArmSpec(arm_id="main", policy_id=policy_id, reward_mode=L.RewardMode.SIMPLIFIED)],
-        learn=True,
-    )
+    spec = digits_learning_spec("secure-learning", policy_id, episodes=EPISODES, n_envs=N_ENVS, episode_length=LENGTH)
     nc, js = await bus(stack.settings("cli"))
     try:
         await wait_for_services(nc, list(SERVICES), timeout=120)
