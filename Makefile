@@ -3,14 +3,22 @@ PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+PIP := $(BIN)/python -m pip --quiet
+TORCH_INDEX_URL ?=
 ESPER_RUN_ARGS ?= --task digits --policy ppo --reward-mode simplified --rounds 4 --envs 2 --eval-episodes 4 --out runs/latest
 
-.PHONY: run test lint typecheck schemas install clean
+.PHONY: run test lint typecheck schemas install lock clean
 
-$(STAMP): pyproject.toml constraints.txt
+# The install is the lock file, exactly: every package but torch (and the installer, pip) at the version and hash
+# requirements.lock names, then torch at the version constraints.txt pins, from TORCH_INDEX_URL when it is set (a
+# CUDA build: TORCH_INDEX_URL=https://download.pytorch.org/whl/cu128), then Esper itself with no dependency
+# resolution at all. `pip check` fails the install if torch's own requirements disagree with the lock.
+$(STAMP): pyproject.toml constraints.txt requirements.lock
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -c constraints.txt -e '.[dev]'
+	$(PIP) install --require-hashes --no-deps -r requirements.lock
+	$(PIP) install -c constraints.txt $(if $(TORCH_INDEX_URL),--index-url $(TORCH_INDEX_URL)) torch
+	$(PIP) install --no-deps --no-build-isolation -e .
+	$(PIP) check
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -29,6 +37,17 @@ typecheck: $(STAMP)
 
 schemas: $(STAMP)
 	$(BIN)/esper schemas export
+
+# Refreshes requirements.lock from pyproject.toml: the newest releases that satisfy it, for CPython 3.11 on Linux,
+# resolved against PyPI (no machine's pip configuration) with torch's requirements those of its CPU build, which
+# LOCK_TORCH_SOURCE finds: the wheels of PIP_FIND_LINKS where the machine has them, else PyTorch's CPU index. Torch
+# itself and pip are left out. Review the diff, run `make test`, commit both.
+LOCK_TORCH_SOURCE ?= $(if $(PIP_FIND_LINKS),--find-links $(PIP_FIND_LINKS),--extra-index-url https://download.pytorch.org/whl/cpu)
+lock: $(STAMP)
+	PIP_CONFIG_FILE=/dev/null PIP_FIND_LINKS= CUSTOM_COMPILE_COMMAND="make lock" $(BIN)/pip-compile --quiet --upgrade \
+		--extra dev --all-build-deps --generate-hashes --strip-extras --no-emit-find-links --no-emit-index-url \
+		--unsafe-package torch --unsafe-package pip $(LOCK_TORCH_SOURCE) -c constraints.txt \
+		--output-file requirements.lock pyproject.toml
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import json
 from pathlib import Path
 from typing import Any
@@ -111,9 +112,27 @@ warm(MESSAGES)
 SCHEMA_PATH = Path(__file__).with_name("schema.json")
 
 
+def _cleaned_descriptions(node: Any) -> Any:
+    """``node`` with every docstring-derived description in ``inspect.cleandoc`` form.
+
+    msgspec takes descriptions from docstrings and its releases trim them differently (0.23 dedents otherwise
+    than 0.22), so the export normalises them itself: the committed schema then depends on the code alone.
+    """
+    if isinstance(node, dict):
+        return {
+            key: inspect.cleandoc(value) if key == "description" and isinstance(value, str) else _cleaned_descriptions(value)
+            for key, value in node.items()
+        }
+    if isinstance(node, list | tuple):
+        return [_cleaned_descriptions(item) for item in node]
+    return node
+
+
 def json_schema() -> dict[str, Any]:
     """The JSON Schema of every message, with shared definitions."""
-    schemas, components = msgspec.json.schema_components(MESSAGES, ref_template="#/$defs/{name}")
+    schemas, components = _cleaned_descriptions(
+        msgspec.json.schema_components(MESSAGES, ref_template="#/$defs/{name}")
+    )
     return {
         "$schema": "https://json-schema.org/draft/2020-12/schema",
         "title": "Esper Leyline messages",

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 import subprocess
 import sys
 from enum import Enum
@@ -59,6 +60,15 @@ def test_every_message_round_trips(message_type: type[L.Message], data: st.DataO
 
 def test_schema_json_matches_the_code() -> None:
     assert L.SCHEMA_PATH.read_text() == L.json_schema_text(), "run `esper schemas export` and commit schema.json"
+
+
+def test_schema_descriptions_are_the_docstrings_cleaned_whatever_msgspec_does() -> None:
+    """msgspec 0.22 kept docstring indentation, 0.23 dedents: the export normalises, so both give one schema.json."""
+    defs = L.json_schema()["$defs"]
+    documented = [cls for cls in L.MESSAGES if cls.__doc__ and "\n " in cls.__doc__]
+    assert documented, "no message has a multi-line indented docstring to check against"
+    for cls in documented:
+        assert defs[cls.__name__]["description"] == inspect.cleandoc(cls.__doc__)
 
 
 def test_schema_names_every_message_and_enum_values() -> None:
