@@ -33,14 +33,19 @@ RUN if ! command -v python3 >/dev/null 2>&1; then \
     && chown -R esper:esper /var/lib/esper
 
 WORKDIR /src
-# torch first and on its own layer (the large one), from the chosen index, at the version constraints.txt pins.
-COPY constraints.txt ./
-RUN pip install --index-url "${TORCH_INDEX_URL}" -c constraints.txt torch
-
+# The runtime part of requirements.lock (deploy/docker/runtime_lock.py leaves the dev tools out), exactly, hashes
+# checked; then torch on its own layer (the large one) at the version constraints.txt pins, from the chosen index,
+# its requirements already satisfied by the lock; then Esper with no resolution at all. `pip check` fails the build
+# if torch's requirements disagree with the lock.
+COPY requirements.lock constraints.txt deploy/docker/runtime_lock.py ./
 COPY pyproject.toml ./
+RUN python3 runtime_lock.py requirements.lock pyproject.toml > runtime.lock \
+    && pip install --require-hashes --no-deps -r runtime.lock
+RUN pip install --index-url "${TORCH_INDEX_URL}" --no-deps -c constraints.txt torch
+
 COPY leyline_schemas ./leyline_schemas
 COPY services ./services
-RUN pip install -c constraints.txt . && cd / && rm -rf /src
+RUN pip install --no-deps --no-build-isolation . && pip check && cd / && rm -rf /src
 
 USER esper
 WORKDIR /var/lib/esper

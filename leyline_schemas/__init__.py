@@ -120,7 +120,9 @@ def _cleaned_descriptions(node: Any) -> Any:
     """
     if isinstance(node, dict):
         return {
-            key: inspect.cleandoc(value) if key == "description" and isinstance(value, str) else _cleaned_descriptions(value)
+            key: inspect.cleandoc(value)
+            if key == "description" and isinstance(value, str)
+            else _cleaned_descriptions(value)
             for key, value in node.items()
         }
     if isinstance(node, list | tuple):

@@ -20,43 +20,6 @@ def shared_data_dir() -> Path:
     return Path(os.environ.get("ESPER_SHARED_DATA", REPO.parent / "shared" / "data"))
 
 
-#: The image of the official NATS server the container mode runs (the same as compose.yaml's default).
-NATS_IMAGE = os.environ.get("ESPER_TEST_NATS_IMAGE", "nats:2.10-alpine")
-
-
-def _docker_engine_error() -> str | None:
-    """Why no Docker engine can serve containers here, or None when one answers."""
-    try:
-        import docker  # type: ignore[import-untyped]
-
-        client = docker.from_env(timeout=5)
-        try:
-            client.ping()
-        finally:
-            client.close()
-    except Exception as exc:  # the client raises several types for an absent or unreachable engine
-        return f"{type(exc).__name__}: {exc}"
-    return None
-
-
-def _container_nats() -> Iterator[str]:
-    """nats-server with JetStream in a container (ESPER_TEST_NATS=container); a clear skip without Docker."""
-    error = _docker_engine_error()
-    if error is not None:
-        pytest.skip(f"ESPER_TEST_NATS=container but no Docker engine answers ({error})")
-    from testcontainers.core.container import DockerContainer
-    from testcontainers.core.wait_strategies import LogMessageWaitStrategy
-
-    container = (
-        DockerContainer(NATS_IMAGE)
-        .with_command(["--jetstream", "--store_dir", "/data"])
-        .with_exposed_ports(4222)
-        .waiting_for(LogMessageWaitStrategy("Server is ready").with_startup_timeout(60))
-    )
-    with container:
-        yield f"nats://{container.get_container_host_ip()}:{container.get_exposed_port(4222)}"
-
-
 @pytest.fixture(scope="session")
 def nats_url() -> Iterator[str]:
     """A NATS server with JetStream for the whole session."""
@@ -64,7 +27,10 @@ def nats_url() -> Iterator[str]:
         yield os.environ["ESPER_TEST_NATS_URL"]
         return
     if os.environ.get("ESPER_TEST_NATS") == "container":
-        yield from _container_nats()
+        from tests.docker.docker_env import nats_container
+
+        with nats_container() as url:
+            yield url
         return
     state = Path(tempfile.mkdtemp(prefix="esper-test-nats-"))
     server = start_nats(state, port=_free_port())
@@ -89,3 +55,13 @@ def fresh_nats(tmp_path: Path) -> Iterator[EmbeddedNats]:
         yield server
     finally:
         server.stop()
+
+
+def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
+    """One line for the Docker tests skipped for want of an engine, with the reason."""
+    from tests.docker.docker_env import SKIP_PREFIX
+
+    skipped = [r for r in terminalreporter.stats.get("skipped", []) if SKIP_PREFIX in str(r.longrepr)]
+    if skipped:
+        reason = str(skipped[0].longrepr[2]) if isinstance(skipped[0].longrepr, tuple) else str(skipped[0].longrepr)
+        terminalreporter.write_line(f"docker: {len(skipped)} tests skipped ({reason.removeprefix('Skipped: ')})")
