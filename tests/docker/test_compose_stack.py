@@ -138,12 +138,13 @@ def test_two_workers_drive_one_run_and_a_killed_service_is_brought_back(stack: C
             found = _LEASED.findall(stack.logs("tolaria", since=since))
             leases = {(worker, run_id, int(env)) for worker, run_id, env in found}
         assert len({run_id for _, run_id, _ in leases}) == 1, leases
-        # Mid-run: crash Kasmina, the lifecycle authority every step goes through. SIGABRT kills it as a native
-        # crash would (faulthandler dumps its threads, then it dies); a SIGKILL from `docker kill` is an operator's
-        # stop, which Docker never restarts. The workers' step requests wait for Kasmina (up to the step deadline)
-        # while the restart policy brings its container back.
+        # Mid-run: crash Kasmina, the lifecycle authority every step goes through. The container's init forwards
+        # SIGQUIT, whose default action ends the process at once (no shutdown), as a crash would. (A SIGKILL from
+        # `docker kill` is an operator's stop, which Docker never restarts; init does not forward SIGABRT or
+        # SIGSEGV.) The workers' step requests wait for Kasmina (up to the step deadline) while the restart policy
+        # brings its container back.
         (kasmina,) = [str(row["ID"]) for row in stack.containers() if row["Service"] == "kasmina"]
-        assert _docker("kill", "--signal", "SIGABRT", kasmina).returncode == 0
+        assert _docker("kill", "--signal", "SIGQUIT", kasmina).returncode == 0
         output, _ = run.communicate(timeout=700)
     finally:
         if run.poll() is None:
