@@ -119,10 +119,11 @@ def available(image: str) -> bool:
     return pulled.returncode == 0
 
 
-def apt_mirror() -> str:
+def apt_mirror(sources: list[Path] | None = None) -> str:
     """The Debian mirror this machine's apt uses (deb822 or one-line sources), for debootstrap."""
-    sources = [Path("/etc/apt/sources.list"), *sorted(Path("/etc/apt/sources.list.d").glob("*.sources")),
-               *sorted(Path("/etc/apt/sources.list.d").glob("*.list"))]
+    if sources is None:
+        sources = [Path("/etc/apt/sources.list"), *sorted(Path("/etc/apt/sources.list.d").glob("*.sources")),
+                   *sorted(Path("/etc/apt/sources.list.d").glob("*.list"))]
     for source in sources:
         if not source.is_file():
             continue

@@ -3,29 +3,20 @@
 from __future__ import annotations
 
 import importlib.metadata as metadata
-import importlib.util
-import sys
 import tomllib
-from functools import cache
-from pathlib import Path
 from types import ModuleType
 
 from packaging.markers import default_environment
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 
-REPO = Path(__file__).resolve().parents[2]
+from tests.scripts import REPO, load_script
+
 LOCK = REPO / "requirements.lock"
 
 
-@cache
 def runtime_lock() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("runtime_lock", REPO / "deploy" / "docker" / "runtime_lock.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
+    return load_script("deploy/docker/runtime_lock.py")
 
 
 def pins() -> dict[str, str]:

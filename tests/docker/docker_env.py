@@ -6,9 +6,7 @@ summary); with ESPER_REQUIRE_DOCKER=1 (CI sets it) a missing engine fails them i
 
 from __future__ import annotations
 
-import importlib.util
 import os
-import sys
 from collections.abc import Iterator
 from contextlib import contextmanager
 from functools import cache
@@ -17,20 +15,15 @@ from types import ModuleType
 
 import pytest
 
-REPO = Path(__file__).resolve().parents[2]
+from tests.scripts import load_script
+
 #: Every skip for want of Docker starts with this, so the session summary can count them.
 SKIP_PREFIX = "no Docker here"
 
 
-@cache
 def images_tool() -> ModuleType:
-    """deploy/docker/images.py (a script, not a package module), loaded once."""
-    spec = importlib.util.spec_from_file_location("esper_docker_images", REPO / "deploy" / "docker" / "images.py")
-    assert spec is not None and spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module
-    spec.loader.exec_module(module)
-    return module
+    """deploy/docker/images.py (a script, not a package module)."""
+    return load_script("deploy/docker/images.py")
 
 
 def docker_required() -> bool:

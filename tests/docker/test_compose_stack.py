@@ -21,7 +21,8 @@ import httpx
 import pytest
 
 from services.runtime.embedded import free_port
-from tests.docker.docker_env import REPO, images_tool
+from tests.docker.docker_env import images_tool
+from tests.scripts import REPO
 
 pytestmark = [pytest.mark.docker, pytest.mark.integration, pytest.mark.timeout(900)]
 
