@@ -34,14 +34,14 @@ RUN if ! command -v python3 >/dev/null 2>&1; then \
 
 WORKDIR /src
 # The runtime part of requirements.lock (deploy/docker/runtime_lock.py leaves the dev tools out), exactly, hashes
-# checked; then torch on its own layer (the large one) at the version constraints.txt pins, from the chosen index,
-# its requirements already satisfied by the lock; then Esper with no resolution at all. `pip check` fails the build
-# if torch's requirements disagree with the lock.
+# checked; then torch on its own layer (the large one) at the version constraints.txt pins, from the chosen index:
+# the lock already satisfies its requirements, so only what a CUDA build adds (its nvidia-* libraries) comes from
+# that index too; then Esper with no resolution at all. `pip check` fails the build if anything disagrees.
 COPY requirements.lock constraints.txt deploy/docker/runtime_lock.py ./
 COPY pyproject.toml ./
 RUN python3 runtime_lock.py requirements.lock pyproject.toml > runtime.lock \
     && pip install --require-hashes --no-deps -r runtime.lock
-RUN pip install --index-url "${TORCH_INDEX_URL}" --no-deps -c constraints.txt torch
+RUN pip install --index-url "${TORCH_INDEX_URL}" -c constraints.txt torch
 
 COPY leyline_schemas ./leyline_schemas
 COPY services ./services
