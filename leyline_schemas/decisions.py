@@ -75,6 +75,8 @@ class DecisionRequest(Message, frozen=True, kw_only=True):
     signals: TrainingSignals = TrainingSignals()
     policy_state: bytes = b""
     deterministic: bool = False
+    #: As StepRequest.min_policy_version: Tamiyo decides only with this version of the line or a newer one.
+    min_policy_version: int = 0
 
 
 class Decision(Message, frozen=True, kw_only=True):

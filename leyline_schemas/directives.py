@@ -78,6 +78,9 @@ class StepRequest(Message, frozen=True, kw_only=True):
     last_action_succeeded: bool = True
     total_seeds: int = 0
     deterministic: bool = False
+    #: The oldest version of the learned line `policy_id` that may decide this step (0: any). Strictly on-policy
+    #: learning sets it to the round, so that no step of round r acts with a version older than r.
+    min_policy_version: int = 0
 
 
 class StepDirective(Message, frozen=True, kw_only=True):

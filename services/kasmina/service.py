@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import time
 from dataclasses import dataclass
 
 from leyline_schemas import (
@@ -33,30 +35,44 @@ class KasminaSettings(RuntimeSettings):
     decision_deadline: float = 8.0
 
 
+#: Pause before asking Tamiyo again for a line version it has not loaded yet.
+RETRY_UNAVAILABLE_S = 0.1
+
+
 async def decide(
     req: StepRequest, decision_request: DecisionRequest, ctx: ServiceContext
 ) -> tuple[Decision | None, DecisionOutcome, str]:
-    """Ask Tamiyo, retrying with backoff within the deadline; a missing policy is a WAIT, never a dead run."""
+    """Ask Tamiyo, retrying with backoff within the deadline; a missing policy is a WAIT, never a dead run.
+
+    A refusal as UNAVAILABLE (the step needs a version of its line that Tamiyo has not loaded yet) is asked again
+    while the deadline lasts, so that the step is decided by that version rather than refused.
+    """
     settings = ctx.settings
     assert isinstance(settings, KasminaSettings)
-    try:
-        decision = await request(
-            ctx.nc,
-            subjects.TAMIYO_DECIDE,
-            decision_request,
-            Decision,
-            timeout=settings.decision_timeout,
-            retries=1000,
-            deadline=settings.decision_deadline,
-        )
-    except RequestTimeout as exc:
-        ctx.metrics.count_event("policy_unavailable")
-        return None, DecisionOutcome.POLICY_UNAVAILABLE, str(exc)
-    except RemoteError as exc:
-        ctx.metrics.count_event("policy_error")
-        log.warning("tamiyo refused %s env %d epoch %d: %s", req.run_id, req.env_id, req.epoch, exc)
-        return None, DecisionOutcome.POLICY_ERROR, exc.reply.message
-    return decision, DecisionOutcome.APPLIED, ""
+    deadline = time.monotonic() + settings.decision_deadline
+    while True:
+        try:
+            decision = await request(
+                ctx.nc,
+                subjects.TAMIYO_DECIDE,
+                decision_request,
+                Decision,
+                timeout=settings.decision_timeout,
+                retries=1000,
+                deadline=max(deadline - time.monotonic(), 0.0),
+            )
+        except RequestTimeout as exc:
+            ctx.metrics.count_event("policy_unavailable")
+            return None, DecisionOutcome.POLICY_UNAVAILABLE, str(exc)
+        except RemoteError as exc:
+            if exc.reply.code is ErrorCode.UNAVAILABLE and time.monotonic() + RETRY_UNAVAILABLE_S < deadline:
+                ctx.metrics.count_event("policy_version_retried")
+                await asyncio.sleep(RETRY_UNAVAILABLE_S)
+                continue
+            ctx.metrics.count_event("policy_error")
+            log.warning("tamiyo refused %s env %d epoch %d: %s", req.run_id, req.env_id, req.epoch, exc)
+            return None, DecisionOutcome.POLICY_ERROR, exc.reply.message
+        return decision, DecisionOutcome.APPLIED, ""
 
 
 async def handle_step(req: StepRequest, ctx: ServiceContext) -> StepDirective:

@@ -49,6 +49,7 @@ class PreparedStep:
             signals=req.report.signals,
             policy_state=req.policy_state,
             deterministic=req.deterministic,
+            min_policy_version=req.min_policy_version,
         )
 
 

@@ -36,7 +36,7 @@ from services.runtime.settings import RuntimeSettings
 from services.tamiyo.learned import PolicyInputError
 from services.tamiyo.loader import PolicyLoadError, needs_blob, served_policy
 from services.tamiyo.pointers import fetch_object
-from services.tamiyo.policies import PolicyBook, UnknownPolicy, resolve_view
+from services.tamiyo.policies import PolicyBook, ServedPolicy, UnknownPolicy, resolve_view
 from services.tamiyo.requests import InvalidDecisionRequest, validate_decision_request
 
 log = logging.getLogger("esper.tamiyo")
@@ -165,6 +165,8 @@ async def handle_decide(request: DecisionRequest, ctx: ServiceContext) -> Decisi
         if policy_or_none is None:
             raise RequestRejected(ErrorCode.UNKNOWN_POLICY, str(exc), "policy_id") from exc
         policy = policy_or_none
+    if policy.version < request.min_policy_version:
+        policy = await _recent_enough(request, policy, ctx)
     try:
         validate_decision_request(request)
     except InvalidDecisionRequest as exc:
@@ -177,6 +179,25 @@ async def handle_decide(request: DecisionRequest, ctx: ServiceContext) -> Decisi
         raise RequestRejected(ErrorCode.INVALID_REQUEST, f"{policy.policy_id}: {exc}", "") from exc
     ctx.metrics.count_event(f"decision_{policy.kind.value}")
     return decision
+
+
+async def _recent_enough(request: DecisionRequest, policy: ServedPolicy, ctx: ServiceContext) -> ServedPolicy:
+    """The line at `min_policy_version` or newer: its pointer is read and loaded now (or the load the watcher has
+    in flight is awaited, under the line's lock); still older, the request is refused as UNAVAILABLE, never decided
+    with an older version. Kasmina retries UNAVAILABLE within its decision deadline."""
+    lines = ctx.state.get("lines")
+    if isinstance(lines, PolicyLines):
+        await lines.load_current(request.policy_id)
+    current = book(ctx).find(request.policy_id)
+    if current is not None and current.version >= request.min_policy_version:
+        return current
+    ctx.metrics.count_event("policy_version_not_loaded")
+    served = policy.version if current is None else current.version
+    raise RequestRejected(
+        ErrorCode.UNAVAILABLE,
+        f"{request.policy_id} v{request.min_policy_version} is not loaded yet (serving v{served})",
+        "min_policy_version",
+    )
 
 
 async def handle_policies(request: PolicyListRequest, ctx: ServiceContext) -> ServedPolicies:

@@ -64,6 +64,12 @@ def shapley_event(attribution: TerminalAttribution) -> ShapleyComputed:
     )
 
 
+def required_policy_version(spec: RunSpec, round_index: int) -> int:
+    """The oldest policy version that may act in round `round_index`: strictly on-policy learning needs the version
+    trained on the round before (ARCHITECTURE.md §6); `run_ahead` learning and runs that do not learn take any."""
+    return round_index if spec.learn and not spec.run_ahead else 0
+
+
 async def _policy_version(policies: KeyValue, policy_id: str) -> int | None:
     try:
         entry = await policies.get(subjects.policy_key(policy_id))
@@ -303,7 +309,7 @@ class EnvWorker:
         if not spec.learn:
             return True
         arm = spec.arms[env_id % len(spec.arms)]
-        needed = 0 if spec.run_ahead else round_index
+        needed = required_policy_version(spec, round_index)
         policies = await jetstream.policies_bucket(self.ctx.js)
         runs = await jetstream.runs_bucket(self.ctx.js)
         logged = False
@@ -407,6 +413,7 @@ class EnvWorker:
                 last_op=last_op,
                 last_action_succeeded=last_ok,
                 total_seeds=env.total_seeds,
+                min_policy_version=required_policy_version(spec, round_index),
             )
             directive = await request(
                 ctx.nc,

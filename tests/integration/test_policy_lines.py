@@ -106,6 +106,36 @@ def test_policy_use_repoints_a_line_and_list_shows_who_serves_it(tamiyo: str) ->
     assert missing.returncode == 1 and "no version 7" in missing.stderr
 
 
+def test_a_request_for_a_newer_version_is_decided_by_it_the_moment_its_pointer_exists(tamiyo: str) -> None:
+    """Strict on-policy: a step that needs v1 is never decided by v0, even if it arrives as v1's pointer is written
+    (Tamiyo loads on demand, or awaits the load in flight); a version no pointer names is refused as UNAVAILABLE."""
+    policy_id = f"fresh-{uuid.uuid4().hex[:6]}"
+
+    async def scenario() -> tuple[list[int], L.ErrorReply]:
+        nc = await _client(tamiyo)
+        try:
+            js = nc.jetstream()
+            await publish_version(js, policy_id, 0, policy_blob(policy_id, 0, seed=1))
+            await _version_served(nc, policy_id, 0)
+            needs_one = msgspec.structs.replace(decision_request(policy_id), min_policy_version=1)
+            await publish_version(js, policy_id, 1, policy_blob(policy_id, 1, seed=2))
+            versions = [
+                (await request(nc, L.subjects.TAMIYO_DECIDE, needs_one, L.Decision, timeout=10)).policy_version
+                for _ in range(3)
+            ]
+            needs_five = msgspec.structs.replace(needs_one, min_policy_version=5)
+            with pytest.raises(L.RemoteError) as refused:
+                await request(nc, L.subjects.TAMIYO_DECIDE, needs_five, L.Decision, timeout=10)
+            return versions, refused.value.reply
+        finally:
+            await nc.close()
+
+    versions, refusal = asyncio.run(scenario())
+    assert versions == [1, 1, 1]
+    assert refusal.code is L.ErrorCode.UNAVAILABLE and refusal.field == "min_policy_version", refusal
+    assert "v5 is not loaded yet (serving v1)" in refusal.message
+
+
 class _Planted:
     """Unpickling this would create `marker`: proof that Tamiyo never unpickles what it is given."""
 
