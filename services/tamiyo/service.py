@@ -155,18 +155,7 @@ def book(ctx: ServiceContext) -> PolicyBook:
 
 async def handle_decide(request: DecisionRequest, ctx: ServiceContext) -> Decision:
     request = resolve_view(request)
-    try:
-        policy = book(ctx).get(request.policy_id)
-    except UnknownPolicy as exc:
-        lines = ctx.state.get("lines")
-        if isinstance(lines, PolicyLines):
-            await lines.load_current(request.policy_id)
-        policy_or_none = book(ctx).find(request.policy_id)
-        if policy_or_none is None:
-            raise RequestRejected(ErrorCode.UNKNOWN_POLICY, str(exc), "policy_id") from exc
-        policy = policy_or_none
-    if policy.version < request.min_policy_version:
-        policy = await _recent_enough(request, policy, ctx)
+    policy = await _served_for(request, ctx)
     try:
         validate_decision_request(request)
     except InvalidDecisionRequest as exc:
@@ -181,23 +170,31 @@ async def handle_decide(request: DecisionRequest, ctx: ServiceContext) -> Decisi
     return decision
 
 
-async def _recent_enough(request: DecisionRequest, policy: ServedPolicy, ctx: ServiceContext) -> ServedPolicy:
-    """The line at `min_policy_version` or newer: its pointer is read and loaded now (or the load the watcher has
-    in flight is awaited, under the line's lock); still older, the request is refused as UNAVAILABLE, never decided
-    with an older version. Kasmina retries UNAVAILABLE within its decision deadline."""
-    lines = ctx.state.get("lines")
-    if isinstance(lines, PolicyLines):
-        await lines.load_current(request.policy_id)
-    current = book(ctx).find(request.policy_id)
-    if current is not None and current.version >= request.min_policy_version:
-        return current
-    ctx.metrics.count_event("policy_version_not_loaded")
-    served = policy.version if current is None else current.version
-    raise RequestRejected(
-        ErrorCode.UNAVAILABLE,
-        f"{request.policy_id} v{request.min_policy_version} is not loaded yet (serving v{served})",
-        "min_policy_version",
-    )
+async def _served_for(request: DecisionRequest, ctx: ServiceContext) -> ServedPolicy:
+    """The line the request names, at `min_policy_version` or newer.
+
+    A line not served here yet, or older than that, has its pointer read and loaded now (or the load the watcher
+    has in flight awaited, under the line's lock). Still unknown is UNKNOWN_POLICY; still older is UNAVAILABLE,
+    which Kasmina retries within its decision deadline: a step is never decided by an older version.
+    """
+    policies = book(ctx)
+    policy = policies.find(request.policy_id)
+    if policy is None or policy.version < request.min_policy_version:
+        lines = ctx.state.get("lines")
+        if isinstance(lines, PolicyLines):
+            await lines.load_current(request.policy_id)
+        policy = policies.find(request.policy_id)
+    if policy is None:
+        unknown = UnknownPolicy(request.policy_id, policies.ids())
+        raise RequestRejected(ErrorCode.UNKNOWN_POLICY, str(unknown), "policy_id")
+    if policy.version < request.min_policy_version:
+        ctx.metrics.count_event("policy_version_not_loaded")
+        raise RequestRejected(
+            ErrorCode.UNAVAILABLE,
+            f"{request.policy_id} v{request.min_policy_version} is not loaded yet (serving v{policy.version})",
+            "min_policy_version",
+        )
+    return policy
 
 
 async def handle_policies(request: PolicyListRequest, ctx: ServiceContext) -> ServedPolicies:

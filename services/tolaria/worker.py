@@ -350,6 +350,7 @@ class EnvWorker:
     ) -> None:
         ctx = self.ctx
         round_index = episode // spec.n_envs
+        min_policy_version = required_policy_version(spec, round_index)
         lifecycle = LifecycleConfig(
             max_seeds=spec.max_seeds,
             permissive_gates=spec.permissive_gates,
@@ -413,7 +414,7 @@ class EnvWorker:
                 last_op=last_op,
                 last_action_succeeded=last_ok,
                 total_seeds=env.total_seeds,
-                min_policy_version=required_policy_version(spec, round_index),
+                min_policy_version=min_policy_version,
             )
             directive = await request(
                 ctx.nc,
