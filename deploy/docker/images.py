@@ -27,8 +27,8 @@ import sys
 import tempfile
 import threading
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[2]
@@ -249,19 +249,24 @@ def local_torch_index() -> Iterator[str]:
             server.server_close()
 
 
-def build_esper(tag: str, base: str, torch_index: str | None) -> str:
-    """Esper's image from the project's Dockerfile, reused while its build inputs are unchanged."""
+def build_esper(tag: str, base: str, torch_index: Callable[[], AbstractContextManager[str]] | None) -> str:
+    """Esper's image from the project's Dockerfile, reused while its build inputs are unchanged.
+
+    ``torch_index`` serves the torch wheel for the build (the Dockerfile's default index when None); it is started
+    only when the image is actually built.
+    """
     wanted = source_hash()
     if image_label(tag, SOURCE_LABEL) == wanted:
         _log(f"reusing {tag} (build inputs unchanged)")
         return tag
     args = ["build", "--network", "host", "--label", f"{SOURCE_LABEL}={wanted}", "-t", tag,
             "--build-arg", f"BASE_IMAGE={base}"]
-    if torch_index:
-        args += ["--build-arg", f"TORCH_INDEX_URL={torch_index}"]
     started = time.monotonic()
-    _log(f"building {tag} on {base} (several minutes)")
-    built = docker(*args, str(REPO), env={"DOCKER_BUILDKIT": "0"}, timeout=1800)
+    with torch_index() if torch_index else nullcontext(None) as index:
+        if index:
+            args += ["--build-arg", f"TORCH_INDEX_URL={index}"]
+        _log(f"building {tag} on {base} (several minutes)")
+        built = docker(*args, str(REPO), env={"DOCKER_BUILDKIT": "0"}, timeout=1800)
     if built.returncode != 0:
         raise DockerError(f"building {tag} failed:\n{built.stdout[-4000:]}\n{built.stderr[-4000:]}")
     _log(f"built {tag} in {time.monotonic() - started:.0f} s")
@@ -284,11 +289,7 @@ def make_images(local: bool | None = None) -> dict[str, str]:
     nats = nats_image(local=use_local)
     if not use_local:
         return {"ESPER_IMAGE": build_esper(OFFICIAL_ESPER, OFFICIAL_PYTHON, None), "NATS_IMAGE": nats}
-    base = make_local_base()
-    if image_label(LOCAL_ESPER, SOURCE_LABEL) == source_hash():
-        return {"ESPER_IMAGE": build_esper(LOCAL_ESPER, base, None), "NATS_IMAGE": nats}
-    with local_torch_index() as index:
-        return {"ESPER_IMAGE": build_esper(LOCAL_ESPER, base, index), "NATS_IMAGE": nats}
+    return {"ESPER_IMAGE": build_esper(LOCAL_ESPER, make_local_base(), local_torch_index), "NATS_IMAGE": nats}
 
 
 def main(argv: list[str] | None = None) -> int:
