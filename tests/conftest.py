@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from services.runtime.embedded import EmbeddedNats, start_nats
+from services.operator.embedded import EmbeddedNats, start_nats
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -42,7 +42,7 @@ def nats_url() -> Iterator[str]:
 
 
 def _free_port() -> int:
-    from services.runtime.embedded import free_port
+    from services.operator.embedded import free_port
 
     return free_port()
 

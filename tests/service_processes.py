@@ -22,7 +22,7 @@ REPO = Path(__file__).resolve().parents[1]
 def start_service(name: str, nats_url: str, log_dir: Path, **env: str) -> subprocess.Popen[bytes]:
     log = open(log_dir / f"{name}-{time.monotonic_ns()}.log", "wb")  # noqa: SIM115 - owned by the child
     return subprocess.Popen(
-        [sys.executable, "-m", "services.cli", "service", name],
+        [sys.executable, "-m", "services.operator.cli", "service", name],
         env={**os.environ, "ESPER_NATS_URL": nats_url, "PYTHONUNBUFFERED": "1", **env},
         stdout=log,
         stderr=subprocess.STDOUT,

@@ -171,7 +171,7 @@ def make_local_base() -> str:
 
 def nats_server_binary() -> Path:
     sys.path.insert(0, str(REPO))
-    from services.runtime.embedded import nats_server_binary as find
+    from services.operator.embedded import nats_server_binary as find
 
     return Path(find())
 

@@ -115,18 +115,6 @@ def step(state: AlphaControllerState) -> tuple[AlphaControllerState, bool]:
     return replace(state, alpha=min(high, max(low, raw)), steps_done=done), False
 
 
-def time_to_target(state: AlphaControllerState) -> int:
-    """Ticks left until the ramp lands (§6 item 103)."""
-    return max(state.steps_total - state.steps_done, 0)
-
-
-def alpha_velocity(state: AlphaControllerState) -> float:
-    """Mean amplitude change per tick of the current ramp, 0 in HOLD (§6 item 103)."""
-    if state.mode is AlphaMode.HOLD or state.steps_total <= 0:
-        return 0.0
-    return (state.alpha_target - state.alpha_start) / state.steps_total
-
-
 def at_target(state: AlphaControllerState) -> bool:
     """Whether the controller rests at its target in HOLD."""
     return state.mode is AlphaMode.HOLD and abs(state.alpha - state.alpha_target) <= ALPHA_EPSILON

@@ -19,7 +19,7 @@ from leyline_schemas import (
 )
 from services.kasmina.lifecycle import ActionResult, TickResult, execute, tick, validate_request
 from services.kasmina.masks import compute_masks
-from services.kasmina.observation import build_observation
+from services.observation.features import build_observation
 
 
 @dataclass(frozen=True)

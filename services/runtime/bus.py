@@ -30,7 +30,6 @@ from leyline_schemas import (
     encode,
     subjects,
 )
-from services.runtime.security import inbox_prefix
 from services.runtime.settings import RuntimeSettings
 from services.runtime.tracing import client_span, outgoing_headers
 
@@ -41,6 +40,11 @@ R = TypeVar("R")
 
 ERROR_HEADER = "Nats-Service-Error"
 ERROR_CODE_HEADER = "Nats-Service-Error-Code"
+
+
+def inbox_prefix(user: str) -> str:
+    """The per-user inbox prefix `connect` sets, so no user can subscribe to another's replies."""
+    return f"_INBOX.{user}"
 
 
 #: Errors that mean the bus (not the work) failed: timeouts, lost connections, JetStream unavailable.
@@ -104,7 +108,7 @@ async def connect(
     if settings.nats_user:
         options["user"] = settings.nats_user
         options["password"] = settings.nats_password
-        # Replies arrive on a per-user inbox that the server lets only this user read (runtime/security.py).
+        # Replies arrive on a per-user inbox that the server lets only this user read (operator/security.py).
         options["inbox_prefix"] = inbox_prefix(settings.nats_user)
     if settings.nats_creds:
         options["user_credentials"] = settings.nats_creds

@@ -1,6 +1,7 @@
 """One learning arm of a run: its network, optimiser and normalisers, its round buffers, its updates and checkpoints.
 
-Rounds follow ARCHITECTURE.md §6: episode e belongs to round e // n_envs and env i to arm i % len(arms). The update
+Rounds follow ARCHITECTURE.md §6 (`leyline_schemas.rounds`): episode e belongs to round e // n_envs and env i to
+arm i % len(arms). The update
 of round r publishes version base + r + 1; Tolaria starts round r once a version ≥ r is out (strictly on-policy),
 or at once with `run_ahead`, in which case steps acted with older versions. A step's version lag is the version the
 learner holds when it trains on the step minus the version that acted. Lagging steps are trained through the
@@ -12,22 +13,16 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 from dataclasses import asdict, dataclass, field
 
 import torch
 from safetensors.torch import load as load_tensors
 from safetensors.torch import save as save_tensors
 
-from leyline_schemas import ArmSpec, RunSpec
-from services.simic.episodes import ScoredEpisode
-from services.simic.normalizers import RewardNormalizer, ValueNormalizer
-from services.simic.ppo import PPOConfig, UpdateStats, ppo_update
-from services.simic.reward_config import RewardConfig, require_matching_gamma
-from services.simic.rollout import EpisodeRollout, build_rollout, collate
-from services.tamiyo.network import FactoredRecurrentActorCritic, NetworkConfig, seeded_network
-from services.tamiyo.normalization import ObservationNormalizer
-from services.tamiyo.weights import (
+from leyline_schemas import ArmSpec, RunSpec, rounds
+from services.policy.network import FactoredRecurrentActorCritic, NetworkConfig, seeded_network
+from services.policy.normalization import ObservationNormalizer
+from services.policy.weights import (
     PolicyBlobError,
     encode_policy,
     load_network,
@@ -35,6 +30,11 @@ from services.tamiyo.weights import (
     safetensors_metadata,
     sha256_hex,
 )
+from services.simic.episodes import ScoredEpisode
+from services.simic.normalizers import RewardNormalizer, ValueNormalizer
+from services.simic.ppo import PPOConfig, UpdateStats, ppo_update
+from services.simic.reward_config import RewardConfig, require_matching_gamma
+from services.simic.rollout import EpisodeRollout, build_rollout, collate
 
 CHECKPOINT_FORMAT = "esper.simic.checkpoint/1"
 
@@ -58,24 +58,6 @@ class LearnerConfig:
 def arm_seed(run_seed: int, policy_id: str) -> int:
     """§7.3: base seed plus an md5-derived offset, so arms of one run start from different weights."""
     return run_seed + int(hashlib.md5(policy_id.encode()).hexdigest()[:8], 16) % 10000
-
-
-def total_rounds(spec: RunSpec) -> int:
-    return math.ceil(spec.episodes / spec.n_envs)
-
-
-def arm_index_of_env(spec: RunSpec, env_id: int) -> int:
-    return env_id % len(spec.arms)
-
-
-def round_episodes(spec: RunSpec, arm_index: int, round_index: int) -> set[int]:
-    """The episodes of `round_index` that the arm's envs run."""
-    first = round_index * spec.n_envs
-    return {
-        first + env
-        for env in range(spec.n_envs)
-        if arm_index_of_env(spec, env) == arm_index and first + env < spec.episodes
-    }
 
 
 def checkpoint_object(run_id: str, arm_id: str) -> str:
@@ -158,14 +140,14 @@ class ArmLearner:
 
     @property
     def total_rounds(self) -> int:
-        return total_rounds(self.spec)
+        return rounds.total_rounds(self.spec)
 
     @property
     def finished(self) -> bool:
         return self.rounds_done >= self.total_rounds
 
     def round_of(self, episode: int) -> int:
-        return episode // self.spec.n_envs
+        return rounds.round_of_episode(self.spec, episode)
 
     def accept(self, scored: ScoredEpisode) -> bool:
         """Buffer a finished episode; False when its round is already in an applied update (a redelivery)."""
@@ -173,7 +155,7 @@ class ArmLearner:
         round_index = self.round_of(last.episode)
         if round_index < self.rounds_done:
             return False
-        if last.episode not in round_episodes(self.spec, self.arm_index, round_index):
+        if last.episode not in rounds.round_episodes(self.spec, self.arm_index, round_index):
             raise ValueError(f"episode {last.episode} of env {last.env_id} is not one of arm {self.arm.arm_id}'s")
         episodes = self.pending.setdefault(round_index, {})
         if last.episode not in episodes:  # the first complete copy wins; a redelivered copy adds nothing
@@ -192,7 +174,7 @@ class ArmLearner:
         """Whether every episode of the next round to train is buffered."""
         if self.finished:
             return False
-        expected = round_episodes(self.spec, self.arm_index, self.rounds_done)
+        expected = rounds.round_episodes(self.spec, self.arm_index, self.rounds_done)
         return bool(expected) and expected <= set(self.pending.get(self.rounds_done, {}))
 
     def policy_blob(self) -> bytes:

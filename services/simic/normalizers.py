@@ -1,6 +1,6 @@
 """Simic's reward and value normalisers (reference/tamiyo_simic.md §5.3, §5.5); both checkpoint as float64 tensors.
 
-The observation normaliser lives with the policy weights (services.tamiyo.normalization), since Tamiyo applies it.
+The observation normaliser lives with the policy weights (services.policy.normalization), since Tamiyo applies it.
 """
 
 from __future__ import annotations

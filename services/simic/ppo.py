@@ -16,11 +16,11 @@ import torch
 from torch import nn
 
 from leyline_schemas import HEAD_NAMES
+from services.policy.network import FactoredRecurrentActorCritic
+from services.policy.sampling import evaluate_actions
 from services.simic.advantages import compute_gae, explained_variance, normalize_advantages
 from services.simic.normalizers import ValueNormalizer
 from services.simic.rollout import RolloutBatch
-from services.tamiyo.network import FactoredRecurrentActorCritic
-from services.tamiyo.sampling import evaluate_actions
 
 # §5.12: per-head entropy multipliers, entropy floors and floor-penalty coefficients.
 ENTROPY_MULTIPLIERS = {

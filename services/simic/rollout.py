@@ -26,10 +26,9 @@ from leyline_schemas import (
     StepRequest,
     Topology,
 )
-from services.kasmina.masks import available_heads, causal_heads, is_forced
-from services.kasmina.observation import build_observation
+from leyline_schemas.heads import available_heads, causal_heads, conditioned_masks, head_sizes, is_forced
+from services.observation.features import build_observation
 from services.simic.episodes import ScoredEpisode
-from services.tamiyo.sampling import conditioned_masks, head_sizes
 
 
 class RolloutError(ValueError):

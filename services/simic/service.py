@@ -31,12 +31,13 @@ from leyline_schemas import (
     decode,
     subjects,
 )
+from leyline_schemas.rounds import arm_index_of_env
 from services.runtime import jetstream
 from services.runtime.bus import retry_while_bus_fails
 from services.runtime.service import ServiceContext, ServiceDefinition
 from services.runtime.settings import RuntimeSettings
 from services.simic.episodes import EpisodeBuffer, EpisodeKey, episode_outcome, score_episode
-from services.simic.learner import ArmLearner, LearnerConfig, RoundUpdate, arm_index_of_env
+from services.simic.learner import ArmLearner, LearnerConfig, RoundUpdate
 from services.simic.ppo import PPOConfig
 from services.simic.reward_config import RewardConfig
 from services.simic.rollout import RolloutError

@@ -19,9 +19,8 @@ from nats.js.kv import KeyValue
 from nats.js.object_store import ObjectStore
 
 from leyline_schemas import PolicyUpdated, PPOUpdateCompleted, RunSpec
-from services.runtime.bus import TelemetryPublisher
-from services.simic.learner import ArmLearner, LearnerConfig, RoundUpdate, checkpoint_object
-from services.tamiyo.pointers import (
+from leyline_schemas.policy_ids import BUILTIN_POLICY_IDS
+from services.policy.pointers import (
     delete_weights,
     fetch_object,
     put_weights,
@@ -29,8 +28,9 @@ from services.tamiyo.pointers import (
     stored_versions,
     write_pointer,
 )
-from services.tamiyo.policies import BUILTIN_IDS
-from services.tamiyo.weights import PolicyBlobError, decode_policy
+from services.policy.weights import PolicyBlobError, decode_policy
+from services.runtime.bus import TelemetryPublisher
+from services.simic.learner import ArmLearner, LearnerConfig, RoundUpdate, checkpoint_object
 
 log = logging.getLogger("esper.simic.versions")
 
@@ -83,7 +83,7 @@ class VersionPublisher:
     async def load_arm(self, spec: RunSpec, index: int, config: LearnerConfig) -> ArmLearner:
         """This run's checkpoint if there is one, else the line's current version, else a fresh version 0."""
         arm = spec.arms[index]
-        if arm.policy_id in BUILTIN_IDS:
+        if arm.policy_id in BUILTIN_POLICY_IDS:
             raise ValueError(f"arm {arm.arm_id}: {arm.policy_id!r} is a built-in policy, not a line to train")
         checkpoint = await fetch_object(self.store, checkpoint_object(spec.run_id, arm.arm_id))
         if checkpoint is not None:

@@ -20,8 +20,8 @@ from leyline_schemas.enums import (
     blueprints_for,
 )
 from leyline_schemas.lifecycle import SlotState
+from leyline_schemas.policy_ids import HEURISTIC_POLICY_ID
 
-HEURISTIC_POLICY_ID = "heuristic"
 HEURISTIC_POLICY_VERSION = 0
 
 DEFAULT_ROTATION: tuple[BlueprintAction, ...] = (

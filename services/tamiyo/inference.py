@@ -26,7 +26,7 @@ from torch.nn import functional as F
 
 from leyline_schemas.decisions import HEAD_NAMES
 from leyline_schemas.enums import BLUEPRINT_NULL_INDEX
-from services.tamiyo.network import FactoredRecurrentActorCritic, LSTMState
+from services.policy.network import FactoredRecurrentActorCritic, LSTMState
 
 
 @dataclass(frozen=True)

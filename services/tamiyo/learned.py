@@ -23,11 +23,11 @@ from leyline_schemas.enums import (
     LifecycleOp,
     TempoAction,
 )
+from services.policy.network import FactoredRecurrentActorCritic, LSTMState
+from services.policy.normalization import ObservationNormalizer
+from services.policy.sampling import SampledAction, sample_action
+from services.policy.weights import PolicyWeights
 from services.tamiyo.inference import DecisionKernel
-from services.tamiyo.network import FactoredRecurrentActorCritic, LSTMState
-from services.tamiyo.normalization import ObservationNormalizer
-from services.tamiyo.sampling import SampledAction, sample_action
-from services.tamiyo.weights import PolicyWeights
 
 
 class PolicyInputError(ValueError):

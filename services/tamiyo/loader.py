@@ -6,9 +6,9 @@ The digest is verified before the blob is parsed; any failure leaves the book un
 from __future__ import annotations
 
 from leyline_schemas import ActivePolicy, PolicyKind
+from services.policy.weights import PolicyBlobError, decode_policy
 from services.tamiyo.learned import LearnedPolicy
 from services.tamiyo.policies import ServedPolicy, builtin_policy
-from services.tamiyo.weights import PolicyBlobError, decode_policy
 
 
 class PolicyLoadError(Exception):

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 import msgspec
 
 from leyline_schemas import ActivePolicy, Decision, DecisionRequest, PolicyKind
+from leyline_schemas.policy_ids import BUILTIN_POLICY_IDS, GREEDY_SUFFIX
 from services.tamiyo.heuristic import decide_heuristic
 from services.tamiyo.simple_policies import random_decision, wait_decision
 
@@ -43,8 +44,6 @@ BUILTIN_DECIDERS: dict[PolicyKind, DecideFn] = {
     PolicyKind.RANDOM: _random,
     PolicyKind.WAIT: wait_decision,
 }
-#: `<line>+greedy` serves a line's argmax decisions (§4.9 deterministic mode): how trained lines are evaluated.
-GREEDY_SUFFIX = "+greedy"
 
 
 def resolve_view(request: DecisionRequest) -> DecisionRequest:
@@ -52,13 +51,6 @@ def resolve_view(request: DecisionRequest) -> DecisionRequest:
     if request.policy_id.endswith(GREEDY_SUFFIX) and len(request.policy_id) > len(GREEDY_SUFFIX):
         return msgspec.structs.replace(request, policy_id=request.policy_id[: -len(GREEDY_SUFFIX)], deterministic=True)
     return request
-
-
-BUILTIN_IDS: dict[str, PolicyKind] = {
-    "heuristic": PolicyKind.HEURISTIC,
-    "random": PolicyKind.RANDOM,
-    "wait": PolicyKind.WAIT,
-}
 
 
 @dataclass
@@ -89,7 +81,7 @@ class PolicyBook:
 
     def __init__(self) -> None:
         self._policies: dict[str, ServedPolicy] = {}
-        for policy_id, kind in BUILTIN_IDS.items():
+        for policy_id, kind in BUILTIN_POLICY_IDS.items():
             self.add(builtin_policy(policy_id, kind))
 
     def add(self, policy: ServedPolicy) -> None:
@@ -99,8 +91,8 @@ class PolicyBook:
 
     def remove(self, policy_id: str) -> None:
         """Forget a line; a built-in id falls back to its rule-based policy."""
-        if policy_id in BUILTIN_IDS:
-            self.add(builtin_policy(policy_id, BUILTIN_IDS[policy_id]))
+        if policy_id in BUILTIN_POLICY_IDS:
+            self.add(builtin_policy(policy_id, BUILTIN_POLICY_IDS[policy_id]))
         else:
             self._policies.pop(policy_id, None)
 

@@ -4,10 +4,9 @@ from __future__ import annotations
 
 import math
 
-from leyline_schemas import HEAD_NAMES, DecisionRequest
-
-BASE_FEATURES = 23
-SLOT_FEATURES = 31
+from leyline_schemas import DecisionRequest, LifecycleOp
+from leyline_schemas.heads import FIXED_HEAD_SIZES
+from leyline_schemas.observation import EMPTY_SLOT_BLUEPRINT, MAX_BLUEPRINT_INDEX, observation_size
 
 
 class InvalidDecisionRequest(ValueError):
@@ -19,7 +18,7 @@ class InvalidDecisionRequest(ValueError):
 def validate_decision_request(request: DecisionRequest) -> None:
     """Raise InvalidDecisionRequest for a NaN observation, a malformed mask or inconsistent sizes."""
     n_slots = len(request.slot_ids)
-    expected = BASE_FEATURES + SLOT_FEATURES * n_slots
+    expected = observation_size(n_slots)
     if len(request.observation) != expected:
         raise InvalidDecisionRequest(
             "observation",
@@ -33,13 +32,15 @@ def validate_decision_request(request: DecisionRequest) -> None:
             "blueprint_indices", f"{len(request.blueprint_indices)} blueprint indices for {n_slots} slots"
         )
     for i, index in enumerate(request.blueprint_indices):
-        if not -1 <= index <= 12:
-            raise InvalidDecisionRequest(f"blueprint_indices[{i}]", f"blueprint index {index} is outside [-1, 12]")
+        if not EMPTY_SLOT_BLUEPRINT <= index <= MAX_BLUEPRINT_INDEX:
+            raise InvalidDecisionRequest(
+                f"blueprint_indices[{i}]",
+                f"blueprint index {index} is outside [{EMPTY_SLOT_BLUEPRINT}, {MAX_BLUEPRINT_INDEX}]",
+            )
     if len(request.slots) != n_slots:
         raise InvalidDecisionRequest("slots", f"{len(request.slots)} slot states for {n_slots} slot ids")
     masks = request.masks
-    sizes = {"op": 6, "blueprint": 13, "style": 4, "tempo": 3, "alpha_target": 3, "alpha_speed": 4, "alpha_curve": 5}
-    for head, size in sizes.items():
+    for head, size in FIXED_HEAD_SIZES.items():
         row: list[bool] = getattr(masks, head)
         if len(row) != size:
             raise InvalidDecisionRequest(
@@ -47,8 +48,10 @@ def validate_decision_request(request: DecisionRequest) -> None:
             )
         if not any(row):
             raise InvalidDecisionRequest(f"masks.{head}", f"mask for head {head} has no legal action")
-    if len(masks.slot_by_op) != 6:
-        raise InvalidDecisionRequest("masks.slot_by_op", f"slot_by_op has {len(masks.slot_by_op)} rows, expected 6")
+    if len(masks.slot_by_op) != len(LifecycleOp):
+        raise InvalidDecisionRequest(
+            "masks.slot_by_op", f"slot_by_op has {len(masks.slot_by_op)} rows, expected {len(LifecycleOp)}"
+        )
     for op, row in enumerate(masks.slot_by_op):
         if len(row) != n_slots:
             raise InvalidDecisionRequest(
@@ -56,4 +59,3 @@ def validate_decision_request(request: DecisionRequest) -> None:
             )
         if masks.op[op] and not any(row):
             raise InvalidDecisionRequest(f"masks.slot_by_op[{op}]", f"op {op} is legal but no slot allows it")
-    assert set(HEAD_NAMES) >= set(sizes)

@@ -30,12 +30,12 @@ from leyline_schemas import (
     decode,
     subjects,
 )
+from services.policy.pointers import fetch_object
 from services.runtime import jetstream
 from services.runtime.service import SYSTEM_RUN, Endpoint, RequestRejected, ServiceContext, ServiceDefinition
 from services.runtime.settings import RuntimeSettings
 from services.tamiyo.learned import PolicyInputError
 from services.tamiyo.loader import PolicyLoadError, needs_blob, served_policy
-from services.tamiyo.pointers import fetch_object
 from services.tamiyo.policies import PolicyBook, ServedPolicy, UnknownPolicy, resolve_view
 from services.tamiyo.requests import InvalidDecisionRequest, validate_decision_request
 

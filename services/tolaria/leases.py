@@ -22,11 +22,7 @@ from leyline_schemas import (
     encode,
     subjects,
 )
-
-
-def env_episodes(spec: RunSpec, env_id: int) -> list[int]:
-    """The episode indices env `env_id` runs: round r of env i is episode r·n_envs + i."""
-    return list(range(env_id, spec.episodes, spec.n_envs))
+from leyline_schemas.rounds import env_episodes
 
 
 @dataclass

@@ -22,6 +22,7 @@ from leyline_schemas import (
     encode,
     subjects,
 )
+from leyline_schemas.policy_ids import BUILTIN_POLICY_IDS
 from services.runtime import jetstream
 from services.runtime.service import Endpoint, RequestRejected, ServiceContext, ServiceDefinition
 from services.runtime.settings import RuntimeSettings
@@ -34,7 +35,6 @@ from services.tolaria.worker import EnvWorker, load_task_data
 log = logging.getLogger("esper.tolaria")
 
 
-BUILTIN_POLICIES = frozenset({"heuristic", "random", "wait"})
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -87,7 +87,7 @@ def _check_spec(spec: RunSpec) -> tuple[RunSpec, int]:
     if spec.learn:
         # Each learning arm is its own line of versions: a shared or built-in id would never get a version 0.
         ids = [a.policy_id for a in arms]
-        builtin = sorted(set(ids) & BUILTIN_POLICIES)
+        builtin = sorted(set(ids) & BUILTIN_POLICY_IDS.keys())
         if builtin or len(set(ids)) != len(ids):
             raise RequestRejected(
                 ErrorCode.INVALID_REQUEST,

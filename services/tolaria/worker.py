@@ -41,6 +41,7 @@ from leyline_schemas import (
     encode,
     subjects,
 )
+from leyline_schemas.rounds import arm_of_env, required_policy_version, round_of_episode
 from services.runtime import jetstream
 from services.runtime.bus import BUS_ERRORS, request, retry_while_bus_fails
 from services.runtime.service import ServiceContext
@@ -62,12 +63,6 @@ def shapley_event(attribution: TerminalAttribution) -> ShapleyComputed:
         shapley={s: e.mean for s, e in attribution.shapley.items()},
         shapley_std={s: e.std for s, e in attribution.shapley.items()},
     )
-
-
-def required_policy_version(spec: RunSpec, round_index: int) -> int:
-    """The oldest policy version that may act in round `round_index`: strictly on-policy learning needs the version
-    trained on the round before (ARCHITECTURE.md §6); `run_ahead` learning and runs that do not learn take any."""
-    return round_index if spec.learn and not spec.run_ahead else 0
 
 
 async def _policy_version(policies: KeyValue, policy_id: str) -> int | None:
@@ -271,7 +266,7 @@ class EnvWorker:
                             "env %d of %s: episode %d restarts, attempt %d", env_id, spec.run_id, episodes[k], attempt
                         )
                     await keeper.update(episode=episodes[k], attempt=attempt, final_from=0)
-                    if not await self._wait_for_policy(spec, env_id, episodes[k] // spec.n_envs, keeper):
+                    if not await self._wait_for_policy(spec, env_id, round_of_episode(spec, episodes[k]), keeper):
                         return
                     await self._run_episode(spec, task, data, env_id, episodes[k], keeper)
                 await keeper.update(episodes_done=k + 1, final_from=0)
@@ -308,7 +303,7 @@ class EnvWorker:
         """
         if not spec.learn:
             return True
-        arm = spec.arms[env_id % len(spec.arms)]
+        arm = arm_of_env(spec, env_id)
         needed = required_policy_version(spec, round_index)
         policies = await jetstream.policies_bucket(self.ctx.js)
         runs = await jetstream.runs_bucket(self.ctx.js)
@@ -349,7 +344,7 @@ class EnvWorker:
         self, spec: RunSpec, task: TaskSpec, data: TaskData, env_id: int, episode: int, keeper: LeaseKeeper
     ) -> None:
         ctx = self.ctx
-        round_index = episode // spec.n_envs
+        round_index = round_of_episode(spec, episode)
         min_policy_version = required_policy_version(spec, round_index)
         lifecycle = LifecycleConfig(
             max_seeds=spec.max_seeds,
@@ -371,7 +366,7 @@ class EnvWorker:
             acceleration=self.acceleration,
         )
         slot_config = env.slot_config()
-        arm = spec.arms[env_id % len(spec.arms)]
+        arm = arm_of_env(spec, env_id)
         policy_state = b""
         last_op, last_ok = LifecycleOp.WAIT, True
         stored_seq = 0  # STEPS sequence of this episode's latest stored record

@@ -10,7 +10,7 @@ from typing import Any
 
 import yaml
 
-from services.runtime import security
+from services.operator import security
 from services.runtime.settings import RuntimeSettings
 
 REPO = Path(__file__).resolve().parents[2]
@@ -95,7 +95,7 @@ def esper_services(document: dict[str, Any], *, with_profiles: bool = True) -> d
 
 def settings_names(command: list[str]) -> set[str]:
     """Every `ESPER_*` variable the settings behind an `esper` command read."""
-    from services.services import settings_type
+    from services.operator.registry import settings_type
 
     if command[1:2] == ["service"]:
         return set(settings_type(command[2]).env_names())

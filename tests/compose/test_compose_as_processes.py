@@ -19,7 +19,7 @@ from typing import Any
 
 import pytest
 
-from services.runtime.embedded import free_port, nats_server_binary, wait_for_port
+from services.operator.embedded import free_port, nats_server_binary, wait_for_port
 from tests.compose.compose_model import (
     COMPOSE,
     REPO,
@@ -76,7 +76,7 @@ def esper_argv(command: list[str], mapping: Mapping, port: int | None) -> list[s
         args[args.index("--host") + 1] = "127.0.0.1"
     if "--port" in args and port is not None:
         args[args.index("--port") + 1] = str(port)
-    return [sys.executable, "-m", "services.cli", *args]
+    return [sys.executable, "-m", "services.operator.cli", *args]
 
 
 def service_environment(service: dict[str, Any], mapping: Mapping, admin_port: int | None) -> dict[str, str]:

@@ -12,9 +12,9 @@ from typing import Any
 import jsonschema
 import pytest
 
-from services.cli import build_parser
-from services.runtime import security
-from services.runtime.embedded import DEFAULT_MAX_PAYLOAD
+from services.operator import security
+from services.operator.cli import build_parser
+from services.operator.embedded import DEFAULT_MAX_PAYLOAD
 from tests.compose.compose_model import (
     COMPOSE,
     COMPOSE_GPU,

@@ -20,7 +20,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from services.runtime.embedded import free_port
+from services.operator.embedded import free_port
 from tests.docker.docker_env import images_tool
 from tests.scripts import REPO
 
@@ -91,7 +91,7 @@ def _docker(*args: str) -> subprocess.CompletedProcess[str]:
 @pytest.fixture(scope="module")
 def stack(docker_images: dict[str, str], tmp_path_factory: pytest.TempPathFactory) -> Iterator[ComposeProject]:
     tool = images_tool()
-    passwords = subprocess.run([sys.executable, "-m", "services.runtime.security", "compose-env"], cwd=REPO,
+    passwords = subprocess.run([sys.executable, "-m", "services.operator.security", "compose-env"], cwd=REPO,
                                capture_output=True, text=True, check=True).stdout
     env_file = tmp_path_factory.mktemp("compose") / "compose.env"
     nats_port, api_port = free_port(), free_port()

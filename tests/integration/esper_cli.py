@@ -33,7 +33,7 @@ def run_esper(
     env = {k: v for k, v in os.environ.items() if k != "ESPER_NATS_URL"}
     env.update(extra_env or {})
     result = subprocess.run(
-        [sys.executable, "-m", "services.cli", *args, "--out", str(out)],
+        [sys.executable, "-m", "services.operator.cli", *args, "--out", str(out)],
         cwd=REPO,
         env=env,
         capture_output=True,

@@ -22,7 +22,7 @@ def test_ab_experiment_writes_a_paired_verdict_and_curves(tmp_path: Path) -> Non
         [
             sys.executable,
             "-m",
-            "services.cli",
+            "services.operator.cli",
             "experiment",
             "ab",
             "--arms",

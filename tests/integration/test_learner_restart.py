@@ -15,11 +15,11 @@ from pathlib import Path
 import pytest
 
 import leyline_schemas as L
+from services.operator.embedded import EmbeddedNats
+from services.policy.pointers import read_pointer
 from services.runtime import jetstream
 from services.runtime.bus import connect, request
-from services.runtime.embedded import EmbeddedNats
 from services.runtime.settings import RuntimeSettings
-from services.tamiyo.pointers import read_pointer
 from tests.resilience.run_probes import digits_learning_spec
 from tests.service_processes import start_service, stop_service, wait_services
 

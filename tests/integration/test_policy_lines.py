@@ -22,10 +22,10 @@ import msgspec
 import pytest
 
 import leyline_schemas as L
+from services.policy.pointers import write_pointer
 from services.runtime import jetstream
 from services.runtime.bus import connect, request
 from services.runtime.settings import RuntimeSettings
-from services.tamiyo.pointers import write_pointer
 from tests.service_processes import running_services
 from tests.tamiyo.policy_helpers import decision_request, policy_blob, publish_version
 
@@ -60,7 +60,7 @@ async def _version_served(nc, policy_id: str, want: int, timeout: float = 20.0) 
 
 def _esper(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "services.cli", *args],
+        [sys.executable, "-m", "services.operator.cli", *args],
         cwd=REPO,
         env={k: v for k, v in os.environ.items() if k != "ESPER_NATS_URL"},
         capture_output=True,

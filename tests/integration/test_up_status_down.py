@@ -18,7 +18,7 @@ REPO = Path(__file__).resolve().parents[2]
 
 def esper(*args: str, env: dict[str, str], timeout: float = 180) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "services.cli", *args],
+        [sys.executable, "-m", "services.operator.cli", *args],
         cwd=REPO,
         env=env,
         capture_output=True,

@@ -14,10 +14,10 @@ import pytest
 from karn_fixtures import publish, put_run, script
 
 import leyline_schemas as L
-from services.cli import main as esper
 from services.karn import queries
 from services.karn.rebuild import rebuild
 from services.karn.store import RunStore
+from services.operator.cli import main as esper
 from services.runtime import jetstream
 from services.runtime.bus import connect
 from services.runtime.settings import RuntimeSettings

@@ -12,6 +12,7 @@ from hypothesis import strategies as st
 from leyline_schemas.enums import AlphaCurve, AlphaMode
 from leyline_schemas.lifecycle import AlphaControllerState
 from services.kasmina import alpha
+from services.observation.features import alpha_velocity, time_to_target
 
 unit = st.floats(min_value=0.0, max_value=1.0, allow_nan=False)
 curves = st.sampled_from(list(AlphaCurve))
@@ -120,11 +121,11 @@ def test_ramp_is_monotone_and_lands_exactly_on_target(
 
 def test_time_to_target_and_velocity() -> None:
     state = alpha.retarget(alpha.hold_at(0.0), 1.0, 4)
-    assert alpha.time_to_target(state) == 4
-    assert alpha.alpha_velocity(state) == 0.25
+    assert time_to_target(state) == 4
+    assert alpha_velocity(state) == 0.25
     state, _ = alpha.step(state)
-    assert alpha.time_to_target(state) == 3
-    assert alpha.alpha_velocity(alpha.hold_at(0.3)) == 0.0
+    assert time_to_target(state) == 3
+    assert alpha_velocity(alpha.hold_at(0.3)) == 0.0
 
 
 def test_normalized_applies_the_construction_invariants() -> None:

@@ -17,16 +17,10 @@ from leyline_schemas.enums import (
     Topology,
     blueprints_for,
 )
+from leyline_schemas.heads import CANONICAL_VALUES, available_heads, causal_heads, is_forced, op_conditioned_mask
 from leyline_schemas.lifecycle import LifecycleConfig, SlotState
 from services.kasmina.lifecycle import execution_refusal
-from services.kasmina.masks import (
-    CANONICAL_VALUES,
-    available_heads,
-    causal_heads,
-    compute_masks,
-    is_forced,
-    op_conditioned_mask,
-)
+from services.kasmina.masks import compute_masks
 
 from .factories import SLOT_IDS, empty_slots, seed, slot_config, slot_states
 

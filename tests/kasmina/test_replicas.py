@@ -8,8 +8,8 @@ from __future__ import annotations
 import leyline_schemas as L
 from services.kasmina.lifecycle import execute, tick
 from services.kasmina.masks import compute_masks
-from services.kasmina.observation import build_observation
-from services.runtime.bench import _lifecycle_request
+from services.observation.features import build_observation
+from services.operator.bench import _lifecycle_request
 
 
 def answer(request: L.StepRequest, action: L.FactoredAction) -> tuple[object, ...]:

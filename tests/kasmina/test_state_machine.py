@@ -22,11 +22,12 @@ from leyline_schemas.enums import (
     TempoAction,
     Topology,
 )
+from leyline_schemas.heads import op_conditioned_mask
 from leyline_schemas.lifecycle import AlphaControllerState, LifecycleConfig, SlotState
 from leyline_schemas.reports import SlotReport
 from services.kasmina.lifecycle import execute, is_valid_transition, tick
-from services.kasmina.masks import compute_masks, op_conditioned_mask
-from services.kasmina.observation import build_observation, observation_size
+from services.kasmina.masks import compute_masks
+from services.observation.features import build_observation, observation_size
 
 from .factories import SLOT_IDS, report, request, slot_states
 

@@ -22,12 +22,12 @@ from nats.js.errors import KeyNotFoundError, NotFoundError
 from prometheus_client.parser import text_string_to_metric_families
 
 import leyline_schemas as L
+from leyline_schemas.rounds import env_episodes
+from services.operator.stack import LocalStack
+from services.operator.supervisor import SERVICES
 from services.runtime.bus import connect
 from services.runtime.discovery import live_services, wait_for_services
 from services.runtime.settings import RuntimeSettings
-from services.runtime.stack import LocalStack
-from services.runtime.supervisor import SERVICES
-from services.tolaria.leases import env_episodes
 
 T = TypeVar("T")
 

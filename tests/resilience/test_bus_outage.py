@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from services.runtime.embedded import EmbeddedNats
+from services.operator.embedded import EmbeddedNats
 from tests.service_processes import start_service, stop_service, wait_services
 
 pytestmark = pytest.mark.integration

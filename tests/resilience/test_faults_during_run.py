@@ -15,10 +15,10 @@ import pytest
 from nats.js import JetStreamContext
 
 import leyline_schemas as L
+from services.operator.registry import settings_type
+from services.operator.supervisor import SERVICES
 from services.runtime.bus import request
 from services.runtime.discovery import wait_for_services
-from services.runtime.supervisor import SERVICES
-from services.services import settings_type
 from tests.resilience.run_probes import (
     BackgroundStack,
     admin_url,

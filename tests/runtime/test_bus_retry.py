@@ -10,9 +10,9 @@ import pytest
 from nats.errors import TimeoutError as NatsTimeoutError
 
 import leyline_schemas as L
+from services.operator.embedded import EmbeddedNats
 from services.runtime import jetstream
 from services.runtime.bus import connect, retry_while_bus_fails
-from services.runtime.embedded import EmbeddedNats
 from services.runtime.settings import RuntimeSettings
 
 

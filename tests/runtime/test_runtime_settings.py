@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
+from services.operator.registry import service_settings, settings_type
 from services.runtime.settings import RuntimeSettings
-from services.services import service_settings, settings_type
 
 
 def test_environment_then_overrides() -> None:

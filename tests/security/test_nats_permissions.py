@@ -1,4 +1,4 @@
-"""The NATS users of services/runtime/security.py on a real nats-server: clients without valid credentials are
+"""The NATS users of services/operator/security.py on a real nats-server: clients without valid credentials are
 refused, and each user is refused every publish and subscription outside its permissions."""
 
 from __future__ import annotations
@@ -14,9 +14,9 @@ from nats.errors import Error as NatsError
 from nats.js.errors import NotFoundError
 
 import leyline_schemas as L
+from services.operator.embedded import EmbeddedNats, free_port, start_nats
 from services.runtime import jetstream, security
 from services.runtime.bus import BusUnavailable, connect, settle
-from services.runtime.embedded import EmbeddedNats, free_port, start_nats
 from services.runtime.settings import RuntimeSettings
 
 REPO = Path(__file__).resolve().parents[2]
@@ -78,7 +78,7 @@ async def refused(caplog: pytest.LogCaptureFixture, subject: str, verb: str = "p
 
 def test_the_committed_permissions_file_is_the_rendered_one() -> None:
     committed = (REPO / "deploy" / "nats" / "auth.conf").read_text()
-    assert committed == security.render_authorization(), "run: python -m services.runtime.security auth-conf"
+    assert committed == security.render_authorization(), "run: python -m services.operator.security auth-conf"
 
 
 async def test_clients_without_valid_credentials_are_refused(server: EmbeddedNats, passwords: dict[str, str]) -> None:

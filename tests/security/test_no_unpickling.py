@@ -11,9 +11,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from services.tamiyo.network import FactoredRecurrentActorCritic, NetworkConfig
-from services.tamiyo.normalization import ObservationNormalizer
-from services.tamiyo.weights import PolicyBlobError, decode_policy, encode_policy, sha256_hex
+from services.policy.network import FactoredRecurrentActorCritic, NetworkConfig
+from services.policy.normalization import ObservationNormalizer
+from services.policy.weights import PolicyBlobError, decode_policy, encode_policy, sha256_hex
 
 REPO = Path(__file__).resolve().parents[2]
 SCANNED = ("services", "leyline_schemas")

@@ -12,8 +12,8 @@ import nats.errors
 import pytest
 from nats.aio.msg import Msg
 
+from services.operator.embedded import DEFAULT_MAX_PAYLOAD, EmbeddedNats, free_port, render_config, start_nats
 from services.runtime.bus import connect
-from services.runtime.embedded import DEFAULT_MAX_PAYLOAD, EmbeddedNats, free_port, render_config, start_nats
 from services.runtime.settings import RuntimeSettings
 
 LIMIT = 64 * 1024

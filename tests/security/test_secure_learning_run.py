@@ -9,11 +9,11 @@ from collections.abc import Iterator
 import pytest
 
 import leyline_schemas as L
+from services.policy.pointers import fetch_object, read_pointer
+from services.policy.weights import sha256_hex
 from services.runtime import jetstream
 from services.runtime.bus import request
 from services.runtime.discovery import wait_for_services
-from services.tamiyo.pointers import fetch_object, read_pointer
-from services.tamiyo.weights import sha256_hex
 from tests.resilience.run_probes import (
     BackgroundStack,
     background_stack,

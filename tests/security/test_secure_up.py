@@ -1,4 +1,4 @@
-"""`esper up --secure`: the embedded stack enforces the users of services/runtime/security.py; the operator's
+"""`esper up --secure`: the embedded stack enforces the users of services/operator/security.py; the operator's
 commands find their credentials beside `bus.json`, an anonymous client is refused."""
 
 from __future__ import annotations
@@ -18,7 +18,7 @@ REPO = Path(__file__).resolve().parents[2]
 
 
 def esper(*args: str, env: dict[str, str], timeout: float = 180) -> subprocess.CompletedProcess[str]:
-    argv = [sys.executable, "-m", "services.cli", *args]
+    argv = [sys.executable, "-m", "services.operator.cli", *args]
     return subprocess.run(argv, cwd=REPO, env=env, capture_output=True, text=True, timeout=timeout)
 
 

@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 
 import leyline_schemas as L
+from services.operator.embedded import EmbeddedNats, TlsFiles, free_port, render_config, start_nats
 from services.runtime.bus import BusUnavailable, connect, request
-from services.runtime.embedded import EmbeddedNats, TlsFiles, free_port, render_config, start_nats
 from services.runtime.settings import RuntimeSettings
 
 EC = ["-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes"]

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import leyline_schemas as L
+from leyline_schemas.rounds import round_episodes
+from services.experiments.sandbox import SandboxConfig, SandboxEpisode
+from services.policy.weights import decode_policy
 from services.simic.episodes import ScoredEpisode, score_episode
-from services.simic.learner import ArmLearner, LearnerConfig, round_episodes
+from services.simic.learner import ArmLearner, LearnerConfig
 from services.simic.ppo import PPOConfig
-from services.simic.sandbox import SandboxConfig, SandboxEpisode
 from services.tamiyo.learned import LearnedPolicy
-from services.tamiyo.weights import decode_policy
 from services.tolaria.tasks import env_seed
 
 LENGTH = 12

@@ -9,9 +9,9 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from services.policy.normalization import ObservationNormalizer
 from services.simic.advantages import compute_gae, explained_variance, normalize_advantages
 from services.simic.normalizers import RewardNormalizer, ValueNormalizer
-from services.tamiyo.normalization import ObservationNormalizer
 
 finite = st.floats(min_value=-1e3, max_value=1e3, allow_nan=False)
 

@@ -6,7 +6,8 @@ import pytest
 import torch
 from safetensors.torch import load as load_tensors
 
-from services.simic.learner import ArmLearner, arm_index_of_env, round_episodes
+from leyline_schemas.rounds import arm_index_of_env, round_episodes
+from services.simic.learner import ArmLearner
 from tests.simic.simic_helpers import learner_config, play_round, run_spec
 
 

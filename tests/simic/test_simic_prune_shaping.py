@@ -6,11 +6,11 @@ import msgspec
 import pytest
 
 import leyline_schemas as L
+from services.experiments.sandbox import SandboxConfig, SandboxEpisode
 from services.simic.episodes import score_episode
 from services.simic.reward_config import RewardConfig
 from services.simic.reward_ledgers import EpisodeRewardState
 from services.simic.rewards_potential import PBRS_WEIGHT, potential, seed_pbrs
-from services.simic.sandbox import SandboxConfig, SandboxEpisode
 from services.tamiyo.policies import PolicyBook
 
 

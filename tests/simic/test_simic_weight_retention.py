@@ -7,11 +7,11 @@ import uuid
 
 from nats.aio.client import Client
 
+from services.policy.pointers import put_weights, stored_versions
 from services.runtime import jetstream
 from services.runtime.bus import TelemetryPublisher, connect
 from services.runtime.settings import RuntimeSettings
 from services.simic.versions import VersionPublisher
-from services.tamiyo.pointers import put_weights, stored_versions
 from tests.tamiyo.policy_helpers import policy_blob
 
 

@@ -6,12 +6,12 @@ from nats.js import JetStreamContext
 
 import leyline_schemas as L
 from services.kasmina.masks import compute_masks
-from services.kasmina.observation import observation_size
+from services.observation.features import observation_size
+from services.policy.network import FactoredRecurrentActorCritic, NetworkConfig, seeded_network
+from services.policy.normalization import ObservationNormalizer
+from services.policy.pointers import put_weights, write_pointer
+from services.policy.weights import encode_policy
 from services.runtime import jetstream
-from services.tamiyo.network import FactoredRecurrentActorCritic, NetworkConfig, seeded_network
-from services.tamiyo.normalization import ObservationNormalizer
-from services.tamiyo.pointers import put_weights, write_pointer
-from services.tamiyo.weights import encode_policy
 
 SLOT_IDS = ("r0c0", "r0c1")
 

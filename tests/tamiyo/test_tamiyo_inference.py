@@ -10,8 +10,8 @@ from hypothesis import strategies as st
 from torch import nn
 
 from leyline_schemas.decisions import HEAD_NAMES
+from services.policy.network import FactoredRecurrentActorCritic, NetworkConfig, seeded_network
 from services.tamiyo.inference import DecisionKernel
-from services.tamiyo.network import FactoredRecurrentActorCritic, NetworkConfig, seeded_network
 
 
 def _scrambled(config: NetworkConfig, seed: int) -> FactoredRecurrentActorCritic:
@@ -71,9 +71,9 @@ def test_kernel_is_a_snapshot_of_the_weights_it_was_built_from() -> None:
 
 def test_a_wait_decision_computes_the_op_head_only_and_matches_the_full_decision() -> None:
     """Lazy heads: hierarchical sampling reads a head only when the op leaves it a choice."""
+    from services.policy.normalization import ObservationNormalizer
+    from services.policy.sampling import sample_action
     from services.tamiyo.learned import LearnedPolicy, request_generator
-    from services.tamiyo.normalization import ObservationNormalizer
-    from services.tamiyo.sampling import sample_action
     from tests.tamiyo.policy_helpers import decision_request
 
     config = NetworkConfig(num_slots=2, hidden=16, head_hidden=8)

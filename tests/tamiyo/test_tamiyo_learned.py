@@ -11,14 +11,15 @@ import torch
 from safetensors.torch import save as save_tensors
 
 import leyline_schemas as L
+from leyline_schemas.heads import conditioned_masks
+from services.policy.network import FactoredRecurrentActorCritic
+from services.policy.normalization import ObservationNormalizer
+from services.policy.sampling import evaluate_actions
+from services.policy.weights import PolicyBlobError, decode_policy, encode_policy, sha256_hex
 from services.tamiyo.learned import LearnedPolicy, PolicyInputError, pack_state, unpack_state
 from services.tamiyo.loader import PolicyLoadError, served_policy
-from services.tamiyo.network import FactoredRecurrentActorCritic
-from services.tamiyo.normalization import ObservationNormalizer
 from services.tamiyo.policies import PolicyBook, resolve_view
 from services.tamiyo.requests import InvalidDecisionRequest, validate_decision_request
-from services.tamiyo.sampling import conditioned_masks, evaluate_actions
-from services.tamiyo.weights import PolicyBlobError, decode_policy, encode_policy, sha256_hex
 from tests.tamiyo.policy_helpers import decision_request, policy_blob, tiny_network
 
 

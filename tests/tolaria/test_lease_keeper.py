@@ -10,9 +10,9 @@ import msgspec
 import pytest
 
 import leyline_schemas as L
+from services.operator.embedded import EmbeddedNats
 from services.runtime import jetstream
 from services.runtime.bus import connect
-from services.runtime.embedded import EmbeddedNats
 from services.runtime.settings import RuntimeSettings
 from services.tolaria import leases
 from services.tolaria.worker import LeaseKeeper, LeaseLost

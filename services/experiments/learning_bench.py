@@ -1,0 +1,163 @@
+"""`esper bench learning` on the sandbox: train PPO, then compare it with the heuristic, random and the oracle.
+
+Training uses Simic's ArmLearner exactly as the service does (step records → rewards → rollouts → PPO → safetensors
+blob) and acts through Tamiyo's LearnedPolicy decoded from each published blob; evaluation runs every policy on the
+same held-out seeds, so the comparison is paired.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from leyline_schemas import ArmSpec, RewardMode, RunSpec
+from services.experiments.sandbox import DecideFn, SandboxConfig, SandboxEpisode, oracle_decision
+from services.policy.weights import decode_policy
+from services.simic.episodes import score_episode
+from services.simic.learner import ArmLearner, LearnerConfig, RoundUpdate
+from services.simic.ppo import PPOConfig
+from services.simic.reward_config import RewardConfig
+from services.simic.statistics import bootstrap_interval, paired_difference
+from services.tamiyo.learned import LearnedPolicy
+from services.tamiyo.policies import PolicyBook
+from services.tolaria.tasks import env_seed
+
+HELD_OUT_SEED_BASE = 1_000_000  # training seeds come from env_seed(seed, round, env), far below this
+
+
+@dataclass(frozen=True)
+class BenchSettings:
+    """A few minutes on two cores at the defaults."""
+
+    rounds: int = 60
+    n_envs: int = 8
+    eval_episodes: int = 40
+    seed: int = 0
+    reward_mode: RewardMode = RewardMode.SIMPLIFIED
+    hidden: int = 64
+    head_hidden: int = 32
+    sandbox: SandboxConfig = field(default_factory=SandboxConfig)
+    ppo: PPOConfig = field(
+        default_factory=lambda: PPOConfig(learning_rate=5e-3, epochs=8, minibatches=4, entropy_coef=0.01)
+    )
+
+    def run_spec(self) -> RunSpec:
+        return RunSpec(
+            run_id="bench-learning",
+            task="sandbox",
+            slots=list(self.sandbox.slots),
+            episodes=self.rounds * self.n_envs,
+            episode_length=self.sandbox.episode_length,
+            n_envs=self.n_envs,
+            arms=[ArmSpec(arm_id="main", policy_id="ppo-bench", reward_mode=self.reward_mode)],
+            seed=self.seed,
+            learn=True,
+        )
+
+
+def learned_policy(blob: bytes, policy_id: str) -> LearnedPolicy:
+    return LearnedPolicy.from_weights(decode_policy(blob), policy_id=policy_id)
+
+
+def train(settings: BenchSettings, on_round: Callable[[RoundUpdate], None] | None = None) -> ArmLearner:
+    """Round after round: act with the published version, then update on the round's episodes."""
+    spec = settings.run_spec()
+    learner = ArmLearner.fresh(
+        spec, 0, LearnerConfig(hidden=settings.hidden, head_hidden=settings.head_hidden, ppo=settings.ppo)
+    )
+    blob = learner.policy_blob()
+    for round_index in range(settings.rounds):
+        policy = learned_policy(blob, learner.policy_id)
+        for env in range(settings.n_envs):
+            episode = SandboxEpisode(
+                settings.sandbox,
+                seed=env_seed(spec.seed, round_index, spec.n_envs, env),
+                run_id=spec.run_id,
+                env_id=env,
+                episode=round_index * spec.n_envs + env,
+                policy_id=learner.policy_id,
+            )
+            learner.accept(score_episode(episode.run(policy.decide), learner.reward_config))
+        update = learner.update()
+        blob = update.blob
+        if on_round is not None:
+            on_round(update)
+    return learner
+
+
+def evaluate(decide: DecideFn, settings: BenchSettings, *, deterministic: bool = False) -> dict[str, list[float]]:
+    """Returns, final accuracies and fossil counts of `decide` on the held-out seeds."""
+    reward = RewardConfig(mode=settings.reward_mode)
+    results: dict[str, list[float]] = {"returns": [], "accuracies": [], "fossilized": []}
+    for index in range(settings.eval_episodes):
+        episode = SandboxEpisode(
+            settings.sandbox,
+            seed=HELD_OUT_SEED_BASE + index,
+            run_id="bench-eval",
+            episode=index,
+            deterministic=deterministic,
+        )
+        records = episode.run(decide)
+        summary = records[-1].summary
+        assert summary is not None
+        results["returns"].append(score_episode(records, reward).episode_return)
+        results["accuracies"].append(summary.final_accuracy)
+        results["fossilized"].append(float(summary.seeds_fossilized))
+    return results
+
+
+def bench_learning(settings: BenchSettings, progress: Callable[[str], None] | None = None) -> dict[str, Any]:
+    """Train on the sandbox and report every policy's mean return and accuracy with bootstrap 95% intervals."""
+    started = time.perf_counter()
+    curve: list[dict[str, float]] = []
+
+    def on_round(update: RoundUpdate) -> None:
+        curve.append({"round": update.round_index, "mean_return": round(update.mean_return, 4)})
+        if progress is not None and (update.round_index + 1) % 10 == 0:
+            progress(f"round {update.round_index + 1}/{settings.rounds}: mean return {update.mean_return:+.3f}")
+
+    learner = train(settings, on_round)
+    trained_seconds = time.perf_counter() - started
+    policy = learned_policy(learner.policy_blob(), learner.policy_id)
+    book = PolicyBook()
+
+    contenders: dict[str, tuple[DecideFn, bool]] = {
+        "ppo": (policy.decide, False),
+        "ppo_greedy": (policy.decide, True),
+        "heuristic": (book.get("heuristic").decide, False),
+        "random": (book.get("random").decide, False),
+        "oracle": (oracle_decision, False),
+    }
+    raw = {name: evaluate(decide, settings, deterministic=greedy) for name, (decide, greedy) in contenders.items()}
+    policies = {
+        name: {
+            "mean_return": bootstrap_interval(values["returns"]).as_dict(),
+            "final_accuracy": bootstrap_interval(values["accuracies"]).as_dict(),
+            "seeds_fossilized": bootstrap_interval(values["fossilized"]).as_dict(),
+        }
+        for name, values in raw.items()
+    }
+    versus = {
+        f"{a}_minus_{b}": {
+            "return": paired_difference(raw[a]["returns"], raw[b]["returns"]).as_dict(),
+            "final_accuracy": paired_difference(raw[a]["accuracies"], raw[b]["accuracies"]).as_dict(),
+        }
+        for a, b in (("ppo", "random"), ("ppo_greedy", "random"), ("ppo", "heuristic"), ("ppo_greedy", "heuristic"))
+    }
+    return {
+        "task": "sandbox",
+        "reward_mode": settings.reward_mode.value,
+        "rounds": settings.rounds,
+        "n_envs": settings.n_envs,
+        "episode_length": settings.sandbox.episode_length,
+        "eval_episodes": settings.eval_episodes,
+        "network": {"hidden": settings.hidden, "head_hidden": settings.head_hidden},
+        "train_seconds": round(trained_seconds, 1),
+        "total_seconds": round(time.perf_counter() - started, 1),
+        "policies": policies,
+        "paired_differences": versus,
+        "training_curve": curve,
+        "ppo_beats_random": versus["ppo_minus_random"]["return"]["low"] > 0,
+    }

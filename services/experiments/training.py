@@ -1,0 +1,240 @@
+"""Training runs driven over the bus: `train_and_evaluate` trains PPO lines on a real task, then evaluates them.
+
+A training run is a RunSpec with `learn=True`: Simic publishes version 0 of each arm's line, Tolaria acts round by
+round, Simic publishes version r+1 after round r. Evaluation runs (`learn=False`) then play the trained lines, and
+any baselines, on the same held-out seeds, so every comparison is paired env by env. Trained lines are evaluated
+through their `+greedy` view (argmax decisions, §4.9) unless `greedy_eval` is off.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from nats.aio.client import Client
+
+from leyline_schemas import ArmSpec, RewardMode, RunSpec
+from leyline_schemas.policy_ids import GREEDY_SUFFIX
+from services.operator.run_client import RunFollower, bus_session, episode_rows, follow_run
+from services.simic.statistics import bootstrap_interval
+
+EVAL_SEED_OFFSET = 100_003  # held-out: far from the training seeds (env seeds stride 1009 per env and round)
+
+
+@dataclass(frozen=True)
+class TrainingPlan:
+    """What to train and how to judge it; `arms` name fresh policy ids (one learning line each)."""
+
+    arms: tuple[ArmSpec, ...]
+    task: str = "digits"
+    rounds: int = 4
+    n_envs_per_arm: int = 2
+    episode_length: int | None = None
+    seed: int = 42
+    eval_episodes: int = 4
+    eval_seed: int | None = None
+    baselines: tuple[str, ...] = ("heuristic", "random")
+    greedy_eval: bool = True
+    slots: tuple[str, ...] = ()
+    max_batches: int = 0
+    batch_size: int | None = None
+    max_seeds: int = 0
+    run_ahead: bool = False
+    synthetic: bool = False
+    run_prefix: str = "train"
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        if not self.arms:
+            raise ValueError("a training plan needs at least one arm")
+        if len({a.policy_id for a in self.arms}) != len(self.arms):
+            raise ValueError("every arm needs its own policy id")
+        if self.rounds < 1 or self.n_envs_per_arm < 1:
+            raise ValueError("rounds and n_envs_per_arm must be at least 1")
+
+
+def _task_defaults(plan: TrainingPlan) -> tuple[list[str], int, int]:
+    from services.tolaria.tasks import get_task
+
+    task = get_task(plan.task)
+    slots = list(plan.slots) or list(task.default_slots)
+    return slots, plan.episode_length or task.episode_length, plan.batch_size or task.batch_size
+
+
+def training_spec(plan: TrainingPlan, arm: ArmSpec, run_id: str) -> RunSpec:
+    """One learning run per arm, all with the same seed, so env i of every arm sees the same hosts (paired seeds)."""
+    slots, length, batch = _task_defaults(plan)
+    return RunSpec(
+        run_id=run_id,
+        task=plan.task,
+        slots=slots,
+        episodes=plan.rounds * plan.n_envs_per_arm,
+        episode_length=length,
+        n_envs=plan.n_envs_per_arm,
+        arms=[arm],
+        seed=plan.seed,
+        max_seeds=plan.max_seeds,
+        max_batches=plan.max_batches,
+        batch_size=batch,
+        synthetic=plan.synthetic,
+        learn=True,
+        run_ahead=plan.run_ahead,
+        created_at=time.time(),
+    )
+
+
+def evaluation_spec(plan: TrainingPlan, policy_id: str, reward_mode: RewardMode, run_id: str) -> RunSpec:
+    slots, length, batch = _task_defaults(plan)
+    return RunSpec(
+        run_id=run_id,
+        task=plan.task,
+        slots=slots,
+        episodes=plan.eval_episodes,
+        episode_length=length,
+        n_envs=plan.eval_episodes,
+        arms=[ArmSpec(arm_id="eval", policy_id=policy_id, reward_mode=reward_mode)],
+        seed=plan.eval_seed if plan.eval_seed is not None else plan.seed + EVAL_SEED_OFFSET,
+        max_seeds=plan.max_seeds,
+        max_batches=plan.max_batches,
+        batch_size=batch,
+        synthetic=plan.synthetic,
+        created_at=time.time(),
+    )
+
+
+def _trained(follower: RunFollower, policy_id: str, rounds: int) -> bool:
+    """Every round's update is announced and the pointer of the last one is out."""
+    versions = [v for pid, v in follower.updates if pid == policy_id]
+    return len(versions) >= rounds and follower.versions.get(policy_id, -1) >= max(versions)
+
+
+def summarize(episodes: list[dict[str, Any]]) -> dict[str, Any]:
+    """Bootstrap 95% intervals of the mean of each metric over episodes."""
+    if not episodes:
+        return {"episodes": 0}
+    metrics = ("episode_return", "final_accuracy", "seeds_fossilized", "seed_params_added")
+    return {
+        "episodes": len(episodes),
+        **{m: bootstrap_interval([float(e[m]) for e in episodes]).as_dict() for m in metrics},
+    }
+
+
+def learning_curve(follower: RunFollower) -> list[dict[str, Any]]:
+    """Per round: mean return and final accuracy of its episodes, with the update's diagnostics."""
+    episodes = episode_rows(follower)
+    rounds = sorted({e["round"] for e in episodes})
+    by_version = {v: u for (_, v), u in follower.updates.items()}
+    curve = []
+    for r in rounds:
+        members = [e for e in episodes if e["round"] == r]
+        update = next((u for u in by_version.values() if int(u.diagnostics.get("round", -1)) == r), None)
+        curve.append(
+            {
+                "round": r,
+                "mean_return": round(sum(e["episode_return"] for e in members) / len(members), 4),
+                "mean_final_accuracy": round(sum(e["final_accuracy"] for e in members) / len(members), 4),
+                "approx_kl": round(update.approx_kl, 5) if update else None,
+                "explained_variance": round(update.explained_variance, 4) if update else None,
+                "version_lag_mean": round(update.version_lag_mean, 3) if update else None,
+            }
+        )
+    return curve
+
+
+async def train_on(nc: Client, plan: TrainingPlan, *, timeout: float = 3600.0) -> dict[str, dict[str, Any]]:
+    """Train every arm concurrently on one bus; returns per arm its run id, curve and final version."""
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+
+    async def one(arm: ArmSpec) -> tuple[str, dict[str, Any]]:
+        run_id = f"{plan.run_prefix}-{stamp}-{arm.arm_id}-{uuid.uuid4().hex[:4]}"
+        spec = training_spec(plan, arm, run_id)
+        _, follower, wall = await follow_run(
+            nc,
+            spec,
+            timeout=timeout,
+            show_progress=False,
+            until=lambda f: _trained(f, arm.policy_id, plan.rounds),
+        )
+        return arm.arm_id, {
+            "run_id": run_id,
+            "policy_id": arm.policy_id,
+            "reward_mode": arm.reward_mode.value,
+            "state": "failed" if follower.failed else ("completed" if follower.done else "incomplete"),
+            "final_version": follower.versions.get(arm.policy_id, -1),
+            "updates": len([1 for pid, _ in follower.updates if pid == arm.policy_id]),
+            "wall_seconds": round(wall, 1),
+            "curve": learning_curve(follower),
+            "episodes": episode_rows(follower),
+        }
+
+    return dict(await asyncio.gather(*(one(arm) for arm in plan.arms)))
+
+
+async def evaluate_on(
+    nc: Client, plan: TrainingPlan, policies: dict[str, tuple[str, RewardMode]], *, timeout: float = 3600.0
+) -> dict[str, dict[str, Any]]:
+    """Play each `name → (policy id, reward mode)` on the held-out seeds, concurrently; summaries per name."""
+    if plan.eval_episodes <= 0:
+        return {}
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+
+    async def one(name: str, policy_id: str, mode: RewardMode) -> tuple[str, dict[str, Any]]:
+        run_id = f"eval-{stamp}-{name.replace('+', '-')}-{uuid.uuid4().hex[:4]}"
+        _, follower, _ = await follow_run(
+            nc, evaluation_spec(plan, policy_id, mode, run_id), timeout=timeout, show_progress=False
+        )
+        episodes = episode_rows(follower)
+        return name, {"run_id": run_id, "policy_id": policy_id, **summarize(episodes), "per_episode": episodes}
+
+    return dict(await asyncio.gather(*(one(name, pid, mode) for name, (pid, mode) in policies.items())))
+
+
+async def train_and_evaluate_on(nc: Client, plan: TrainingPlan, *, timeout: float = 3600.0) -> dict[str, Any]:
+    """Train, then evaluate the trained lines and the baselines on the same held-out seeds."""
+    started = time.monotonic()
+    training = await train_on(nc, plan, timeout=timeout)
+    mode = plan.arms[0].reward_mode
+    suffix = GREEDY_SUFFIX if plan.greedy_eval else ""
+    contenders = {arm.arm_id: (arm.policy_id + suffix, arm.reward_mode) for arm in plan.arms}
+    contenders.update({name: (name, mode) for name in plan.baselines})
+    evaluation = await evaluate_on(nc, plan, contenders, timeout=timeout)
+    return {
+        "task": plan.task,
+        "rounds": plan.rounds,
+        "n_envs_per_arm": plan.n_envs_per_arm,
+        "seed": plan.seed,
+        "eval_seed": plan.eval_seed if plan.eval_seed is not None else plan.seed + EVAL_SEED_OFFSET,
+        "greedy_eval": plan.greedy_eval,
+        "training": training,
+        "evaluation": evaluation,
+        "wall_seconds": round(time.monotonic() - started, 1),
+    }
+
+
+def train_and_evaluate(
+    plan: TrainingPlan,
+    *,
+    nats_url: str | None = None,
+    out_dir: Path | None = None,
+    timeout: float = 3600.0,
+    learner_env: dict[str, str] | None = None,
+) -> dict[str, Any]:
+    """Synchronous entry point: on `nats_url`, or on an embedded bus whose services get `learner_env`.
+
+    With the embedded bus, Tolaria is sized to drive every env at once (ESPER_MAX_ENVS) unless `learner_env`
+    says otherwise.
+    """
+    directory = out_dir or Path(f"runs/{plan.run_prefix}-{time.strftime('%Y%m%d-%H%M%S')}")
+    envs = max(plan.n_envs_per_arm * len(plan.arms), plan.eval_episodes * (len(plan.arms) + len(plan.baselines)))
+    env = {"ESPER_MAX_ENVS": str(max(4, math.ceil(envs))), **(learner_env or {})}
+
+    async def go() -> dict[str, Any]:
+        async with bus_session(nats_url, directory, extra_env=env) as nc:
+            return await train_and_evaluate_on(nc, plan, timeout=timeout)
+
+    return asyncio.run(go())

@@ -1,0 +1,367 @@
+"""`esper run`: submit a RunSpec, follow its telemetry with a progress bar, and write `report.json`."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import logging
+import statistics
+import sys
+import tempfile
+import time
+import uuid
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from nats.aio.client import Client
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+from leyline_schemas import (
+    ArmSpec,
+    EpisodeOutcome,
+    EpochCompleted,
+    LeylineDecodeError,
+    PolicyUpdated,
+    PPOUpdateCompleted,
+    RemoteError,
+    RewardMode,
+    RunAccepted,
+    RunFinished,
+    RunSpec,
+    TelemetryEvent,
+    decode,
+    subjects,
+    to_builtins,
+)
+from services.operator.stack import LocalStack
+from services.operator.supervisor import SERVICES
+from services.runtime.bus import connect, request
+from services.runtime.discovery import wait_for_services
+from services.runtime.settings import RuntimeSettings
+
+log = logging.getLogger("esper.run")
+
+
+def add_run_arguments(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--task", default="digits")
+    p.add_argument("--episodes", type=int, default=3, help="episodes in total, spread over the envs")
+    p.add_argument("--envs", type=int, default=1)
+    p.add_argument("--episode-length", type=int, default=None, help="epochs per episode (default: the task's)")
+    p.add_argument("--policy", default="heuristic", help="policy id: heuristic, random, wait or a learned line")
+    p.add_argument("--reward-mode", default="simplified", choices=[m.value for m in RewardMode])
+    p.add_argument("--slots", default=None, help="comma-separated slot ids (default: the task's)")
+    p.add_argument("--max-seeds", type=int, default=0, help="0 = unlimited")
+    p.add_argument("--batch-size", type=int, default=None)
+    p.add_argument("--max-batches", type=int, default=0, help="train/val batches per epoch; 0 = all")
+    p.add_argument("--seed", type=int, default=42)
+    p.add_argument("--synthetic", action="store_true", help="synthetic data of the task's shape")
+    p.add_argument("--out", default=None, help="report directory (default: runs/<run id>)")
+    p.add_argument("--nats", default=None, help="use this bus instead of starting an embedded one")
+    p.add_argument("--timeout", type=float, default=3600.0, help="give up after this many seconds")
+    p.add_argument("--rounds", type=int, default=4, help="with --policy ppo: PPO rounds of --envs episodes each")
+    p.add_argument("--eval-episodes", type=int, default=4, help="with --policy ppo: held-out episodes per contender")
+    p.add_argument("--no-progress", action="store_true")
+
+
+@dataclass
+class RunFollower:
+    """Collects a run's telemetry: epochs for the progress bar, episode outcomes for the report."""
+
+    spec: RunSpec
+    epochs_seen: int = 0
+    last_accuracy: dict[int, float] = field(default_factory=dict)
+    outcomes: dict[tuple[int, int], EpisodeOutcome] = field(default_factory=dict)
+    finished: RunFinished | None = None
+    undecodable: int = 0
+    changed: asyncio.Event = field(default_factory=asyncio.Event)
+    updates: dict[tuple[str, int], PPOUpdateCompleted] = field(default_factory=dict)
+    versions: dict[str, int] = field(default_factory=dict)
+
+    async def on_message(self, msg: Any) -> None:
+        try:
+            event = decode(msg.data, TelemetryEvent)
+        except LeylineDecodeError:
+            self.undecodable += 1
+            return
+        payload = event.payload
+        if isinstance(payload, EpochCompleted):
+            self.epochs_seen += 1
+            if event.env_id is not None:
+                self.last_accuracy[event.env_id] = payload.val_accuracy
+        elif isinstance(payload, EpisodeOutcome):
+            self.outcomes[(payload.env_id, payload.episode)] = payload
+        elif isinstance(payload, RunFinished):
+            self.finished = payload
+        elif isinstance(payload, PPOUpdateCompleted):
+            self.updates[(payload.policy_id, payload.version)] = payload
+        elif isinstance(payload, PolicyUpdated):
+            self.versions[payload.policy_id] = max(payload.version, self.versions.get(payload.policy_id, -1))
+        self.changed.set()
+
+    @property
+    def failed(self) -> bool:
+        return self.finished is not None and self.finished.state != "completed"
+
+    @property
+    def done(self) -> bool:
+        return len(self.outcomes) >= self.spec.episodes or (
+            self.finished is not None and self.finished.state != "completed"
+        )
+
+
+def episode_rows(follower: RunFollower) -> list[dict[str, Any]]:
+    """One row per scored episode, in episode order; `round` is the batch of envs it ran in."""
+    return [
+        {
+            "episode": o.episode,
+            "env": o.env_id,
+            "round": o.episode // follower.spec.n_envs,
+            "final_accuracy": round(o.final_accuracy, 4),
+            "host_params": o.host_params,
+            "seed_params_added": o.seed_params_added,
+            "seeds_germinated": o.seeds_germinated,
+            "seeds_fossilized": o.seeds_fossilized,
+            "seeds_pruned": o.seeds_pruned,
+            "episode_return": round(o.episode_return, 6),
+            "length": o.length,
+            "rollbacks": o.rollbacks,
+        }
+        for o in sorted(follower.outcomes.values(), key=lambda o: o.episode)
+    ]
+
+
+def build_report(spec: RunSpec, accepted: RunAccepted, follower: RunFollower, wall_seconds: float) -> dict[str, Any]:
+    arm = spec.arms[0]
+    episodes = episode_rows(follower)
+    accuracies = [e["final_accuracy"] for e in episodes]
+    return {
+        "run_id": spec.run_id,
+        "task": spec.task,
+        "policy": arm.policy_id,
+        "reward_mode": arm.reward_mode.value,
+        "n_envs": spec.n_envs,
+        "episode_length": spec.episode_length,
+        "slots": accepted.slot_ids,
+        "seed": spec.seed,
+        "wall_seconds": round(wall_seconds, 2),
+        "state": follower.finished.state if follower.finished else ("completed" if follower.done else "incomplete"),
+        "episodes": episodes,
+        "summary": {
+            "episodes_completed": len(episodes),
+            "mean_final_accuracy": round(statistics.fmean(accuracies), 4) if accuracies else None,
+            "seeds_fossilized": sum(e["seeds_fossilized"] for e in episodes),
+            "seeds_pruned": sum(e["seeds_pruned"] for e in episodes),
+            "mean_episode_return": round(statistics.fmean(e["episode_return"] for e in episodes), 6)
+            if episodes
+            else None,
+        },
+        "spec": to_builtins(spec),
+    }
+
+
+async def follow_run(
+    nc: Client,
+    spec: RunSpec,
+    *,
+    timeout: float,
+    show_progress: bool,
+    until: Callable[[RunFollower], bool] | None = None,
+) -> tuple[RunAccepted, RunFollower, float]:
+    """Submit `spec` and follow its telemetry until every episode has an outcome (and `until` holds, if given)."""
+    js = nc.jetstream()
+    follower = RunFollower(spec)
+    # An ordered consumer from the start of the run's subjects: no event is missed, even one published
+    # before this subscription was made.
+    sub = await js.subscribe(
+        f"{subjects.PREFIX}.telemetry.{spec.run_id}.>", cb=follower.on_message, ordered_consumer=True
+    )
+    started = time.monotonic()
+    accepted = await request(nc, subjects.RUNS_START, spec, RunAccepted, timeout=120.0, retries=3)
+    total_epochs = spec.episodes * spec.episode_length
+    progress = Progress(
+        TextColumn("[bold]{task.description}"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TextColumn("{task.fields[detail]}"),
+        TimeElapsedColumn(),
+        disable=not show_progress,
+        transient=False,
+    )
+    with progress:
+        bar = progress.add_task(f"{spec.task} {spec.run_id}", total=total_epochs, detail="")
+        while not (follower.done and (until is None or until(follower) or follower.failed)):
+            if time.monotonic() - started > timeout:
+                break
+            follower.changed.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(follower.changed.wait(), timeout=1.0)
+            accs = " ".join(f"env{e}:{a:.1f}%" for e, a in sorted(follower.last_accuracy.items()))
+            detail = f"episodes {len(follower.outcomes)}/{spec.episodes} {accs}"
+            progress.update(bar, completed=min(follower.epochs_seen, total_epochs), detail=detail)
+    await sub.unsubscribe()
+    return accepted, follower, time.monotonic() - started
+
+
+def spec_from_args(args: argparse.Namespace) -> RunSpec:
+    from services.tolaria.tasks import get_task
+
+    task = get_task(args.task)
+    slots = [s.strip() for s in args.slots.split(",")] if args.slots else list(task.default_slots)
+    return RunSpec(
+        run_id=f"run-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}",
+        task=task.name,
+        slots=slots,
+        episodes=args.episodes,
+        episode_length=args.episode_length or task.episode_length,
+        n_envs=args.envs,
+        arms=[ArmSpec(arm_id="main", policy_id=args.policy, reward_mode=RewardMode(args.reward_mode))],
+        seed=args.seed,
+        max_seeds=args.max_seeds,
+        max_batches=args.max_batches,
+        batch_size=args.batch_size or task.batch_size,
+        synthetic=args.synthetic,
+        created_at=time.time(),
+    )
+
+
+@contextlib.asynccontextmanager
+async def bus_session(
+    nats_url: str | None, out_dir: Path, *, extra_env: dict[str, str] | None = None
+) -> AsyncIterator[Client]:
+    """A connection to `nats_url`, or to an embedded bus with the five services (logs in out_dir/services.log).
+
+    `extra_env` reaches the embedded services only (e.g. `ESPER_POLICY_HIDDEN` for Simic); it is ignored when a
+    bus is given, whose services are already configured.
+    """
+    out_dir.mkdir(parents=True, exist_ok=True)
+    stack: LocalStack | None = None
+    log_file = None
+    if nats_url is None:
+        state_dir = Path(tempfile.mkdtemp(prefix="esper-run-"))
+        log_file = open(out_dir / "services.log", "a")  # noqa: SIM115 - closed in finally
+        sink = log_file
+
+        def write(line: str) -> None:
+            sink.write(line + "\n")
+            sink.flush()
+
+        stack = LocalStack(state_dir=state_dir, output=write, extra_env=dict(extra_env or {}))
+        nats_url = await stack.start()
+        print(f"esper: embedded bus at {nats_url} (service logs: {out_dir / 'services.log'})", file=sys.stderr)
+    try:
+        nc = await connect(RuntimeSettings.from_env({"service": "cli", "nats_url": nats_url}))
+        try:
+            await wait_for_services(nc, list(SERVICES), timeout=180.0)
+            yield nc
+        finally:
+            await nc.close()
+    finally:
+        if stack is not None:
+            await stack.stop()
+        if log_file is not None:
+            log_file.close()
+
+
+async def run_job(
+    spec: RunSpec, nats_url: str | None, out_dir: Path, *, timeout: float, show_progress: bool
+) -> dict[str, Any]:
+    async with bus_session(nats_url, out_dir) as nc:
+        accepted, follower, wall = await follow_run(nc, spec, timeout=timeout, show_progress=show_progress)
+    report = build_report(spec, accepted, follower, wall)
+    (out_dir / "report.json").write_text(json.dumps(report, indent=2) + "\n")
+    return report
+
+
+def train_from_args(args: argparse.Namespace, nats_url: str | None) -> int:
+    """`esper run --policy ppo`: train a fresh policy line on the bus, then evaluate it against the heuristic."""
+    from services.experiments.training import TrainingPlan, train_and_evaluate
+
+    mode = RewardMode(args.reward_mode)
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    policy_id = f"ppo-{mode.value}-{stamp}-{uuid.uuid4().hex[:4]}"
+    plan = TrainingPlan(
+        arms=(ArmSpec(arm_id="main", policy_id=policy_id, reward_mode=mode),),
+        task=args.task,
+        rounds=args.rounds,
+        n_envs_per_arm=args.envs,
+        episode_length=args.episode_length,
+        seed=args.seed,
+        eval_episodes=args.eval_episodes,
+        slots=tuple(s.strip() for s in args.slots.split(",")) if args.slots else (),
+        max_batches=args.max_batches,
+        batch_size=args.batch_size,
+        max_seeds=args.max_seeds,
+        synthetic=args.synthetic,
+    )
+    out_dir = Path(args.out or f"runs/train-{stamp}")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    print(
+        f"esper run: training {policy_id} for {args.rounds} rounds x {args.envs} envs on {args.task}", file=sys.stderr
+    )
+    try:
+        result = train_and_evaluate(plan, nats_url=nats_url, out_dir=out_dir, timeout=args.timeout)
+    except RemoteError as exc:
+        print(f"esper run: the run was refused: {exc.reply.message}", file=sys.stderr)
+        return 2
+    training = result["training"]["main"]
+    report = {
+        "run_id": training["run_id"],
+        "task": args.task,
+        "policy": policy_id,
+        "reward_mode": mode.value,
+        "state": training["state"],
+        "final_version": training["final_version"],
+        "rounds": training["curve"],
+        "episodes": training["episodes"],
+        "evaluation": result["evaluation"],
+        "wall_seconds": result["wall_seconds"],
+    }
+    (out_dir / "report.json").write_text(json.dumps(report, indent=2) + "\n")
+    for row in training["curve"]:
+        accuracy = row["mean_final_accuracy"]
+        print(f"round {row['round']}: mean return {row['mean_return']:+.3f}, mean accuracy {accuracy:.2f}%")
+    for name, summary in result["evaluation"].items():
+        if summary.get("episodes"):
+            ret, acc = summary["episode_return"], summary["final_accuracy"]
+            print(
+                f"eval {name:<10} return {ret['mean']:+.3f} [{ret['low']:+.3f}, {ret['high']:+.3f}]  "
+                f"accuracy {acc['mean']:.2f}% [{acc['low']:.2f}, {acc['high']:.2f}]"
+            )
+    print(f"-> {out_dir / 'report.json'} ({report['wall_seconds']}s)")
+    return 0 if training["state"] == "completed" else 1
+
+
+def run_from_args(args: argparse.Namespace, nats_url: str | None) -> int:
+    logging.basicConfig(level=logging.WARNING)
+    if args.policy == "ppo":
+        return train_from_args(args, nats_url)
+    try:
+        spec = spec_from_args(args)
+    except ValueError as exc:
+        print(f"esper run: {exc}", file=sys.stderr)
+        return 2
+    out_dir = Path(args.out or f"runs/{spec.run_id}")
+    try:
+        report = asyncio.run(
+            run_job(
+                spec,
+                nats_url,
+                out_dir,
+                timeout=args.timeout,
+                show_progress=not args.no_progress and sys.stderr.isatty(),
+            )
+        )
+    except RemoteError as exc:
+        print(f"esper run: the run was refused: {exc.reply.message}", file=sys.stderr)
+        return 2
+    summary = report["summary"]
+    print(
+        f"{report['run_id']}: {summary['episodes_completed']}/{spec.episodes} episodes, "
+        f"mean final accuracy {summary['mean_final_accuracy']}%, fossilized {summary['seeds_fossilized']}, "
+        f"pruned {summary['seeds_pruned']}, {report['wall_seconds']}s -> {out_dir / 'report.json'}"
+    )
+    return 0 if report["state"] == "completed" else 1
