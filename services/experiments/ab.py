@@ -17,8 +17,8 @@ from typing import Any
 
 from leyline_schemas import ArmSpec, RewardMode
 from services.experiments.plots import Panel, line_panels
+from services.experiments.statistics import bootstrap_interval, paired_difference
 from services.experiments.training import TrainingPlan
-from services.simic.statistics import bootstrap_interval, paired_difference
 
 VERDICT_METRICS = ("final_accuracy", "seeds_fossilized", "seed_params_added", "episode_return")
 PRIMARY_METRIC = "final_accuracy"

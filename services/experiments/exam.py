@@ -34,8 +34,8 @@ from nats.aio.client import Client
 from leyline_schemas import ArmSpec, PPOUpdateCompleted, RewardMode, TelemetryEvent, decode, subjects
 from leyline_schemas.policy_ids import GREEDY_SUFFIX
 from services.experiments.plots import pyplot
+from services.experiments.statistics import bootstrap_interval, paired_difference
 from services.experiments.training import TrainingPlan, evaluate_on, train_on
-from services.simic.statistics import bootstrap_interval, paired_difference
 
 PPO_COHORTS = ("shaped", "simplified", "sparse")
 BASELINES = ("heuristic", "random", "wait")  # heuristic = Control, wait = host-only baseline

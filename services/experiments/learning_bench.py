@@ -14,12 +14,12 @@ from typing import Any
 
 from leyline_schemas import ArmSpec, RewardMode, RunSpec
 from services.experiments.sandbox import DecideFn, SandboxConfig, SandboxEpisode, oracle_decision
+from services.experiments.statistics import bootstrap_interval, paired_difference
 from services.policy.weights import decode_policy
 from services.simic.episodes import score_episode
 from services.simic.learner import ArmLearner, LearnerConfig, RoundUpdate
 from services.simic.ppo import PPOConfig
 from services.simic.reward_config import RewardConfig
-from services.simic.statistics import bootstrap_interval, paired_difference
 from services.tamiyo.learned import LearnedPolicy
 from services.tamiyo.policies import PolicyBook
 from services.tolaria.tasks import env_seed

@@ -8,8 +8,11 @@ through their `+greedy` view (argmax decisions, §4.9) unless `greedy_eval` is o
 
 from __future__ import annotations
 
+import argparse
 import asyncio
+import json
 import math
+import sys
 import time
 import uuid
 from dataclasses import dataclass, field
@@ -18,10 +21,10 @@ from typing import Any
 
 from nats.aio.client import Client
 
-from leyline_schemas import ArmSpec, RewardMode, RunSpec
+from leyline_schemas import ArmSpec, RemoteError, RewardMode, RunSpec
 from leyline_schemas.policy_ids import GREEDY_SUFFIX
+from services.experiments.statistics import bootstrap_interval
 from services.operator.run_client import RunFollower, bus_session, episode_rows, follow_run
-from services.simic.statistics import bootstrap_interval
 
 EVAL_SEED_OFFSET = 100_003  # held-out: far from the training seeds (env seeds stride 1009 per env and round)
 
@@ -238,3 +241,60 @@ def train_and_evaluate(
             return await train_and_evaluate_on(nc, plan, timeout=timeout)
 
     return asyncio.run(go())
+
+
+def train_from_args(args: argparse.Namespace, nats_url: str | None) -> int:
+    """`esper run --policy ppo`: train a fresh policy line on the bus, then evaluate it against the heuristic."""
+    mode = RewardMode(args.reward_mode)
+    stamp = time.strftime("%Y%m%d-%H%M%S")
+    policy_id = f"ppo-{mode.value}-{stamp}-{uuid.uuid4().hex[:4]}"
+    plan = TrainingPlan(
+        arms=(ArmSpec(arm_id="main", policy_id=policy_id, reward_mode=mode),),
+        task=args.task,
+        rounds=args.rounds,
+        n_envs_per_arm=args.envs,
+        episode_length=args.episode_length,
+        seed=args.seed,
+        eval_episodes=args.eval_episodes,
+        slots=tuple(s.strip() for s in args.slots.split(",")) if args.slots else (),
+        max_batches=args.max_batches,
+        batch_size=args.batch_size,
+        max_seeds=args.max_seeds,
+        synthetic=args.synthetic,
+    )
+    out_dir = Path(args.out or f"runs/train-{stamp}")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    print(
+        f"esper run: training {policy_id} for {args.rounds} rounds x {args.envs} envs on {args.task}", file=sys.stderr
+    )
+    try:
+        result = train_and_evaluate(plan, nats_url=nats_url, out_dir=out_dir, timeout=args.timeout)
+    except RemoteError as exc:
+        print(f"esper run: the run was refused: {exc.reply.message}", file=sys.stderr)
+        return 2
+    training = result["training"]["main"]
+    report = {
+        "run_id": training["run_id"],
+        "task": args.task,
+        "policy": policy_id,
+        "reward_mode": mode.value,
+        "state": training["state"],
+        "final_version": training["final_version"],
+        "rounds": training["curve"],
+        "episodes": training["episodes"],
+        "evaluation": result["evaluation"],
+        "wall_seconds": result["wall_seconds"],
+    }
+    (out_dir / "report.json").write_text(json.dumps(report, indent=2) + "\n")
+    for row in training["curve"]:
+        accuracy = row["mean_final_accuracy"]
+        print(f"round {row['round']}: mean return {row['mean_return']:+.3f}, mean accuracy {accuracy:.2f}%")
+    for name, summary in result["evaluation"].items():
+        if summary.get("episodes"):
+            ret, acc = summary["episode_return"], summary["final_accuracy"]
+            print(
+                f"eval {name:<10} return {ret['mean']:+.3f} [{ret['low']:+.3f}, {ret['high']:+.3f}]  "
+                f"accuracy {acc['mean']:.2f}% [{acc['low']:.2f}, {acc['high']:.2f}]"
+            )
+    print(f"-> {out_dir / 'report.json'} ({report['wall_seconds']}s)")
+    return 0 if training["state"] == "completed" else 1

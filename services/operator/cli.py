@@ -8,6 +8,7 @@ import faulthandler
 import importlib
 import importlib.util
 import json
+import logging
 import sys
 from pathlib import Path
 from typing import Any
@@ -104,11 +105,16 @@ def cmd_status(args: argparse.Namespace) -> int:
 def cmd_run(args: argparse.Namespace) -> int:
     import os
 
+    # An explicit bus (flag or ESPER_NATS_URL) is used as is; otherwise `esper run` brings its own.
+    explicit = args.nats or os.environ.get("ESPER_NATS_URL") or None
+    if args.policy == "ppo":
+        from services.experiments.training import train_from_args
+
+        logging.basicConfig(level=logging.WARNING)
+        return train_from_args(args, explicit)
     from services.operator.run_client import run_from_args
 
-    # An explicit bus (flag or ESPER_NATS_URL) is used as is; otherwise `esper run` brings its own.
-    explicit = args.nats or os.environ.get("ESPER_NATS_URL")
-    return run_from_args(args, explicit or None)
+    return run_from_args(args, explicit)
 
 
 def cmd_schemas(args: argparse.Namespace) -> int:

@@ -276,69 +276,10 @@ async def run_job(
     return report
 
 
-def train_from_args(args: argparse.Namespace, nats_url: str | None) -> int:
-    """`esper run --policy ppo`: train a fresh policy line on the bus, then evaluate it against the heuristic."""
-    from services.experiments.training import TrainingPlan, train_and_evaluate
-
-    mode = RewardMode(args.reward_mode)
-    stamp = time.strftime("%Y%m%d-%H%M%S")
-    policy_id = f"ppo-{mode.value}-{stamp}-{uuid.uuid4().hex[:4]}"
-    plan = TrainingPlan(
-        arms=(ArmSpec(arm_id="main", policy_id=policy_id, reward_mode=mode),),
-        task=args.task,
-        rounds=args.rounds,
-        n_envs_per_arm=args.envs,
-        episode_length=args.episode_length,
-        seed=args.seed,
-        eval_episodes=args.eval_episodes,
-        slots=tuple(s.strip() for s in args.slots.split(",")) if args.slots else (),
-        max_batches=args.max_batches,
-        batch_size=args.batch_size,
-        max_seeds=args.max_seeds,
-        synthetic=args.synthetic,
-    )
-    out_dir = Path(args.out or f"runs/train-{stamp}")
-    out_dir.mkdir(parents=True, exist_ok=True)
-    print(
-        f"esper run: training {policy_id} for {args.rounds} rounds x {args.envs} envs on {args.task}", file=sys.stderr
-    )
-    try:
-        result = train_and_evaluate(plan, nats_url=nats_url, out_dir=out_dir, timeout=args.timeout)
-    except RemoteError as exc:
-        print(f"esper run: the run was refused: {exc.reply.message}", file=sys.stderr)
-        return 2
-    training = result["training"]["main"]
-    report = {
-        "run_id": training["run_id"],
-        "task": args.task,
-        "policy": policy_id,
-        "reward_mode": mode.value,
-        "state": training["state"],
-        "final_version": training["final_version"],
-        "rounds": training["curve"],
-        "episodes": training["episodes"],
-        "evaluation": result["evaluation"],
-        "wall_seconds": result["wall_seconds"],
-    }
-    (out_dir / "report.json").write_text(json.dumps(report, indent=2) + "\n")
-    for row in training["curve"]:
-        accuracy = row["mean_final_accuracy"]
-        print(f"round {row['round']}: mean return {row['mean_return']:+.3f}, mean accuracy {accuracy:.2f}%")
-    for name, summary in result["evaluation"].items():
-        if summary.get("episodes"):
-            ret, acc = summary["episode_return"], summary["final_accuracy"]
-            print(
-                f"eval {name:<10} return {ret['mean']:+.3f} [{ret['low']:+.3f}, {ret['high']:+.3f}]  "
-                f"accuracy {acc['mean']:.2f}% [{acc['low']:.2f}, {acc['high']:.2f}]"
-            )
-    print(f"-> {out_dir / 'report.json'} ({report['wall_seconds']}s)")
-    return 0 if training["state"] == "completed" else 1
-
-
 def run_from_args(args: argparse.Namespace, nats_url: str | None) -> int:
+    """`esper run` with a served policy: one run end to end, its report written (`--policy ppo` trains instead:
+    `services.experiments.training.train_from_args`)."""
     logging.basicConfig(level=logging.WARNING)
-    if args.policy == "ppo":
-        return train_from_args(args, nats_url)
     try:
         spec = spec_from_args(args)
     except ValueError as exc:

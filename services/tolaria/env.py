@@ -31,9 +31,9 @@ from leyline_schemas import (
     StepDirective,
 )
 from services.kasmina.mechanics.gradients import GradientMonitor
+from services.kasmina.mechanics.lifecycle import governor_prune
 from services.kasmina.mechanics.model import MorphogeneticModel
 from services.kasmina.mechanics.slot import GerminationError, SlotSyncError
-from services.kasmina.transitions import prune_state
 from services.tolaria.acceleration import Acceleration, choose
 from services.tolaria.data import BatchStream
 from services.tolaria.governor import Governor, GovernorConfig
@@ -293,7 +293,7 @@ class EpisodeEnv:
         states = []
         for state in self.slot_states:
             if state.stage in LIVE_STAGES:
-                change = prune_state(state, reason, "governor")
+                change = governor_prune(state, reason)
                 states.append(change.state)
                 events.extend(e for e in change.events if isinstance(e, SeedPruned))
                 pruned.append(state.slot_id)

@@ -10,7 +10,7 @@ import leyline_schemas as L
 from services.experiments.ab import ExperimentPlan, mean_curves, plot_curves, verdict
 from services.experiments.learning_bench import BenchSettings, bench_learning, evaluate
 from services.experiments.sandbox import OPTIMAL_BLUEPRINT, SandboxConfig, oracle_decision
-from services.simic.statistics import bootstrap_interval, paired_difference
+from services.experiments.statistics import bootstrap_interval, paired_difference
 from services.tamiyo.policies import PolicyBook
 
 

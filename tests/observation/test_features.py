@@ -20,7 +20,6 @@ from services.observation.features import (
     stage_index,
     symlog,
 )
-
 from tests.kasmina.factories import SLOT_IDS, empty_slots, report, request, seed, slot_states
 
 

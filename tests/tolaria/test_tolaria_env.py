@@ -18,7 +18,7 @@ from leyline_schemas import (
     SlotState,
     StepDirective,
 )
-from services.kasmina.transitions import advance_state, germinate_state
+from services.kasmina.mechanics.lifecycle import advance_state, germinate_state
 from services.tolaria.env import EpisodeEnv
 from services.tolaria.governor import state_equal
 from services.tolaria.tasks import get_task
