@@ -44,7 +44,7 @@ lint: $(STAMP)
 	$(BIN)/ruff check leyline_schemas services tests deploy
 
 typecheck: $(STAMP)
-	$(BIN)/mypy --strict leyline_schemas deploy/docker
+	$(BIN)/mypy --strict leyline_schemas services deploy/docker
 
 schemas: $(STAMP)
 	$(BIN)/esper schemas export

@@ -15,10 +15,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from leyline_schemas import ArmSpec, RewardMode
+from leyline_schemas import RewardMode
 from services.experiments.plots import Panel, line_panels
 from services.experiments.statistics import bootstrap_interval, paired_difference
-from services.experiments.training import TrainingPlan
+from services.experiments.training import TrainingPlan, replicate_plan
 
 VERDICT_METRICS = ("final_accuracy", "seeds_fossilized", "seed_params_added", "episode_return")
 PRIMARY_METRIC = "final_accuracy"
@@ -54,20 +54,18 @@ class ExperimentPlan:
 
     def training_plan(self, experiment_id: str, replicate: int) -> TrainingPlan:
         """One seed replicate: every arm gets its own fresh policy line, all share the replicate's seed."""
-        return TrainingPlan(
-            arms=tuple(
-                ArmSpec(arm_id=mode.value, policy_id=f"{experiment_id}-{mode.value}-s{replicate}", reward_mode=mode)
-                for mode in self.arms
-            ),
+        return replicate_plan(
+            experiment_id,
+            replicate,
+            self.arms,
             task=self.task,
-            rounds=max(1, -(-self.episodes // self.envs)),
-            n_envs_per_arm=self.envs,
+            episodes=self.episodes,
+            envs=self.envs,
             episode_length=self.episode_length,
-            seed=self.base_seed + 1000 * replicate,
+            base_seed=self.base_seed,
             eval_episodes=self.eval_episodes,
             baselines=(),
             max_batches=self.max_batches,
-            run_prefix=experiment_id,
         )
 
 

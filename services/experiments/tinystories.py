@@ -31,8 +31,8 @@ from leyline_schemas import (
     subjects,
 )
 from leyline_schemas.policy_ids import GREEDY_SUFFIX
-from services.experiments.exam import provenance, provenance_markdown
 from services.experiments.plots import Panel, line_panels
+from services.experiments.provenance import provenance, provenance_markdown
 from services.experiments.training import TrainingPlan, evaluation_spec, train_on
 from services.operator.run_client import follow_run
 

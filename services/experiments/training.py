@@ -15,6 +15,7 @@ import math
 import sys
 import time
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -59,6 +60,44 @@ class TrainingPlan:
             raise ValueError("every arm needs its own policy id")
         if self.rounds < 1 or self.n_envs_per_arm < 1:
             raise ValueError("rounds and n_envs_per_arm must be at least 1")
+
+
+def replicate_plan(
+    experiment_id: str,
+    replicate: int,
+    cohorts: Sequence[RewardMode | str],
+    *,
+    task: str,
+    episodes: int,
+    envs: int,
+    episode_length: int | None,
+    base_seed: int,
+    eval_episodes: int,
+    baselines: tuple[str, ...],
+    max_batches: int,
+    max_seeds: int = 0,
+    synthetic: bool = False,
+) -> TrainingPlan:
+    """One seed replicate of a paired comparison: a fresh policy line per reward cohort, all on the replicate's seed
+    (base + 1000·replicate), so every cohort sees the same hosts, data order and budget."""
+    modes = [RewardMode(cohort) for cohort in cohorts]
+    return TrainingPlan(
+        arms=tuple(
+            ArmSpec(arm_id=mode.value, policy_id=f"{experiment_id}-{mode.value}-s{replicate}", reward_mode=mode)
+            for mode in modes
+        ),
+        task=task,
+        rounds=max(1, -(-episodes // envs)),
+        n_envs_per_arm=envs,
+        episode_length=episode_length,
+        seed=base_seed + 1000 * replicate,
+        eval_episodes=eval_episodes,
+        baselines=baselines,
+        max_batches=max_batches,
+        max_seeds=max_seeds,
+        synthetic=synthetic,
+        run_prefix=experiment_id,
+    )
 
 
 def _task_defaults(plan: TrainingPlan) -> tuple[list[str], int, int]:

@@ -1,4 +1,8 @@
-"""The five services by name: their definitions and their settings types (what `esper service NAME` runs)."""
+"""The five services by name: their definitions and their settings types (what `esper service NAME` runs).
+
+This is the one list of the services. `SERVICE_NAMES` is their start order: the lifecycle authority and the policy
+before the learner, the learner before the env workers that need a policy, and the collector last.
+"""
 
 from __future__ import annotations
 
@@ -16,11 +20,12 @@ _MODULES = {
     "tolaria": ("services.tolaria.service", "TolariaSettings"),
     "karn": ("services.karn.service", "KarnSettings"),
 }
+SERVICE_NAMES: tuple[str, ...] = tuple(_MODULES)
 
 
 def settings_type(name: str) -> type[RuntimeSettings]:
     module, cls = _MODULES[name]
-    settings_cls = getattr(importlib.import_module(module), cls)
+    settings_cls: type[RuntimeSettings] = getattr(importlib.import_module(module), cls)
     assert issubclass(settings_cls, RuntimeSettings)
     return settings_cls
 

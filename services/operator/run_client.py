@@ -37,8 +37,8 @@ from leyline_schemas import (
     subjects,
     to_builtins,
 )
+from services.operator.registry import SERVICE_NAMES
 from services.operator.stack import LocalStack
-from services.operator.supervisor import SERVICES
 from services.runtime.bus import connect, request
 from services.runtime.discovery import wait_for_services
 from services.runtime.settings import RuntimeSettings
@@ -255,7 +255,7 @@ async def bus_session(
     try:
         nc = await connect(RuntimeSettings.from_env({"service": "cli", "nats_url": nats_url}))
         try:
-            await wait_for_services(nc, list(SERVICES), timeout=180.0)
+            await wait_for_services(nc, list(SERVICE_NAMES), timeout=180.0)
             yield nc
         finally:
             await nc.close()

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from leyline_schemas import subjects
+from services.operator.registry import SERVICE_NAMES
 from services.runtime.bus import inbox_prefix
 
 P = subjects.PREFIX
@@ -129,7 +130,7 @@ USERS: dict[str, Permissions] = {
     ),
 }
 
-SERVICE_USERS = ("kasmina", "tamiyo", "simic", "tolaria", "karn")
+SERVICE_USERS = SERVICE_NAMES
 
 
 def password_variable(user: str) -> str:

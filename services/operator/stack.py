@@ -11,7 +11,8 @@ from pathlib import Path
 
 from services.operator import security
 from services.operator.embedded import EmbeddedNats, start_nats
-from services.operator.supervisor import SERVICES, Supervisor, service_child
+from services.operator.registry import SERVICE_NAMES
+from services.operator.supervisor import Supervisor, service_child
 
 log = logging.getLogger("esper.stack")
 
@@ -26,7 +27,7 @@ class LocalStack:
     """
 
     state_dir: Path
-    services: tuple[str, ...] = SERVICES
+    services: tuple[str, ...] = SERVICE_NAMES
     nats_url: str | None = None
     nats_port: int | None = None
     extra_env: dict[str, str] = field(default_factory=dict)

@@ -14,7 +14,6 @@ from dataclasses import dataclass, field
 
 log = logging.getLogger("esper.supervisor")
 
-SERVICES = ("kasmina", "tamiyo", "simic", "tolaria", "karn")
 
 
 @dataclass

@@ -13,9 +13,9 @@ import time
 from pathlib import Path
 from typing import Any
 
+from services.operator.registry import SERVICE_NAMES
 from services.operator.security import read_env_file
 from services.operator.stack import LocalStack
-from services.operator.supervisor import SERVICES
 from services.runtime.bus import connect
 from services.runtime.discovery import wait_for_services
 from services.runtime.settings import RuntimeSettings
@@ -92,7 +92,7 @@ async def supervise(state_dir: Path, nats_port: int | None = None, secure: bool 
         bus["credentials"] = str(stack.credentials_file("cli"))
         bus["viewer_credentials"] = str(stack.credentials_file("viewer"))
     bus_file(state_dir).write_text(json.dumps(bus))
-    print(f"esper: bus at {url}; services: {', '.join(SERVICES)}" + (" (secure)" if secure else ""), flush=True)
+    print(f"esper: bus at {url}; services: {', '.join(SERVICE_NAMES)}" + (" (secure)" if secure else ""), flush=True)
     try:
         await stop.wait()
     finally:
@@ -134,7 +134,7 @@ def up(state_dir: Path, nats_port: int | None = None, timeout: float = 120.0, se
         login = {key.removeprefix("ESPER_").lower(): value for key, value in credentials(bus).items()}
         nc = await connect(RuntimeSettings.from_env({"service": "cli", "nats_url": url, **login}))
         try:
-            await wait_for_services(nc, list(SERVICES), timeout=max(1.0, deadline - time.monotonic()))
+            await wait_for_services(nc, list(SERVICE_NAMES), timeout=max(1.0, deadline - time.monotonic()))
         finally:
             await nc.close()
 

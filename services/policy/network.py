@@ -84,7 +84,8 @@ class BlueprintEmbedding(nn.Module):
 
     def forward(self, indices: torch.Tensor) -> torch.Tensor:
         indices = torch.where(indices < 0, BLUEPRINT_NULL_INDEX, indices)
-        return self.table(indices.long())
+        result: torch.Tensor = self.table(indices.long())
+        return result
 
 
 class ResidualLSTM(nn.Module):
@@ -99,9 +100,9 @@ class ResidualLSTM(nn.Module):
         forget_bias = 1.0 + math.log(layers)
         for lstm in self.lstms:
             assert isinstance(lstm, nn.LSTM)
-            nn.init.orthogonal_(lstm.weight_ih_l0)
-            nn.init.orthogonal_(lstm.weight_hh_l0)
-            for bias in (lstm.bias_ih_l0, lstm.bias_hh_l0):
+            nn.init.orthogonal_(lstm.get_parameter("weight_ih_l0"))
+            nn.init.orthogonal_(lstm.get_parameter("weight_hh_l0"))
+            for bias in (lstm.get_parameter("bias_ih_l0"), lstm.get_parameter("bias_hh_l0")):
                 nn.init.zeros_(bias)
                 # PyTorch orders the gates input, forget, cell, output: the second quarter is the forget gate.
                 with torch.no_grad():
@@ -207,7 +208,8 @@ class FactoredRecurrentActorCritic(nn.Module):
     def q_value(self, features: torch.Tensor, op: torch.Tensor) -> torch.Tensor:
         """Q(s, op) [B, T] from the DETACHED trunk output (telemetry only, §4.6)."""
         one_hot = nn.functional.one_hot(op.long(), len(LifecycleOp)).float()
-        return self.q_head(torch.cat([features.detach(), one_hot], dim=-1)).squeeze(-1)
+        result: torch.Tensor = self.q_head(torch.cat([features.detach(), one_hot], dim=-1)).squeeze(-1)
+        return result
 
     def q_values(self, features: torch.Tensor) -> torch.Tensor:
         """Q for all six ops [..., 6] (the spread over legal ops is reported per update)."""
@@ -217,7 +219,8 @@ class FactoredRecurrentActorCritic(nn.Module):
 
     def contributions(self, features: torch.Tensor) -> torch.Tensor:
         """Predicted per-slot counterfactual contribution [..., S] from the DETACHED trunk output (§4.7)."""
-        return self.contribution_head(features.detach())
+        result: torch.Tensor = self.contribution_head(features.detach())
+        return result
 
 
 def seeded_network(config: NetworkConfig, seed: int) -> FactoredRecurrentActorCritic:

@@ -165,7 +165,8 @@ class EpisodeEnv:
         return optimizer
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self._compiled(x) if self._compiled is not None else self.model(x)
+        result: torch.Tensor = self._compiled(x) if self._compiled is not None else self.model(x)
+        return result
 
     def _loss(self, logits: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         if logits.dim() == 3:
@@ -189,7 +190,7 @@ class EpisodeEnv:
             with self.acceleration.autocast():
                 logits = self.forward(x)
                 loss = self._loss(logits.float(), y)
-            loss.backward()
+            loss.backward()  # type: ignore[no-untyped-call]  # torch's Tensor.backward is unannotated
             if step % GRADIENT_STRIDE == 0:
                 self.gradients.observe(self.model)
             nn.utils.clip_grad_norm_(host_params, MAX_GRAD_NORM)

@@ -138,7 +138,8 @@ class CNNHost(SlottedHostBase):
         return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
 
     def _classify(self, x: Tensor) -> Tensor:
-        return self.head(x.mean(dim=(2, 3)))
+        result: torch.Tensor = self.head(x.mean(dim=(2, 3)))
+        return result
 
     @property
     def topology(self) -> Topology:
@@ -184,7 +185,8 @@ class CausalSelfAttention(nn.Module):
         out = F.scaled_dot_product_attention(
             qkv[0], qkv[1], qkv[2], is_causal=True, dropout_p=self.dropout if self.training else 0.0
         )
-        return self.resid_drop(self.proj(out.transpose(1, 2).reshape(b, t, d)))
+        result: torch.Tensor = self.resid_drop(self.proj(out.transpose(1, 2).reshape(b, t, d)))
+        return result
 
 
 class TransformerBlock(nn.Module):
@@ -201,7 +203,8 @@ class TransformerBlock(nn.Module):
 
     def forward(self, x: Tensor) -> Tensor:
         x = x + self.attn(self.ln1(x))
-        return x + self.mlp(self.ln2(x))
+        result: torch.Tensor = x + self.mlp(self.ln2(x))
+        return result
 
 
 class TransformerHost(SlottedHostBase):
@@ -266,7 +269,8 @@ class TransformerHost(SlottedHostBase):
         if t > self.block_size:
             raise ValueError(f"sequence length {t} exceeds block_size {self.block_size}")
         pos = torch.arange(t, device=idx.device)
-        return self.drop(self.tok_emb(idx) + self.pos_emb(pos))
+        result: torch.Tensor = self.drop(self.tok_emb(idx) + self.pos_emb(pos))
+        return result
 
     def _run(self, start: int, end: int, x: Tensor) -> Tensor:
         for layer in self.layers[start:end]:
@@ -275,7 +279,8 @@ class TransformerHost(SlottedHostBase):
 
     def forward(self, idx: Tensor) -> Tensor:
         x = self._run(0, len(self.layers), self._embed(idx))
-        return self.head(self.ln_f(x))
+        result: torch.Tensor = self.head(self.ln_f(x))
+        return result
 
     def forward_to_segment(self, segment: str, x: Tensor, from_segment: str | None = None) -> Tensor:
         """From token ids (or the boundary `from_segment`'s features) up to the boundary `segment`."""
@@ -291,4 +296,5 @@ class TransformerHost(SlottedHostBase):
     def forward_from_segment(self, segment: str, x: Tensor) -> Tensor:
         """From the boundary `segment` to the logits."""
         _check_segment(self._boundary, segment)
-        return self.head(self.ln_f(self._run(self._boundary[segment], len(self.layers), x)))
+        result: torch.Tensor = self.head(self.ln_f(self._run(self._boundary[segment], len(self.layers), x)))
+        return result

@@ -1,10 +1,13 @@
-"""Env leases in the ESPER_RUNS bucket, kept by compare-and-set (ARCHITECTURE.md §6)."""
+"""Env leases in the ESPER_RUNS bucket, kept by compare-and-set (ARCHITECTURE.md §6), and the keeper that holds one."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
+import logging
 import time
-from collections.abc import Callable
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
 
 import msgspec
 from nats.js import JetStreamContext
@@ -23,6 +26,9 @@ from leyline_schemas import (
     subjects,
 )
 from leyline_schemas.rounds import env_episodes
+from services.runtime.bus import BUS_ERRORS, retry_while_bus_fails
+
+log = logging.getLogger("esper.tolaria.leases")
 
 
 @dataclass
@@ -121,7 +127,7 @@ async def held_by(kv: KeyValue, lease: EnvLease) -> HeldLease | None:
         stored = decode(entry.value or b"", EnvLease)
     except LeylineDecodeError:
         return None
-    if stored.worker_id != lease.worker_id:
+    if stored.worker_id != lease.worker_id or entry.revision is None:
         return None
     return HeldLease(stored, entry.revision)
 
@@ -206,3 +212,100 @@ async def all_envs_done(kv: KeyValue, spec: RunSpec) -> bool:
         if lease.episodes_done < len(env_episodes(spec, env_id)):
             return False
     return True
+
+
+def lease_name(held: HeldLease) -> str:
+    """run/env, for log lines."""
+    return f"{held.lease.run_id}/{held.lease.env_id}"
+
+
+class LeaseLost(RuntimeError):
+    """Another worker took this env (our lease expired): stop driving it at once."""
+
+
+@dataclass
+class LeaseKeeper:
+    """Holds one env lease: renews it in the background, applies progress updates with compare-and-set.
+
+    Progress updates and the release wait out a bus outage for up to `bus_deadline` seconds (unless `stopping` is
+    set): the compare-and-set keeps a lease taken over meanwhile safe, and giving the env back over a bus blip would
+    run its episode again.
+    """
+
+    kv: KeyValue
+    held: HeldLease
+    ttl: float
+    bus_deadline: float = 0.0
+    stopping: asyncio.Event | None = None
+    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
+    lost: bool = False
+
+    async def update(self, **changes: object) -> None:
+        await self._while_bus_fails(lambda: self._renew(**changes), "updating")
+
+    async def _renew(self, **changes: object) -> None:
+        async with self.lock:
+            await self._write(lambda held: renew(self.kv, held, self.ttl, **changes))
+
+    async def _while_bus_fails(self, write: Callable[[], Awaitable[None]], what: str) -> None:
+        await retry_while_bus_fails(
+            write,
+            what=f"{what} the lease on {lease_name(self.held)}",
+            stopping=self.stopping,
+            deadline=self.bus_deadline,
+        )
+
+    async def _write(
+        self,
+        write: Callable[[HeldLease], Awaitable[HeldLease]],
+        landed: Callable[[EnvLease], bool] = lambda stored: False,
+    ) -> None:
+        """Apply a compare-and-set write to the held lease; raise LeaseLost (and remember it) once it is not ours.
+
+        A write whose reply the bus lost may have landed (the client sends it again after reconnecting), leaving the
+        keeper a revision behind: if the stored lease is still ours, the write is made once more on top of it, unless
+        `landed` says the stored lease already is what the write wanted.
+        """
+        try:
+            self.held = await write(self.held)
+            return
+        except KeyWrongLastSequenceError as exc:
+            mine = await held_by(self.kv, self.held.lease)
+            if mine is not None and landed(mine.lease):
+                self.held = mine
+                return
+            if mine is not None and not mine.lease.released:
+                with contextlib.suppress(KeyWrongLastSequenceError):
+                    self.held = await write(mine)
+                    return
+            self.lost = True
+            raise LeaseLost(f"lease on {lease_name(self.held)} was taken over") from exc
+
+    async def keep_alive(self) -> None:
+        """Renew every ttl/3 until the lease is lost. A renewal the bus failed is retried sooner, never given up:
+        the env is still being driven, and a lapsed lease would let another worker run the same episode."""
+        delay = self.ttl / 3
+        while not self.lost:
+            await asyncio.sleep(delay)
+            try:
+                await self._renew()
+            except LeaseLost:
+                return
+            except BUS_ERRORS as exc:
+                log.warning(
+                    "lease on %s not renewed (%s: %s); retrying", lease_name(self.held), type(exc).__name__, exc
+                )
+                delay = min(0.5, self.ttl / 6)
+            else:
+                delay = self.ttl / 3
+
+    async def release(self, **changes: object) -> None:
+        """Give the env back; a lease taken over meanwhile is left to its new holder."""
+        with contextlib.suppress(LeaseLost):
+            await self._while_bus_fails(lambda: self._release(**changes), "releasing")
+
+    async def _release(self, **changes: object) -> None:
+        async with self.lock:
+            await self._write(
+                lambda held: release(self.kv, held, **changes), landed=lambda stored: stored.released
+            )

@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from leyline_schemas import SeedStage
+from leyline_schemas import CoalitionValue, SeedStage, ShapleyComputed
 from services.kasmina.mechanics.model import MorphogeneticModel, build_alpha_overrides, expand_for_configs
 from services.tolaria.shapley import ShapleyEstimate, coalitions_for, shapley_values
 
@@ -176,3 +176,13 @@ def terminal_attribution(
             accuracies[coalition] = result.accuracy
     estimates = shapley_values(active, accuracies.get, seed=seed)
     return TerminalAttribution(strategy=strategy, slot_ids=active, coalitions=accuracies, shapley=estimates)
+
+
+def shapley_event(attribution: TerminalAttribution) -> ShapleyComputed:
+    return ShapleyComputed(
+        strategy=attribution.strategy,
+        slot_ids=attribution.slot_ids,
+        coalitions=[CoalitionValue(slots=sorted(c), accuracy=a) for c, a in attribution.coalitions.items()],
+        shapley={s: e.mean for s, e in attribution.shapley.items()},
+        shapley_std={s: e.std for s, e in attribution.shapley.items()},
+    )

@@ -8,17 +8,17 @@ from typing import Any
 
 import pytest
 
-from services.experiments.exam import (
+from services.experiments.exam import write_exam_outputs
+from services.experiments.exam_verdict import (
     entropy_slope,
     exam_verdict,
     judge,
     mean_curves,
     mean_head_entropy,
     overall,
-    provenance,
     roi,
-    write_exam_outputs,
 )
+from services.experiments.provenance import provenance
 
 
 def _episode(env: int, accuracy: float, params: int = 0, fossilized: int = 0, pruned: int = 0) -> dict[str, Any]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from pathlib import Path
 
-from services.experiments.exam import provenance
+from services.experiments.provenance import provenance
 from services.experiments.tinystories import curve, plot_curves, report_markdown, summarize_condition
 from services.tolaria.tasks import REFERENCE_TASKS, get_task
 

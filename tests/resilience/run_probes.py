@@ -23,8 +23,8 @@ from prometheus_client.parser import text_string_to_metric_families
 
 import leyline_schemas as L
 from leyline_schemas.rounds import env_episodes
+from services.operator.registry import SERVICE_NAMES
 from services.operator.stack import LocalStack
-from services.operator.supervisor import SERVICES
 from services.runtime.bus import connect
 from services.runtime.discovery import live_services, wait_for_services
 from services.runtime.settings import RuntimeSettings
@@ -101,7 +101,7 @@ def background_stack(state_dir: Path, **options: Any) -> Iterator[BackgroundStac
     async def ready() -> None:
         nc, _ = await bus(runner.settings())
         try:
-            await wait_for_services(nc, list(options.get("services", SERVICES)), timeout=120)
+            await wait_for_services(nc, list(options.get("services", SERVICE_NAMES)), timeout=120)
         finally:
             await nc.close()
 

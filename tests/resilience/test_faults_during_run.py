@@ -15,8 +15,7 @@ import pytest
 from nats.js import JetStreamContext
 
 import leyline_schemas as L
-from services.operator.registry import settings_type
-from services.operator.supervisor import SERVICES
+from services.operator.registry import SERVICE_NAMES, settings_type
 from services.runtime.bus import request
 from services.runtime.discovery import wait_for_services
 from tests.resilience.run_probes import (
@@ -43,7 +42,7 @@ FAST_RECOVERY = {"ESPER_LEASE_TTL": "3", "ESPER_ACK_WAIT": "5", "ESPER_TORCH_THR
 
 
 def test_the_recovery_settings_are_ones_the_services_read() -> None:
-    read = {name for service in SERVICES for name in settings_type(service).env_names()}
+    read = {name for service in SERVICE_NAMES for name in settings_type(service).env_names()}
     assert set(FAST_RECOVERY) <= read, f"renamed settings: {set(FAST_RECOVERY) - read}"
 
 
@@ -85,7 +84,7 @@ def test_kill_each_service_mid_run(stack: BackgroundStack) -> None:
 
 async def _kill_each_service(stack: BackgroundStack, run: L.RunSpec) -> None:
     total = run.episodes * run.episode_length
-    restarts_before = {name: stack.restarts(name) for name in SERVICES}
+    restarts_before = {name: stack.restarts(name) for name in SERVICE_NAMES}
     killed: list[tuple[str, int]] = []
     nc, js = await bus(stack.settings())
     try:
@@ -94,8 +93,8 @@ async def _kill_each_service(stack: BackgroundStack, run: L.RunSpec) -> None:
         async def kill_next(steps: int, status: L.RunStatus | None) -> None:
             # Victim k dies once k/6 of the run's step records are stored: each one mid-run, in turn. Progress
             # itself waits for a victim the step path needs (Kasmina, Tolaria), so they never pile up.
-            while len(killed) < len(SERVICES) and steps >= (len(killed) + 1) * total // (len(SERVICES) + 1):
-                name = SERVICES[len(killed)]
+            while len(killed) < len(SERVICE_NAMES) and steps >= (len(killed) + 1) * total // (len(SERVICE_NAMES) + 1):
+                name = SERVICE_NAMES[len(killed)]
                 stack.kill(name, signal.SIGKILL)
                 killed.append((name, steps))
 
@@ -103,13 +102,13 @@ async def _kill_each_service(stack: BackgroundStack, run: L.RunSpec) -> None:
         audit = await wait_learner_drained(js, run, timeout=60)
         attempts = audit_attempts(await step_records(js, run.run_id), run.episode_length)
         complete = await envs_complete(js, run)
-        await wait_for_services(nc, list(SERVICES), timeout=60)
+        await wait_for_services(nc, list(SERVICE_NAMES), timeout=60)
     finally:
         await nc.close()
     print(f"\nkill -9 mid-run: killed (service, at step) {killed}; {audit}; {attempts}")
     assert status.state is L.RunState.COMPLETED, (status, log_tail(stack))
-    assert [name for name, _ in killed] == list(SERVICES), f"the run ended before every kill: {killed}"
-    for name in SERVICES:
+    assert [name for name, _ in killed] == list(SERVICE_NAMES), f"the run ended before every kill: {killed}"
+    for name in SERVICE_NAMES:
         assert stack.restarts(name) > restarts_before[name], f"the supervisor did not restart {name}"
     assert status.episodes_done == run.episodes
     assert complete, "an env did not finish all of its episodes"
@@ -133,7 +132,7 @@ async def _restart_nats(stack: BackgroundStack, run: L.RunSpec) -> None:
     restarted_at: list[int] = []
     nc, js = await bus(stack.settings())
     try:
-        before = {name: scrape(await admin_url(nc, name)) for name in SERVICES}
+        before = {name: scrape(await admin_url(nc, name)) for name in SERVICE_NAMES}
         await start(stack, run)
 
         async def restart_once(steps: int, status: L.RunStatus | None) -> None:
@@ -146,14 +145,14 @@ async def _restart_nats(stack: BackgroundStack, run: L.RunSpec) -> None:
         audit = await wait_learner_drained(js, run, timeout=60)
         attempts = audit_attempts(await step_records(js, run.run_id), run.episode_length)
         complete = await envs_complete(js, run)
-        after = {name: scrape(await admin_url(nc, name)) for name in SERVICES}
+        after = {name: scrape(await admin_url(nc, name)) for name in SERVICE_NAMES}
     finally:
         await nc.close()
 
     def delta(service: str, metric: str, **labels: str) -> float:
         return metric_sum(after[service], metric, **labels) - metric_sum(before[service], metric, **labels)
 
-    reconnects = {name: delta(name, "esper_bus_reconnects_total") for name in SERVICES}
+    reconnects = {name: delta(name, "esper_bus_reconnects_total") for name in SERVICE_NAMES}
     kinds = ("step_consumed", "duplicate_step", "episode_scored")
     consumed, duplicates, scored = (delta("simic", "esper_events_total", kind=kind) for kind in kinds)
     print(

@@ -14,8 +14,8 @@ from nats.errors import Error as NatsError
 from nats.js.errors import NotFoundError
 
 import leyline_schemas as L
-from services.operator.embedded import EmbeddedNats, free_port, start_nats
 from services.operator import security
+from services.operator.embedded import EmbeddedNats, free_port, start_nats
 from services.runtime import jetstream
 from services.runtime.bus import BusUnavailable, connect, settle
 from services.runtime.settings import RuntimeSettings

@@ -15,7 +15,7 @@ from services.runtime import jetstream
 from services.runtime.bus import connect
 from services.runtime.settings import RuntimeSettings
 from services.tolaria import leases
-from services.tolaria.worker import LeaseKeeper, LeaseLost
+from services.tolaria.leases import LeaseKeeper, LeaseLost
 
 TTL = 1.5
 SPEC = L.RunSpec(run_id="keeper", task="digits", episodes=2, n_envs=1)

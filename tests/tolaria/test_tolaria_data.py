@@ -22,7 +22,6 @@ from services.tolaria.data import (
     BatchStream,
     DatasetUnavailable,
     augment_cifar,
-    decode_png_batch,
     epoch_batches,
     load_cifar10,
     load_digits_split,
@@ -30,6 +29,7 @@ from services.tolaria.data import (
     synthetic_cifar,
     synthetic_tokens,
 )
+from services.tolaria.png import decode_png_batch
 
 REPO = Path(__file__).resolve().parents[2]
 SHARED_DATA = Path(os.environ.get("ESPER_SHARED_DATA", REPO.parent / "shared" / "data"))

@@ -68,7 +68,7 @@ class SanctumApp(App[None]):
         self._table = self.query_one(EnvOverview)
         self._scoreboard = self.query_one(ScoreboardPanel)
         self._policies = self.query_one("#policies", Horizontal)
-        self._log = self.query_one(EventLog)
+        self._event_log = self.query_one(EventLog)
         self._filter = self.query_one("#filter", Input)
         self.feed.start()
         self._table.focus()
@@ -94,7 +94,7 @@ class SanctumApp(App[None]):
             self._table.env_rows = snapshot.envs
             self._scoreboard.board = snapshot.scoreboard
             self._show_policies(snapshot.policies)
-            self._log.log_lines = snapshot.log
+            self._event_log.log_lines = snapshot.log
         if isinstance(self.screen, EnvDetailScreen):
             self.screen.detail = self.feed.env_detail(self.screen.env_id)
         self.frame_times.append(time.perf_counter() - started)
@@ -151,7 +151,7 @@ class SanctumApp(App[None]):
 
     def on_input_changed(self, event: Input.Changed) -> None:
         self._table.filter_text = event.value
-        self._log.filter_text = event.value
+        self._event_log.filter_text = event.value
 
     def on_input_submitted(self, _: Input.Submitted) -> None:
         self._table.focus()

@@ -57,7 +57,8 @@ class ScaledNormSeed(nn.Module):
         self.scale = nn.Parameter(torch.zeros(1))
 
     def forward(self, x: Tensor) -> Tensor:
-        return x + torch.tanh(self.scale) * (self.norm(x) - x)
+        result: torch.Tensor = x + torch.tanh(self.scale) * (self.norm(x) - x)
+        return result
 
 
 class SqueezeExciteSeed(nn.Module):
@@ -103,7 +104,8 @@ class BottleneckSeed(nn.Module):
         nn.init.zeros_(self.up.weight)
 
     def forward(self, x: Tensor) -> Tensor:
-        return x + self.norm(self.up(F.relu(self.conv(F.relu(self.down(x))))))
+        result: torch.Tensor = x + self.norm(self.up(F.relu(self.conv(F.relu(self.down(x))))))
+        return result
 
 
 class ConvSmallSeed(nn.Module):
@@ -139,7 +141,8 @@ class ConvResidualSeed(nn.Module):
         self.enhance = nn.Sequential(*(SeedConvBlock(channels) for _ in range(depth)))
 
     def forward(self, x: Tensor) -> Tensor:
-        return x + self.enhance(x)
+        result: torch.Tensor = x + self.enhance(x)
+        return result
 
 
 # --------------------------------------------------------------------------- transformer seeds (§3.3)
@@ -155,7 +158,8 @@ class LowRankSeed(nn.Module):
         nn.init.zeros_(self.up.weight)
 
     def forward(self, x: Tensor) -> Tensor:
-        return x + self.up(self.down(x))
+        result: torch.Tensor = x + self.up(self.down(x))
+        return result
 
 
 class CausalAttentionSeed(nn.Module):
@@ -182,7 +186,8 @@ class CausalAttentionSeed(nn.Module):
     def forward(self, x: Tensor) -> Tensor:
         b, t, d = x.shape
         out = self._attend(*self._heads(x))
-        return x + self.proj(out.transpose(1, 2).reshape(b, t, d))
+        result: torch.Tensor = x + self.proj(out.transpose(1, 2).reshape(b, t, d))
+        return result
 
 
 def _causal(b: Tensor, h: Tensor, q_idx: Tensor, kv_idx: Tensor) -> Tensor:
@@ -235,7 +240,8 @@ class ResidualMLPSeed(nn.Module):
         nn.init.zeros_(self.fc2.bias)
 
     def forward(self, x: Tensor) -> Tensor:
-        return x + self.fc2(F.gelu(self.fc1(x)))
+        result: torch.Tensor = x + self.fc2(F.gelu(self.fc1(x)))
+        return result
 
 
 # --------------------------------------------------------------------------- registry (§3.1)

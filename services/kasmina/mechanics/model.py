@@ -128,7 +128,8 @@ class MorphogeneticModel(nn.Module):
 
     def _route(self, x: Tensor, overrides: dict[str, Tensor] | None) -> Tensor:
         if not self._execution:
-            return self.host(x)
+            result: torch.Tensor = self.host(x)
+            return result
         previous: str | None = None
         for sid in self._execution:
             x = self.host.forward_to_segment(sid, x, previous)

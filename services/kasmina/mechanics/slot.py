@@ -300,7 +300,8 @@ class SeedSlot(nn.Module):
             # Incubator: the value is exactly h, yet the seed receives the full upstream gradient as if it were
             # the layer output; its input is detached so host gradients match a seedless run (§5 item 98).
             s = seed(_detached_input(h)).to(h.dtype)
-            return h + (s - s.detach())
+            result: torch.Tensor = h + (s - s.detach())
+            return result
         seed_input = _detached_input(h) if self.isolate_gradients else h
         alpha = alpha_override if alpha_override is not None else self._alpha_tensor(h)
         return blend(self.alpha_algorithm, h, seed(seed_input), seed_input, alpha, self.gate)

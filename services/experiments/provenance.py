@@ -1,0 +1,52 @@
+"""What produced a result: the exact command and the versions (python, torch, esper commit), for every report."""
+
+from __future__ import annotations
+
+import platform
+import subprocess
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+
+def provenance(command: Sequence[str] | None = None) -> dict[str, str]:
+    """The exact command and the versions (python, torch, esper commit) that produced a result."""
+    import torch
+
+    root = Path(__file__).resolve().parents[2]
+    try:
+        commit = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, check=True
+        ).stdout.strip()
+        dirty = bool(
+            subprocess.run(["git", "status", "--porcelain"], cwd=root, capture_output=True, text=True).stdout.strip()
+        )
+    except (OSError, subprocess.CalledProcessError):
+        commit, dirty = "unknown", False
+    argv = list(command if command is not None else sys.argv)
+    if argv and argv[0].endswith("esper"):
+        argv[0] = "esper"
+    return {
+        "command": " ".join(argv),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "esper_commit": commit + (" (working tree had uncommitted changes)" if dirty else ""),
+        "machine": f"{platform.machine()}, {__import__('os').cpu_count()} CPU cores",
+        "date_utc": time.strftime("%Y-%m-%d %H:%M", time.gmtime()),
+    }
+
+
+def provenance_markdown(info: dict[str, str]) -> str:
+    return "\n".join(
+        [
+            "## Reproduce",
+            "",
+            "```",
+            info["command"],
+            "```",
+            "",
+            f"python {info['python']}, torch {info['torch']}, esper commit `{info['esper_commit']}`, "
+            f"{info['machine']}, {info['date_utc']} UTC.",
+        ]
+    )
