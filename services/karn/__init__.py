@@ -1,1 +1,4 @@
-"""Karn: telemetry collection, the run store, the live log and operator UIs."""
+"""Karn: telemetry collection, the run store, the live log, the Sanctum TUI and the HTTP API.
+
+May import: leyline_schemas, services.runtime. No other service.
+"""

@@ -9,16 +9,15 @@ import os
 import sys
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
-from nats.errors import TimeoutError as NatsTimeoutError
-from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
+from nats.js.api import AckPolicy, DeliverPolicy
 
 from leyline_schemas import LeylineDecodeError, TelemetryEvent, decode, subjects
 from services.karn.collector import RawMessage, absorb
 from services.karn.live_log import render
 from services.karn.schema import StoreSchemaError
 from services.karn.store import RunStore
+from services.runtime.consumers import DurableConsumer, batches
 from services.runtime.service import ServiceContext, ServiceDefinition
 from services.runtime.settings import RuntimeSettings
 
@@ -46,49 +45,50 @@ class KarnSettings(RuntimeSettings):
         return Path(self.store_path).expanduser().resolve() if self.store_path else default_store_path()
 
 
-def _settings(ctx: ServiceContext) -> KarnSettings:
-    settings = ctx.settings
-    assert isinstance(settings, KarnSettings), "karn runs with KarnSettings"
-    return settings
+@dataclass(frozen=True)
+class KarnState:
+    """The run store every consumer writes to, open for the life of the service."""
+
+    store: RunStore
 
 
-async def open_store(ctx: ServiceContext) -> None:
+KarnContext = ServiceContext[KarnSettings, KarnState]
+
+
+async def open_store(ctx: ServiceContext[KarnSettings, None]) -> KarnState:
     """Open (or create, or migrate) the run store; a store Karn must refuse stops the service with the reason."""
-    path = _settings(ctx).resolved_store_path()
+    path = ctx.settings.resolved_store_path()
     try:
-        ctx.state["store"] = await asyncio.to_thread(RunStore.open, path)
+        store = await asyncio.to_thread(RunStore.open, path)
     except StoreSchemaError as exc:
         # Better no Karn than a Karn that silently stores nothing: the streams keep every message meanwhile.
         log.error("karn: run store refused, not starting: %s", exc)
         raise
     log.info("karn: run store at %s", path)
+    return KarnState(store)
 
 
-async def close_store(ctx: ServiceContext) -> None:
-    store = ctx.state.pop("store", None)
-    if isinstance(store, RunStore):
-        await asyncio.to_thread(store.close)
+async def close_store(ctx: KarnContext) -> None:
+    await asyncio.to_thread(ctx.state.store.close)
 
 
-async def follow_telemetry(ctx: ServiceContext) -> None:
+async def follow_telemetry(ctx: KarnContext) -> None:
     """The live log: every new event once (its own durable consumer), one readable line each."""
-    settings = _settings(ctx)
+    settings = ctx.settings
     if not settings.live_log:
         await ctx.stopping.wait()
         return
-    sub = await ctx.js.pull_subscribe(
-        subjects.TELEMETRY_SUBJECTS,
+    consumer = DurableConsumer(
         durable=settings.consumer,
         stream=subjects.TELEMETRY_STREAM,
-        config=ConsumerConfig(
-            ack_policy=AckPolicy.EXPLICIT, deliver_policy=DeliverPolicy.NEW, ack_wait=30, max_ack_pending=10_000
-        ),
+        subject=subjects.TELEMETRY_SUBJECTS,
+        ack_policy=AckPolicy.EXPLICIT,
+        deliver_policy=DeliverPolicy.NEW,
+        ack_wait=30,
+        max_ack_pending=10_000,
+        batch=256,
     )
-    while not ctx.stopping.is_set():
-        try:
-            batch = await sub.fetch(256, timeout=1.0)
-        except (TimeoutError, NatsTimeoutError):
-            continue
+    async for batch in batches(ctx.js, consumer, ctx.stopping):
         for msg in batch:
             try:
                 event = decode(msg.data, TelemetryEvent)
@@ -104,26 +104,21 @@ async def follow_telemetry(ctx: ServiceContext) -> None:
                 await msg.ack()
 
 
-async def _store_stream(ctx: ServiceContext, stream: str, subject: str) -> None:
+async def _store_stream(ctx: KarnContext, stream: str, subject: str) -> None:
     """Feed one stream into the store from its start; a batch is acknowledged only once it is committed."""
-    settings = _settings(ctx)
-    store = ctx.state["store"]
-    sub = await ctx.js.pull_subscribe(
-        subject,
+    settings = ctx.settings
+    store = ctx.state.store
+    consumer = DurableConsumer(
         durable=f"{settings.store_consumer}-{stream.lower()}",
         stream=stream,
-        config=ConsumerConfig(
-            ack_policy=AckPolicy.ALL,
-            deliver_policy=DeliverPolicy.ALL,
-            ack_wait=settings.ack_wait,
-            max_ack_pending=100_000,
-        ),
+        subject=subject,
+        ack_policy=AckPolicy.ALL,
+        deliver_policy=DeliverPolicy.ALL,
+        ack_wait=settings.ack_wait,
+        max_ack_pending=100_000,
+        batch=settings.store_batch,
     )
-    while not ctx.stopping.is_set():
-        try:
-            batch: list[Any] = await sub.fetch(settings.store_batch, timeout=1.0)
-        except (TimeoutError, NatsTimeoutError):
-            continue
+    async for batch in batches(ctx.js, consumer, ctx.stopping):
         raw = [RawMessage(m.metadata.sequence.stream, m.subject, m.data) for m in batch]
         result = await asyncio.to_thread(absorb, store, stream, raw)
         if result.undecodable:
@@ -134,15 +129,15 @@ async def _store_stream(ctx: ServiceContext, stream: str, subject: str) -> None:
             await batch[-1].ack()
 
 
-async def store_telemetry(ctx: ServiceContext) -> None:
+async def store_telemetry(ctx: KarnContext) -> None:
     await _store_stream(ctx, subjects.TELEMETRY_STREAM, subjects.TELEMETRY_SUBJECTS)
 
 
-async def store_steps(ctx: ServiceContext) -> None:
+async def store_steps(ctx: KarnContext) -> None:
     await _store_stream(ctx, subjects.STEPS_STREAM, subjects.STEPS_SUBJECTS)
 
 
-def definition() -> ServiceDefinition:
+def definition() -> ServiceDefinition[KarnSettings, KarnState]:
     return ServiceDefinition(
         name="karn",
         description="Telemetry: run store fed by durable consumers, live log, Sanctum and the HTTP API",

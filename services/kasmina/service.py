@@ -15,7 +15,7 @@ from leyline_schemas import (
     RemoteError,
     StepDirective,
     StepRequest,
-    subjects,
+    routes,
 )
 from services.kasmina.lifecycle import InvalidStepRequest
 from services.kasmina.step import complete_step, prepare_step
@@ -35,12 +35,15 @@ class KasminaSettings(RuntimeSettings):
     decision_deadline: float = 8.0
 
 
+#: Kasmina keeps no state between requests: each StepRequest carries the slots it rules on.
+KasminaContext = ServiceContext[KasminaSettings, None]
+
 #: Pause before asking Tamiyo again for a line version it has not loaded yet.
 RETRY_UNAVAILABLE_S = 0.1
 
 
 async def decide(
-    req: StepRequest, decision_request: DecisionRequest, ctx: ServiceContext
+    req: StepRequest, decision_request: DecisionRequest, ctx: KasminaContext
 ) -> tuple[Decision | None, DecisionOutcome, str]:
     """Ask Tamiyo, retrying with backoff within the deadline; a missing policy is a WAIT, never a dead run.
 
@@ -48,15 +51,13 @@ async def decide(
     while the deadline lasts, so that the step is decided by that version rather than refused.
     """
     settings = ctx.settings
-    assert isinstance(settings, KasminaSettings)
     deadline = time.monotonic() + settings.decision_deadline
     while True:
         try:
             decision = await request(
                 ctx.nc,
-                subjects.TAMIYO_DECIDE,
+                routes.TAMIYO_DECIDE,
                 decision_request,
-                Decision,
                 timeout=settings.decision_timeout,
                 retries=1000,
                 deadline=max(deadline - time.monotonic(), 0.0),
@@ -75,7 +76,7 @@ async def decide(
         return decision, DecisionOutcome.APPLIED, ""
 
 
-async def handle_step(req: StepRequest, ctx: ServiceContext) -> StepDirective:
+async def handle_step(req: StepRequest, ctx: KasminaContext) -> StepDirective:
     try:
         prepared = prepare_step(req)
     except InvalidStepRequest as exc:
@@ -87,9 +88,9 @@ async def handle_step(req: StepRequest, ctx: ServiceContext) -> StepDirective:
     return directive
 
 
-def definition() -> ServiceDefinition:
+def definition() -> ServiceDefinition[KasminaSettings, None]:
     return ServiceDefinition(
         name="kasmina",
         description="Lifecycle authority: ticks slots, builds observations and masks, validates decisions",
-        endpoints=[Endpoint("step", subjects.KASMINA_STEP, StepRequest, handle_step, max_concurrency=64)],
+        endpoints=[Endpoint("step", routes.KASMINA_STEP, handle_step, max_concurrency=64)],
     )

@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 from typing import Any
 
-SERVICE_NAMES = ("kasmina", "tamiyo", "simic", "tolaria", "karn")
+from services.operator.registry import SERVICE_NAMES
 
 #: Modules that add subcommands through `register(subparsers)`.
 COMMAND_MODULES = (

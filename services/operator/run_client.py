@@ -34,6 +34,7 @@ from leyline_schemas import (
     RunSpec,
     TelemetryEvent,
     decode,
+    routes,
     subjects,
     to_builtins,
 )
@@ -180,7 +181,7 @@ async def follow_run(
         f"{subjects.PREFIX}.telemetry.{spec.run_id}.>", cb=follower.on_message, ordered_consumer=True
     )
     started = time.monotonic()
-    accepted = await request(nc, subjects.RUNS_START, spec, RunAccepted, timeout=120.0, retries=3)
+    accepted = await request(nc, routes.RUNS_START, spec, timeout=120.0, retries=3)
     total_epochs = spec.episodes * spec.episode_length
     progress = Progress(
         TextColumn("[bold]{task.description}"),

@@ -15,23 +15,15 @@ from nats.js.errors import KeyNotFoundError, NoKeysError, NotFoundError
 from nats.js.kv import KeyValue
 from nats.js.object_store import ObjectStore
 
-from leyline_schemas import ActivePolicy, LeylineDecodeError, PolicyKind, decode, encode, subjects
+from leyline_schemas import ActivePolicy, PolicyKind, encode, subjects
+from services.runtime.kv import read_message
 
 _VERSION = re.compile(r"^weights/(?P<policy>[^/]+)/(?P<version>\d+)\.safetensors$")
 
 
 async def read_pointer(kv: KeyValue, policy_id: str) -> ActivePolicy | None:
     """The pointer of a line, or None when there is none (or it cannot be read as an ActivePolicy)."""
-    try:
-        entry = await kv.get(subjects.policy_key(policy_id))
-    except KeyNotFoundError:
-        return None
-    if not entry.value:
-        return None
-    try:
-        return decode(entry.value, ActivePolicy)
-    except LeylineDecodeError:
-        return None
+    return await read_message(kv, subjects.policy_key(policy_id), ActivePolicy)
 
 
 async def read_pointers(kv: KeyValue) -> list[ActivePolicy]:

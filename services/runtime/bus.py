@@ -11,7 +11,6 @@ import uuid
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
-import msgspec
 import nats
 from nats.aio.client import Client
 from nats.errors import Error as NatsError
@@ -30,12 +29,15 @@ from leyline_schemas import (
     encode,
     subjects,
 )
+from leyline_schemas.base import Message
+from leyline_schemas.routes import Route
 from services.runtime.settings import RuntimeSettings
 from services.runtime.tracing import client_span, outgoing_headers
 
 log = logging.getLogger("esper.bus")
 
-T = TypeVar("T", bound=msgspec.Struct)
+Req = TypeVar("Req", bound=Message)
+Rep = TypeVar("Rep", bound=Message)
 R = TypeVar("R")
 
 ERROR_HEADER = "Nats-Service-Error"
@@ -204,20 +206,20 @@ def is_error_reply(headers: dict[str, str] | None) -> bool:
 
 async def request(
     nc: Client,
-    subject: str,
-    message: msgspec.Struct,
-    reply_type: type[T],
+    route: Route[Req, Rep],
+    message: Req,
     *,
     timeout: float = 5.0,
     retries: int = 2,
     backoff: float = 0.1,
     deadline: float | None = None,
-) -> T:
-    """Send a typed request and decode the typed reply.
+) -> Rep:
+    """Send `message` on `route.subject` and decode the answer as `route.reply` (leyline_schemas.routes).
 
     Timeouts and missing responders are retried with exponential backoff (at most `retries` more
     times, and never past `deadline` seconds in total); an ErrorReply raises RemoteError at once.
     """
+    subject = route.subject
     payload = encode(message)
     started = time.monotonic()
     attempt = 0
@@ -244,7 +246,7 @@ async def request(
                 headers = reply.headers or {}
                 error = ErrorReply(code="internal", message=headers.get(ERROR_HEADER, "error"), subject=subject)  # type: ignore[arg-type]
             raise RemoteError(error)
-        return decode(reply.data, reply_type)
+        return decode(reply.data, route.reply)
 
 
 class TelemetryPublisher:

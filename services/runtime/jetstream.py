@@ -46,6 +46,7 @@ STREAMS = (
 
 async def ensure_streams(js: JetStreamContext) -> None:
     for config in STREAMS:
+        assert config.name, "every stream in STREAMS is named"
         try:
             await js.stream_info(config.name)
         except NotFoundError:

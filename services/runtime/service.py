@@ -10,28 +10,29 @@ import signal
 import sys
 import threading
 import time
-from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass, field
-from typing import Any, Generic, TypeVar
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
+from dataclasses import dataclass
+from typing import Any, Generic, cast
 
-import msgspec
 from nats.aio.client import Client
-from nats.aio.msg import Msg
 from nats.js import JetStreamContext
-from nats.micro import ServiceConfig, add_service
+from nats.micro import add_service
 from nats.micro.request import Request
-from nats.micro.service import EndpointConfig, Service
+from nats.micro.service import EndpointConfig, Service, ServiceConfig
+from typing_extensions import TypeVar  # TypeVar defaults (PEP 696) arrive in typing with Python 3.13
 
 from leyline_schemas import (
     ErrorCode,
     ErrorReply,
     LeylineDecodeError,
+    Message,
     ServiceStarted,
     ServiceStopped,
     decode,
     encode,
     subjects,
 )
+from leyline_schemas.routes import Route
 from services import __version__
 from services.runtime import jetstream
 from services.runtime.admin import AdminServer, admin_app
@@ -42,7 +43,14 @@ from services.runtime.tracing import configure_tracing, server_span
 
 log = logging.getLogger("esper.service")
 
-Req = TypeVar("Req", bound=msgspec.Struct)
+Req = TypeVar("Req", bound=Message)
+Rep = TypeVar("Rep", bound=Message)
+# With the defaults, a bare `ServiceContext` (or `ServiceDefinition`) is any service's: code that serves several
+# services writes it so. The context is read-only, hence covariant: a TamiyoContext is a ServiceContext.
+SettingsT = TypeVar("SettingsT", bound=RuntimeSettings, default=RuntimeSettings)
+StateT = TypeVar("StateT", default=Any)
+SettingsT_co = TypeVar("SettingsT_co", bound=RuntimeSettings, covariant=True, default=RuntimeSettings)
+StateT_co = TypeVar("StateT_co", covariant=True, default=Any)
 
 #: Lifecycle events of services are published under this pseudo run id.
 SYSTEM_RUN = "_system"
@@ -58,52 +66,72 @@ class RequestRejected(Exception):
         self.field = field
 
 
-@dataclass
-class ServiceContext:
-    """What an endpoint handler or background task may use."""
+@dataclass(frozen=True)
+class ServiceContext(Generic[SettingsT_co, StateT_co]):
+    """What an endpoint handler or background task may use: the service's own settings type and state object.
 
-    settings: RuntimeSettings
+    `state` is what the definition's `on_start` returned (None before it returns, and for a service without one).
+    """
+
+    settings: SettingsT_co
     nc: Client
     js: JetStreamContext
     metrics: ServiceMetrics
     telemetry: TelemetryPublisher
     device: str
     stopping: asyncio.Event
-    state: dict[str, Any] = field(default_factory=dict)
+    state: StateT_co
 
 
 @dataclass(frozen=True)
-class Endpoint(Generic[Req]):
-    """One request/reply endpoint: subject, request type and the async call that answers it."""
+class Endpoint(Generic[Req, Rep, SettingsT, StateT]):
+    """One request/reply endpoint: its route (subject, request and reply types) and the async call that answers it."""
 
     name: str
-    subject: str
-    request_type: type[Req]
-    handle: Callable[[Req, ServiceContext], Awaitable[msgspec.Struct]]
+    route: Route[Req, Rep]
+    handle: Callable[[Req, ServiceContext[SettingsT, StateT]], Awaitable[Rep]]
     queue_group: str = subjects.QUEUE_GROUP
     max_concurrency: int = 32
 
-
-BackgroundTask = Callable[[ServiceContext], Awaitable[None]]
+    @property
+    def subject(self) -> str:
+        return self.route.subject
 
 
 @dataclass
-class ServiceDefinition:
-    """A service: its endpoints, background tasks and readiness, declared in one place."""
+class ServiceDefinition(Generic[SettingsT, StateT]):
+    """A service: its endpoints, background tasks and readiness, declared in one place.
+
+    `on_start` runs once connected, before any endpoint or background task, and returns the service's state.
+    """
 
     name: str
     description: str
-    endpoints: Sequence[Endpoint[Any]] = ()
-    background: Sequence[BackgroundTask] = ()
-    on_start: Callable[[ServiceContext], Awaitable[None]] | None = None
-    on_stop: Callable[[ServiceContext], Awaitable[None]] | None = None
+    endpoints: Sequence[Endpoint[Any, Any, SettingsT, StateT]] = ()
+    background: Sequence[Callable[[ServiceContext[SettingsT, StateT]], Coroutine[Any, Any, None]]] = ()
+    on_start: Callable[[ServiceContext[SettingsT, None]], Awaitable[StateT]] | None = None
+    on_stop: Callable[[ServiceContext[SettingsT, StateT]], Awaitable[None]] | None = None
     uses_torch: bool = False
 
 
-class ServiceRunner:
+async def drain_endpoints(micro: Service) -> None:
+    """Stop new deliveries to every endpoint of `micro` and let the requests already delivered be handled.
+
+    nats.py offers no public way to do this: `Service.stop()` unsubscribes, which drops requests already delivered
+    to this client, and the endpoints' subscriptions are private. This is the one place that reaches inside
+    (`Service._endpoints`, `Endpoint._subscription`); getattr keeps a renamed attribute from breaking a drain.
+    """
+    for endpoint in getattr(micro, "_endpoints", []):
+        sub = getattr(endpoint, "_subscription", None)
+        if sub is not None:
+            with contextlib.suppress(Exception):
+                await sub.drain()
+
+
+class ServiceRunner(Generic[SettingsT, StateT]):
     """Runs one ServiceDefinition until SIGTERM/SIGINT, then drains: no request in flight is dropped."""
 
-    def __init__(self, definition: ServiceDefinition, settings: RuntimeSettings) -> None:
+    def __init__(self, definition: ServiceDefinition[SettingsT, StateT], settings: SettingsT) -> None:
         self.definition = definition
         self.settings = settings
         self.metrics = ServiceMetrics(definition.name)
@@ -114,7 +142,7 @@ class ServiceRunner:
         self.failed = False  # stopped because a background task failed, not because it was told to
         self._micro: Service | None = None
         self.admin_port = 0
-        self.context: ServiceContext | None = None
+        self.context: ServiceContext[SettingsT, StateT] | None = None
 
     def readiness(self) -> tuple[bool, str]:
         if self.stopping.is_set():
@@ -155,10 +183,12 @@ class ServiceRunner:
         telemetry = TelemetryPublisher(
             js, self.settings.instance, lambda kind: self.metrics.count_event(f"telemetry_drop_{kind}")
         )
-        ctx = ServiceContext(self.settings, nc, js, self.metrics, telemetry, self.device, self.stopping)
+        shared = (self.settings, nc, js, self.metrics, telemetry, self.device, self.stopping)
+        starting: ServiceContext[SettingsT, None] = ServiceContext(*shared, None)
+        state = None if self.definition.on_start is None else await self.definition.on_start(starting)
+        # A definition without on_start has no state: its StateT is None, which is what `state` holds then.
+        ctx = ServiceContext(*shared, cast(StateT, state))
         self.context = ctx
-        if self.definition.on_start is not None:
-            await self.definition.on_start(ctx)
         # What exists once the service is up (modules, torch, loaded policies) lives as long as the process: take it
         # out of the cyclic collector's view, so that a full collection in the middle of a request (a p99 spike of
         # ~90 ms with torch imported, measured) scans only what requests allocate.
@@ -190,7 +220,7 @@ class ServiceRunner:
                     subject=endpoint.subject,
                     queue_group=endpoint.queue_group,
                     handler=self._dispatcher(endpoint, ctx),
-                    metadata={"request": endpoint.request_type.__name__},
+                    metadata={"request": endpoint.route.request.__name__},
                 )
             )
         # Ready means the server routes to these endpoints: a caller that saw us ready finds a responder.
@@ -214,17 +244,14 @@ class ServiceRunner:
                 self.stopping.set()
         await self._drain(ctx, background, admin)
 
-    async def _drain(self, ctx: ServiceContext, background: list[asyncio.Task[None]], admin: AdminServer) -> None:
+    async def _drain(
+        self, ctx: ServiceContext[SettingsT, StateT], background: list[asyncio.Task[None]], admin: AdminServer
+    ) -> None:
         name = self.definition.name
         self.stopping.set()
         log.info("%s: draining", name)
         if self._micro is not None:
-            # Drain each endpoint subscription: stop new deliveries, finish what was already delivered.
-            for endpoint in getattr(self._micro, "_endpoints", []):
-                sub = getattr(endpoint, "_subscription", None)
-                if sub is not None:
-                    with contextlib.suppress(Exception):
-                        await sub.drain()
+            await drain_endpoints(self._micro)
         deadline = time.monotonic() + self.settings.drain_timeout
         while self._inflight and time.monotonic() < deadline:
             await asyncio.wait(list(self._inflight), timeout=max(0.0, deadline - time.monotonic()))
@@ -246,7 +273,9 @@ class ServiceRunner:
         await admin.stop()
         log.info("%s: stopped", name)
 
-    def _dispatcher(self, endpoint: Endpoint[Any], ctx: ServiceContext) -> Callable[[Request], Awaitable[None]]:
+    def _dispatcher(
+        self, endpoint: Endpoint[Any, Any, SettingsT, StateT], ctx: ServiceContext[SettingsT, StateT]
+    ) -> Callable[[Request], Awaitable[None]]:
         limit = asyncio.Semaphore(endpoint.max_concurrency)
 
         async def dispatch(request: Request) -> None:
@@ -264,13 +293,14 @@ class ServiceRunner:
 
         return dispatch
 
-    async def _answer(self, endpoint: Endpoint[Any], ctx: ServiceContext, request: Request) -> None:
+    async def _answer(
+        self, endpoint: Endpoint[Any, Any, SettingsT, StateT], ctx: ServiceContext[SettingsT, StateT], request: Request
+    ) -> None:
         service = self.definition.name
         started = time.perf_counter()
-        msg: Msg = request._msg  # the raw message carries the headers for trace propagation
-        with server_span(endpoint.subject, msg.headers):
+        with server_span(endpoint.subject, request.headers):
             try:
-                message = decode(request.data, endpoint.request_type)
+                message = decode(request.data, endpoint.route.request)
                 reply = await endpoint.handle(message, ctx)
             except LeylineDecodeError as exc:
                 code = ErrorCode.WRONG_TYPE if exc.wrong_type else ErrorCode.MALFORMED
@@ -287,7 +317,7 @@ class ServiceRunner:
         self.metrics.latency.labels(service, endpoint.name).observe(time.perf_counter() - started)
 
     async def _reply_error(
-        self, request: Request, endpoint: Endpoint[Any], code: ErrorCode, message: str, field_path: str
+        self, request: Request, endpoint: Endpoint[Any, Any, Any, Any], code: ErrorCode, message: str, field_path: str
     ) -> None:
         self.metrics.requests.labels(self.definition.name, endpoint.name, "error").inc()
         self.metrics.bad_requests.labels(self.definition.name, endpoint.name, code.value).inc()
@@ -298,7 +328,7 @@ class ServiceRunner:
             )
 
 
-def run_service(definition: ServiceDefinition, settings: RuntimeSettings) -> int:
+def run_service(definition: ServiceDefinition[SettingsT, StateT], settings: SettingsT) -> int:
     """Run a service in the foreground until it is told to stop; the exit status: 1 when it stopped on a failure."""
     logging.basicConfig(
         level=getattr(logging, settings.log_level.upper(), logging.INFO),

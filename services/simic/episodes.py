@@ -62,6 +62,7 @@ class ScoredEpisode:
     breakdowns: list[RewardBreakdown]
     rewritten: list[bool]
     terminal: list[bool]
+    config: RewardConfig  # what the rewards were computed under; a learner checks its γ against PPO's
 
     @property
     def episode_return(self) -> float:
@@ -90,7 +91,7 @@ def score_episode(records: list[StepRecord], config: RewardConfig) -> ScoredEpis
         rewritten.append(False)
         terminal.append(record.done and not record.truncated)
         previous = record
-    return ScoredEpisode(records, rewards, breakdowns, rewritten, terminal)
+    return ScoredEpisode(records, rewards, breakdowns, rewritten, terminal, config)
 
 
 def episode_outcome(scored: ScoredEpisode, mode: RewardMode) -> EpisodeOutcome:

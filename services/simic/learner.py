@@ -19,7 +19,7 @@ import torch
 from safetensors.torch import load as load_tensors
 from safetensors.torch import save as save_tensors
 
-from leyline_schemas import ArmSpec, RunSpec, rounds
+from leyline_schemas import ArmSpec, RewardMode, RunSpec, rounds
 from services.policy.network import FactoredRecurrentActorCritic, NetworkConfig, seeded_network
 from services.policy.normalization import ObservationNormalizer
 from services.policy.weights import (
@@ -53,6 +53,10 @@ class LearnerConfig:
         return NetworkConfig(
             num_slots=num_slots, hidden=self.hidden, head_hidden=self.head_hidden, lstm_layers=self.lstm_layers
         )
+
+    def rewards(self, mode: RewardMode) -> RewardConfig:
+        """How episodes are scored for these arms: the reward's γ is PPO's γ, read from here and nowhere else (§6.3)."""
+        return RewardConfig(mode=mode, gamma=self.ppo.gamma)
 
 
 def arm_seed(run_seed: int, policy_id: str) -> int:
@@ -113,8 +117,7 @@ class ArmLearner:
         self.updates_done = updates_done
         self.reward_normalizer = reward_normalizer or RewardNormalizer()
         self.value_normalizer = value_normalizer or ValueNormalizer()
-        self.reward_config = RewardConfig(mode=self.arm.reward_mode, gamma=config.ppo.gamma)
-        require_matching_gamma(self.reward_config, config.ppo.gamma)
+        self.reward_config = config.rewards(self.arm.reward_mode)
         self.optimizer = torch.optim.Adam(network.parameters(), lr=config.ppo.learning_rate, eps=config.ppo.adam_eps)
         self.pending: dict[int, dict[int, EpisodeRollout | None]] = {}
         self.note = ""
@@ -150,7 +153,11 @@ class ArmLearner:
         return rounds.round_of_episode(self.spec, episode)
 
     def accept(self, scored: ScoredEpisode) -> bool:
-        """Buffer a finished episode; False when its round is already in an applied update (a redelivery)."""
+        """Buffer a finished episode; False when its round is already in an applied update (a redelivery).
+
+        An episode scored at another γ than PPO's is refused: its shaping would not telescope under this GAE (§6.3).
+        """
+        require_matching_gamma(scored.config, self.config.ppo.gamma)
         last = scored.records[-1]
         round_index = self.round_of(last.episode)
         if round_index < self.rounds_done:

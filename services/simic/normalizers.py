@@ -9,7 +9,8 @@ import math
 
 import torch
 
-REWARD_CLIP = 10.0
+from services.simic.reward_config import REWARD_CLIP
+
 REWARD_STD_FLOOR = 1e-8
 VALUE_WARMUP_SAMPLES = 32
 VALUE_MOMENTUM = 0.99

@@ -3,66 +3,57 @@
 One call of `ppo_update` consumes one round: anchor pass → GAE → advantage normalisation → explained variance →
 value-normaliser update → several epochs of minibatches of whole env sequences (ARCHITECTURE.md §11), each with
 per-head clipped losses under causal masks, the value and Q losses, entropy terms with floors, the KL early stop
-and the finiteness gate. The per-head masking is the only addition to textbook PPO.
+and the finiteness gate. The loss terms are in `ppo_losses`, the diagnostics in `ppo_diagnostics`.
 """
 
 from __future__ import annotations
 
 import math
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 from torch import nn
 
 from leyline_schemas import HEAD_NAMES
 from services.policy.network import FactoredRecurrentActorCritic
-from services.policy.sampling import evaluate_actions
 from services.simic.advantages import compute_gae, explained_variance, normalize_advantages
+from services.simic.evaluation import Evaluation, evaluate_sequences
 from services.simic.normalizers import ValueNormalizer
+from services.simic.ppo_diagnostics import ClipGauge, RoundFigures, UpdateStats, UpdateTally, summarize
+from services.simic.ppo_losses import (
+    Coefficients,
+    LossTerms,
+    approx_kl,
+    auxiliary_loss,
+    clipped_surrogate,
+    entropy_bonus,
+    entropy_floor_penalty,
+    weighted_value_loss,
+)
+from services.simic.reward_config import DEFAULT_GAMMA
 from services.simic.rollout import RolloutBatch
 
-# §5.12: per-head entropy multipliers, entropy floors and floor-penalty coefficients.
-ENTROPY_MULTIPLIERS = {
-    "op": 1.0,
-    "slot": 1.0,
-    "blueprint": 1.3,
-    "style": 1.2,
-    "tempo": 1.3,
-    "alpha_target": 1.2,
-    "alpha_speed": 1.2,
-    "alpha_curve": 1.2,
-}
-ENTROPY_FLOORS = {
-    "op": 0.30,
-    "slot": 0.15,
-    "blueprint": 0.20,
-    "style": 0.15,
-    "tempo": 0.20,
-    "alpha_target": 0.10,
-    "alpha_speed": 0.10,
-    "alpha_curve": 0.10,
-}
-FLOOR_COEFFICIENTS = {
-    "op": 0.3,
-    "slot": 0.1,
-    "blueprint": 0.3,
-    "style": 0.1,
-    "tempo": 0.3,
-    "alpha_target": 0.1,
-    "alpha_speed": 0.1,
-    "alpha_curve": 0.1,
-}
-LOG_RATIO_CLIP = 20.0  # §5.11, per head
-JOINT_LOG_RATIO_CLIP = 30.0
-AUX_TARGET_CLIP = 10.0  # §5.12
+__all__ = [
+    "Evaluation",
+    "PPOConfig",
+    "UpdateStats",
+    "clipped_surrogate",
+    "entropy_floor_penalty",
+    "evaluate_sequences",
+    "ppo_update",
+    "weighted_value_loss",
+]
 
 
 @dataclass(frozen=True)
 class PPOConfig:
-    """Hyper-parameters; defaults follow §5.2 except epochs/minibatches, which ARCHITECTURE.md §11 turns on."""
+    """Hyper-parameters; defaults follow §5.2 except epochs/minibatches, which ARCHITECTURE.md §11 turns on.
 
-    gamma: float = 0.995
+    γ defaults to the reward's DEFAULT_GAMMA, and an arm's RewardConfig takes it from here (LearnerConfig.rewards).
+    """
+
+    gamma: float = DEFAULT_GAMMA
     gae_lambda: float = 0.98
     clip: float = 0.2
     learning_rate: float = 3e-4
@@ -118,99 +109,64 @@ def floor_penalty_scale(progress: float) -> float:
     return 1.0 - 0.5 * min(1.0, (progress - 0.75) / 0.25)
 
 
-def masked_mean(values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-    """Mean over the masked entries; the denominator is clamped at 1 so an empty mask gives 0 (§5.12)."""
-    mask = mask.float()
-    return (values * mask).sum() / mask.sum().clamp(min=1.0)
+def coefficients(config: PPOConfig, updates_done: int, total_updates: int) -> Coefficients:
+    return Coefficients(
+        value=value_coefficient(config, updates_done),
+        entropy=entropy_coefficient(config, updates_done),
+        aux=config.aux_coef * min(1.0, updates_done / max(1, config.aux_warmup_updates)),
+        floor_scale=floor_penalty_scale(updates_done / max(1, total_updates)),
+    )
 
 
-def clipped_surrogate(
-    log_prob: torch.Tensor,
-    ref_log_prob: torch.Tensor,
-    advantages: torch.Tensor,
-    causal: torch.Tensor,
-    acting: torch.Tensor,
+@dataclass(frozen=True)
+class Anchor:
+    """What the anchor pass fixes for every minibatch of one update (§5.8–5.9)."""
+
+    ref_log_probs: dict[str, torch.Tensor]  # log π^ref at the weights that start the update
+    advantages: torch.Tensor  # Â, normalised (§5.7)
+    targets: torch.Tensor  # R/σ, the value targets
+    value_weights: torch.Tensor  # w: 0.2 on forced steps, 1 elsewhere
+    kl_weights: dict[str, torch.Tensor]  # §5.14: each head's KL counts by how often the head is causally relevant
+    acting: torch.Tensor  # sampled by the policy and not forced
+
+
+def loss_terms(
+    new: Evaluation,
+    batch: RolloutBatch,
+    anchor: Anchor,
+    rows: torch.Tensor,
     clip: float,
-) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """One head's clipped loss −mean_{M_k} min(r·A_k, clip(r, 1±ε)·A_k) (§5.11–5.12), never a joint ratio.
-
-    A_k = Â·1[head relevant to the effective op] and M_k = causal ∧ acting (acting excludes forced steps and steps
-    the policy did not sample). Returns (loss, ratio, log ratio).
-    """
-    log_ratio = (log_prob - ref_log_prob).clamp(-LOG_RATIO_CLIP, LOG_RATIO_CLIP)
-    ratio = log_ratio.exp()
-    head_advantages = advantages * causal.float()
-    unclipped = ratio * head_advantages
-    clipped = ratio.clamp(1.0 - clip, 1.0 + clip) * head_advantages
-    return -masked_mean(torch.min(unclipped, clipped), causal & acting), ratio, log_ratio
-
-
-def weighted_value_loss(predicted: torch.Tensor, targets: torch.Tensor, weights: torch.Tensor) -> torch.Tensor:
-    """½·Σw(V − R/σ)²/Σw, with w = 0.2 on forced steps and 1 elsewhere (§5.12, §2.14)."""
-    return 0.5 * ((predicted - targets) ** 2 * weights).sum() / weights.sum().clamp(min=1e-8)
-
-
-def entropy_floor_penalty(head: str, entropy: torch.Tensor, available: torch.Tensor) -> torch.Tensor:
-    """κ_k·max(0, φ_k − H̄_k)² over the steps where the head was available and not forced; 0 when it never was."""
-    if not bool(available.any()):
-        return torch.zeros(())
-    shortfall = torch.clamp(ENTROPY_FLOORS[head] - masked_mean(entropy, available), min=0.0)
-    return FLOOR_COEFFICIENTS[head] * shortfall**2
-
-
-@dataclass
-class Evaluation:
-    """What the network says about a set of stored sequences at its current weights."""
-
-    log_probs: dict[str, torch.Tensor]
-    entropies: dict[str, torch.Tensor]
-    values: torch.Tensor
-    q_values: torch.Tensor
-    contributions: torch.Tensor
-    features: torch.Tensor
-    bootstrap_values: torch.Tensor | None = None
-
-
-def evaluate_sequences(
-    network: FactoredRecurrentActorCritic, batch: RolloutBatch, rows: torch.Tensor, *, with_bootstrap: bool = False
-) -> Evaluation:
-    """Unroll whole sequences `rows` from the zero hidden state and re-score their stored actions (§4.10)."""
-    obs = batch.obs[rows]
-    state = network.initial_state(len(rows))
-    out = network(obs, batch.blueprints[rows], state, batch.starts[rows])
-    masks = {head: batch.masks[head][rows] for head in HEAD_NAMES}
-    actions = {head: batch.actions[head][rows] for head in HEAD_NAMES}
-    log_probs, entropies = evaluate_actions(out.logits, masks, actions)
-    q_values = network.q_value(out.features, actions["op"])
-    contributions = network.contributions(out.features)
-    bootstrap_values = None
-    if with_bootstrap:
-        # V(s_{T+1}) from the hidden state carried out of the unroll, never a reset one (§5.4).
-        boot = network(batch.bootstrap_obs[rows].unsqueeze(1), batch.bootstrap_blueprints[rows].unsqueeze(1), out.state)
-        bootstrap_values = boot.value[:, 0] * batch.bootstrap[rows].float()
-    return Evaluation(log_probs, entropies, out.value, q_values, contributions, out.features, bootstrap_values)
-
-
-@dataclass
-class UpdateStats:
-    """Diagnostics of one update (§5.16)."""
-
-    policy_loss: float = 0.0
-    value_loss: float = 0.0
-    q_loss: float = 0.0
-    aux_loss: float = 0.0
-    entropy_loss: float = 0.0
-    floor_penalty: float = 0.0
-    approx_kl: float = 0.0
-    clip_fraction: float = 0.0
-    explained_variance: float = 0.0
-    epochs_run: int = 0
-    optimizer_steps: int = 0
-    skipped_steps: int = 0
-    early_stopped: bool = False
-    head_entropies: dict[str, float] = field(default_factory=dict)
-    diagnostics: dict[str, float] = field(default_factory=dict)
-    update_seconds: float = 0.0
+    c: Coefficients,
+    gauge: ClipGauge,
+) -> LossTerms:
+    """Every term of one minibatch's loss, summed over the heads; `gauge` watches the ratios on the way."""
+    adv = anchor.advantages[rows]
+    acting = anchor.acting[rows]
+    policy_loss = torch.zeros(())
+    entropy_loss = torch.zeros(())
+    floor_penalty = torch.zeros(())
+    kl_total, kl_weight = torch.zeros(()), torch.zeros(())
+    for head in HEAD_NAMES:
+        causal = batch.causal[head][rows]
+        mask = causal & acting  # M_k = causal ∧ ¬forced (∧ the policy actually sampled the step)
+        l_clip, ratio, log_ratio = clipped_surrogate(
+            new.log_probs[head], anchor.ref_log_probs[head][rows], adv, causal, acting, clip
+        )
+        policy_loss = policy_loss + l_clip
+        entropy_loss = entropy_loss - entropy_bonus(head, new.entropies[head], mask)
+        floor_penalty = floor_penalty + entropy_floor_penalty(
+            head, new.entropies[head], batch.available[head][rows] & acting
+        )
+        with torch.no_grad():
+            kl_total = kl_total + anchor.kl_weights[head] * approx_kl(ratio, log_ratio, causal & batch.acted[rows])
+            kl_weight = kl_weight + anchor.kl_weights[head]
+        gauge.measure(ratio, mask, clip)
+    floor_penalty = c.floor_scale * floor_penalty
+    kl = float(kl_total / kl_weight.clamp(min=1e-8))
+    value_loss = weighted_value_loss(new.values, anchor.targets[rows], anchor.value_weights[rows])
+    q_loss = weighted_value_loss(new.q_values, anchor.targets[rows], anchor.value_weights[rows])
+    aux_loss = auxiliary_loss(new.contributions, batch.contribution_targets[rows], batch.contribution_mask[rows])
+    return LossTerms(policy_loss, value_loss, q_loss, aux_loss, entropy_loss, floor_penalty, kl)
 
 
 def _finite(*tensors: torch.Tensor) -> bool:
@@ -232,16 +188,15 @@ def ppo_update(
     """One PPO update on one round's batch; mutates the network, optimizer and value normaliser."""
     started = time.perf_counter()
     stats = UpdateStats()
-    all_rows = torch.arange(batch.n_envs)
     acting = batch.acted & ~batch.forced  # §2.14: forced steps carry no actor or entropy gradient
 
     # Anchor pass (§5.9): reference log-probs, V(s_t) and V(s_{T+1}) at the weights that start this update.
     network.eval()
     with torch.no_grad():
-        anchor = evaluate_sequences(network, batch, all_rows, with_bootstrap=True)
-    assert anchor.bootstrap_values is not None
-    values = value_normalizer.denormalize(anchor.values)
-    bootstrap_values = value_normalizer.denormalize(anchor.bootstrap_values)
+        reference = evaluate_sequences(network, batch, torch.arange(batch.n_envs), with_bootstrap=True)
+    assert reference.bootstrap_values is not None
+    values = value_normalizer.denormalize(reference.values)
+    bootstrap_values = value_normalizer.denormalize(reference.bootstrap_values)
 
     advantages, returns = compute_gae(
         batch.rewards, values, bootstrap_values, batch.terminal, config.gamma, config.gae_lambda
@@ -249,21 +204,19 @@ def ppo_update(
     norm_advantages = normalize_advantages(advantages)
     stats.explained_variance = explained_variance(values, returns)
     value_normalizer.update(returns)
-    targets = value_normalizer.normalize(returns)
-
-    entropy_coef = entropy_coefficient(config, updates_done)
-    value_coef = value_coefficient(config, updates_done)
-    aux_coef = config.aux_coef * min(1.0, updates_done / max(1, config.aux_warmup_updates))
-    floor_scale = floor_penalty_scale(updates_done / max(1, total_updates))
-    value_weights = torch.where(batch.forced, config.forced_value_weight, 1.0)
-    # §5.14: each head's KL counts by how often the head is causally relevant.
-    kl_weights = {head: batch.causal[head].float().mean() for head in HEAD_NAMES}
+    anchor = Anchor(
+        ref_log_probs=reference.log_probs,
+        advantages=norm_advantages,
+        targets=value_normalizer.normalize(returns),
+        value_weights=torch.where(batch.forced, config.forced_value_weight, 1.0),
+        kl_weights={head: batch.causal[head].float().mean() for head in HEAD_NAMES},
+        acting=acting,
+    )
+    c = coefficients(config, updates_done, total_updates)
 
     network.train()
     mb_size = max(1, math.ceil(batch.n_envs / config.minibatches))
-    sums: dict[str, float] = {}
-    n_measured = 0
-    stats_ratio_max = 0.0
+    tally = UpdateTally()
     # Dropout draws from the global generator: seed it from ours, so a replayed update is bit-for-bit the same.
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(int(torch.randint(0, 2**62, (1,), generator=generator)))
@@ -273,126 +226,28 @@ def ppo_update(
             for start in range(0, batch.n_envs, mb_size):
                 rows = order[start : start + mb_size]
                 new = evaluate_sequences(network, batch, rows)
-                adv = norm_advantages[rows]
-                policy_loss = torch.zeros(())
-                entropy_loss = torch.zeros(())
-                floor_penalty = torch.zeros(())
-                kl_total, kl_weight, clipped, clip_count = torch.zeros(()), torch.zeros(()), 0.0, 0.0
-                ratio_max = 0.0
-                for head in HEAD_NAMES:
-                    causal = batch.causal[head][rows]
-                    mask = causal & acting[rows]  # M_k = causal ∧ ¬forced (∧ the policy actually sampled the step)
-                    head_loss, ratio, log_ratio = clipped_surrogate(
-                        new.log_probs[head], anchor.log_probs[head][rows], adv, causal, acting[rows], config.clip
-                    )
-                    policy_loss = policy_loss + head_loss
-                    entropy_loss = entropy_loss - ENTROPY_MULTIPLIERS[head] * masked_mean(new.entropies[head], mask)
-                    floor_penalty = floor_penalty + entropy_floor_penalty(
-                        head, new.entropies[head], batch.available[head][rows] & acting[rows]
-                    )
-                    with torch.no_grad():
-                        kl_head = masked_mean((ratio - 1.0) - log_ratio, causal & batch.acted[rows])
-                        kl_total = kl_total + kl_weights[head] * kl_head
-                        kl_weight = kl_weight + kl_weights[head]
-                        outside = ((ratio - 1.0).abs() > config.clip) & mask
-                        clipped += float(outside.sum())
-                        clip_count += float(mask.sum())
-                        if bool(mask.any()):
-                            ratio_max = max(ratio_max, float(ratio[mask].max()))
-                floor_penalty = floor_scale * floor_penalty
-                approx_kl = float(kl_total / kl_weight.clamp(min=1e-8))
-
-                value_loss = weighted_value_loss(new.values, targets[rows], value_weights[rows])
-                q_loss = weighted_value_loss(new.q_values, targets[rows], value_weights[rows])
-                aux_mask = batch.contribution_mask[rows]
-                aux_target = batch.contribution_targets[rows].clamp(-AUX_TARGET_CLIP, AUX_TARGET_CLIP)
-                aux_loss = masked_mean((new.contributions - aux_target) ** 2, aux_mask)
-
-                if approx_kl > 1.5 * config.target_kl:
+                gauge = ClipGauge()
+                terms = loss_terms(new, batch, anchor, rows, config.clip, c, gauge)
+                if terms.approx_kl > 1.5 * config.target_kl:
                     # §5.14: stop before this minibatch's backward pass; the policy moved far enough for this round.
                     stats.early_stopped = True
                     break
                 if not _finite(*new.log_probs.values(), new.values, new.q_values):
                     stats.skipped_steps += 1  # §5.15: finiteness gate
                     continue
-
-                loss = (
-                    policy_loss
-                    + value_coef * value_loss
-                    + entropy_coef * entropy_loss
-                    + floor_penalty
-                    + 0.5 * value_coef * q_loss
-                    + aux_coef * aux_loss
-                )
+                loss = terms.total(c)
                 optimizer.zero_grad()
-                loss.backward()
+                loss.backward()  # type: ignore[no-untyped-call]  # torch's Tensor.backward is unannotated
                 grad_norm = nn.utils.clip_grad_norm_(network.parameters(), config.max_grad_norm)
                 optimizer.step()
                 stats.optimizer_steps += 1
-
-                n_measured += 1
-                for name, value in (
-                    ("policy_loss", float(policy_loss.detach())),
-                    ("value_loss", float(value_loss.detach())),
-                    ("q_loss", float(q_loss.detach())),
-                    ("aux_loss", float(aux_loss.detach())),
-                    ("entropy_loss", float(entropy_loss.detach())),
-                    ("floor_penalty", float(floor_penalty.detach())),
-                    ("approx_kl", approx_kl),
-                    ("clip_fraction", clipped / max(clip_count, 1.0)),
-                    ("grad_norm", float(grad_norm)),
-                ):
-                    sums[name] = sums.get(name, 0.0) + value
-                stats_ratio_max = max(stats_ratio_max, ratio_max)
+                tally.add(terms, gauge, float(grad_norm))
             if stats.early_stopped:
                 break
 
-    means = {name: total / max(n_measured, 1) for name, total in sums.items()}
-    stats.policy_loss = means.get("policy_loss", 0.0)
-    stats.value_loss = means.get("value_loss", 0.0)
-    stats.q_loss = means.get("q_loss", 0.0)
-    stats.aux_loss = means.get("aux_loss", 0.0)
-    stats.entropy_loss = means.get("entropy_loss", 0.0)
-    stats.floor_penalty = means.get("floor_penalty", 0.0)
-    stats.approx_kl = means.get("approx_kl", 0.0)
-    stats.clip_fraction = means.get("clip_fraction", 0.0)
-    stats.head_entropies = {
-        head: float(masked_mean(anchor.entropies[head], batch.causal[head] & acting)) for head in HEAD_NAMES
-    }
-    network.eval()
-    with torch.no_grad():
-        q_all = network.q_values(anchor.features[0, 0])
-        lstm_rms = float(anchor.features.pow(2).mean().sqrt())
-    agreement = _rollout_agreement(batch, anchor, current_version)
-    stats.diagnostics = {
-        "grad_norm": means.get("grad_norm", 0.0),
-        "ratio_max": stats_ratio_max,
-        "advantage_mean": float(advantages.mean()),
-        "advantage_std": float(advantages.std(unbiased=False)),
-        "return_mean": float(returns.mean()),
-        "return_std": float(returns.std(unbiased=False)),
-        "value_mean": float(values.mean()),
-        "value_scale": value_normalizer.scale,
-        "forced_ratio": float(batch.forced.float().mean()),
-        "entropy_coef": entropy_coef,
-        "value_coef": value_coef,
-        "lstm_out_rms": lstm_rms,
-        "q_spread": float(q_all.max() - q_all.min()),
-        "optimizer_steps": float(stats.optimizer_steps),
-        "skipped_steps": float(stats.skipped_steps),
-        "rollout_logprob_gap": agreement,
-        **{f"q_op{op}": float(q) for op, q in enumerate(q_all.tolist())},
-    }
+    figures = RoundFigures(reference, acting, advantages, returns, values)
+    summarize(
+        stats, tally, network, batch, figures, c=c, value_scale=value_normalizer.scale, current_version=current_version
+    )
     stats.update_seconds = time.perf_counter() - started
     return stats
-
-
-def _rollout_agreement(batch: RolloutBatch, anchor: Evaluation, current_version: int) -> float:
-    """Max |rollout − anchor| joint log-prob over steps sampled by the version being trained (12.4 at runtime)."""
-    same = batch.acted & (batch.policy_versions == current_version)
-    if not bool(same.any()):
-        return 0.0
-    joint_rollout = sum(batch.rollout_log_probs[head] for head in HEAD_NAMES)
-    joint_anchor = sum(anchor.log_probs[head] for head in HEAD_NAMES)
-    assert isinstance(joint_rollout, torch.Tensor) and isinstance(joint_anchor, torch.Tensor)
-    return float((joint_rollout - joint_anchor).abs()[same].max())

@@ -9,11 +9,17 @@ from dataclasses import dataclass
 import msgspec
 
 from leyline_schemas.enums import RewardFamily, RewardMode
+from leyline_schemas.runs import RunSpec
 
+# The one discount of a learning arm: PBRS (§6.3) and GAE (§5.6) must use the same γ. PPOConfig.gamma defaults to
+# this, and an arm's RewardConfig takes its γ from its PPOConfig (LearnerConfig.rewards), never a literal of its own.
 DEFAULT_GAMMA = 0.995
 
-# §6.11: the governor's death penalty, written directly in normalized reward units (clip(−10, ±10)).
-ROLLBACK_PENALTY = -10.0
+# §5.3: normalised rewards are clipped at ±10 (RewardNormalizer).
+REWARD_CLIP = 10.0
+
+# §6.11: the governor's death penalty, written directly in normalized reward units: the clip's floor.
+ROLLBACK_PENALTY = -REWARD_CLIP
 
 
 class RewardConfig(msgspec.Struct, frozen=True, kw_only=True):
@@ -55,6 +61,15 @@ def require_matching_gamma(config: RewardConfig, ppo_gamma: float) -> None:
     """PBRS keeps the optimal policy only if it discounts with the learner's γ (§6.3): a mismatch is a hard error."""
     if not math.isclose(config.gamma, ppo_gamma, rel_tol=0.0, abs_tol=1e-12):
         raise ValueError(f"reward gamma {config.gamma} differs from PPO gamma {ppo_gamma}; PBRS would not telescope")
+
+
+def reward_mode(spec: RunSpec | None, arm_id: str) -> RewardMode:
+    """The reward mode an arm of the run is scored under; simplified for an unknown run or arm."""
+    if spec is not None:
+        for arm in spec.arms:
+            if arm.arm_id == arm_id:
+                return arm.reward_mode
+    return RewardMode.SIMPLIFIED
 
 
 @dataclass(frozen=True)

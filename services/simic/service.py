@@ -16,14 +16,12 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import msgspec
-from nats.errors import TimeoutError as NatsTimeoutError
-from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
+from nats.js.api import AckPolicy, DeliverPolicy
 from nats.js.errors import KeyNotFoundError
 from nats.js.kv import KeyValue
 
 from leyline_schemas import (
     LeylineDecodeError,
-    RewardMode,
     RunSpec,
     RunState,
     RunStatus,
@@ -34,12 +32,15 @@ from leyline_schemas import (
 from leyline_schemas.rounds import arm_index_of_env
 from services.runtime import jetstream
 from services.runtime.bus import retry_while_bus_fails
+from services.runtime.consumers import DurableConsumer, batches
 from services.runtime.service import ServiceContext, ServiceDefinition
 from services.runtime.settings import RuntimeSettings
-from services.simic.episodes import EpisodeBuffer, EpisodeKey, episode_outcome, score_episode
+from services.runtime.torch_threads import set_torch_threads
+from services.simic.episodes import EpisodeBuffer, episode_outcome, score_episode
 from services.simic.learner import ArmLearner, LearnerConfig, RoundUpdate
+from services.simic.ledger import ArmKey, StepLedger
 from services.simic.ppo import PPOConfig
-from services.simic.reward_config import RewardConfig
+from services.simic.reward_config import reward_mode
 from services.simic.rollout import RolloutError
 from services.simic.versions import VersionPublisher
 
@@ -85,35 +86,28 @@ class SimicSettings(RuntimeSettings):
         )
 
 
-def reward_mode(spec: RunSpec | None, arm_id: str) -> RewardMode:
-    if spec is not None:
-        for arm in spec.arms:
-            if arm.arm_id == arm_id:
-                return arm.reward_mode
-    return RewardMode.SIMPLIFIED
-
-
-@dataclass
-class ArmState:
-    """A learning arm in this process: its learner and the messages waiting for their round to be committed."""
-
-    learner: ArmLearner
-    acks: dict[int, list[Any]] = field(default_factory=dict)
+async def ack_all(messages: list[Any]) -> None:
+    """Acknowledge what the ledger released; a failed ack is left to redelivery, which the ledger settles again."""
+    for message in messages:
+        with contextlib.suppress(Exception):
+            await message.ack()
 
 
 @dataclass
 class Learners:
-    """Simic's in-memory state between bus messages; everything durable is in JetStream."""
+    """Simic's in-memory state between bus messages; everything durable is in JetStream.
+
+    The ledger decides which records are held and when they are acked; this class does the acking, the KV and
+    object-store I/O, and runs each arm's learner.
+    """
 
     ctx: ServiceContext
     settings: SimicSettings
     runs: KeyValue
     versions: VersionPublisher
     specs: dict[str, RunSpec] = field(default_factory=dict)
-    arms: dict[tuple[str, str], ArmState] = field(default_factory=dict)
-    buffers: dict[EpisodeKey, EpisodeBuffer] = field(default_factory=dict)
-    consumed: dict[EpisodeKey, tuple[str, int]] = field(default_factory=dict)
-    finished: set[tuple[str, str]] = field(default_factory=set)
+    arms: dict[ArmKey, ArmLearner] = field(default_factory=dict)
+    ledger: StepLedger[Any] = field(default_factory=StepLedger)
     locks: dict[str, asyncio.Lock] = field(default_factory=dict)
 
     # ------------------------------------------------------------------ runs and arms
@@ -145,12 +139,13 @@ class Learners:
                 key = (spec.run_id, arm.arm_id)
                 if (
                     key in self.arms
-                    or key in self.finished
+                    or self.ledger.is_finished(key)
                     or not any(arm_index_of_env(spec, env) == index for env in range(spec.n_envs))
                 ):
                     continue
                 learner = await self.versions.load_arm(spec, index, self.settings.learner_config())
-                self.arms[(spec.run_id, arm.arm_id)] = ArmState(learner)
+                self.arms[key] = learner
+                self.ledger.open_arm(spec, index, learner.rounds_done)
 
     async def watch_runs(self) -> None:
         """Initialise learning arms as soon as a run appears, before any env of it may act."""
@@ -159,7 +154,7 @@ class Learners:
                 watcher = await self.runs.watch(">")
                 while not self.ctx.stopping.is_set():
                     try:
-                        entry = await watcher.updates(timeout=1.0)
+                        entry = await watcher.updates(timeout=1.0)  # type: ignore[no-untyped-call]  # nats.py
                     except TimeoutError:
                         continue
                     if entry is None or not entry.value:
@@ -213,44 +208,31 @@ class Learners:
                 await msg.term()
             return
         self.ctx.metrics.count_event("step_consumed")
-        key = (record.run_id, record.env_id, record.episode)
-        if key in self.consumed:
-            # A redelivered step of an episode already handed on: it rides with that episode's acks.
+        arrival = self.ledger.receive(record, msg)
+        if arrival.duplicate:
             self.ctx.metrics.count_event("duplicate_step")
-            await self._settle(key, [msg])
-            return
-        buffer = self.buffers.setdefault(key, EpisodeBuffer(key))
-        before = buffer.superseded
-        if not buffer.add(record, msg):
-            self.ctx.metrics.count_event("duplicate_step")
-        if dropped := buffer.superseded - before:
-            self.ctx.metrics.count_event("superseded_step", dropped)
+        if arrival.superseded:
+            self.ctx.metrics.count_event("superseded_step", arrival.superseded)
             log.info(
                 "%s env %d episode %d restarted: attempt %d replaces %d earlier record(s)",
-                *key,
+                record.run_id,
+                record.env_id,
+                record.episode,
                 record.attempt,
-                dropped,
+                arrival.superseded,
             )
-        if buffer.complete:
-            del self.buffers[key]
-            await self.finish_episode(buffer)
-
-    async def _settle(self, key: EpisodeKey, messages: list[Any]) -> None:
-        arm_key, round_index = self.consumed[key]
-        state = self.arms.get((key[0], arm_key))
-        if state is not None and round_index >= state.learner.rounds_done:
-            state.acks.setdefault(round_index, []).extend(messages)
-            return
-        for message in messages:
-            with contextlib.suppress(Exception):
-                await message.ack()
+        await ack_all(arrival.ack)
+        if arrival.episode is not None:
+            await self.finish_episode(arrival.episode)
 
     async def finish_episode(self, buffer: EpisodeBuffer) -> None:
         records = buffer.ordered()
         first = records[0]
         spec = await self.spec(first.run_id)
-        mode = reward_mode(spec, first.arm)
-        scored = score_episode(records, RewardConfig(mode=mode))
+        # Scored at the learner's γ: PBRS telescopes only under the discount GAE uses (§6.3).
+        rewards = self.settings.learner_config().rewards(reward_mode(spec, first.arm))
+        mode = rewards.mode
+        scored = score_episode(records, rewards)
         outcome = episode_outcome(scored, mode)
         event = self.ctx.telemetry.event(first.run_id, outcome, env_id=first.env_id, episode=first.episode)
         # A deterministic id lets JetStream drop the copy a replay after a restart would publish.
@@ -267,8 +249,7 @@ class Learners:
             mode.value,
         )
         if spec is None or not spec.learn:
-            self.consumed[buffer.key] = ("", -1)
-            await self._settle(buffer.key, buffer.messages)
+            await ack_all(self.ledger.settle_untrained(buffer.key, buffer.messages))
             return
         try:
             await self.ensure_arms(spec)
@@ -277,16 +258,14 @@ class Learners:
             log.exception("%s: cannot set up the learning arms", spec.run_id)
             return
         arm = spec.arms[arm_index_of_env(spec, first.env_id)]
-        state = self.arms.get((spec.run_id, arm.arm_id))
-        if (spec.run_id, arm.arm_id) in self.finished:
-            self.consumed[buffer.key] = (arm.arm_id, -1)
-            await self._settle(buffer.key, buffer.messages)
+        key = (spec.run_id, arm.arm_id)
+        if self.ledger.is_finished(key):
+            await ack_all(self.ledger.settle_untrained(buffer.key, buffer.messages, arm.arm_id))
             return
-        if state is None:
+        learner = self.arms.get(key)
+        if learner is None:
             log.error("%s: no learner for arm %s; episode %d dropped", spec.run_id, arm.arm_id, first.episode)
             return
-        learner = state.learner
-        round_index = learner.round_of(first.episode)
         try:
             accepted = learner.accept(scored)
         except (RolloutError, ValueError) as exc:
@@ -295,36 +274,31 @@ class Learners:
             accepted = learner.accept_untrainable(first.episode)
         if not accepted:
             self.ctx.metrics.count_event("episode_already_applied")
-        self.consumed[buffer.key] = (arm.arm_id, round_index)
-        await self._settle(buffer.key, buffer.messages)
-        while state.learner.ready():
+        await ack_all(self.ledger.hand_on(buffer.key, key, buffer.messages))
+        while self.ledger.ready(key):
             # A commit that fails other than by a bus outage raises out of the consumer and stops the service: its
             # successor resumes from the last checkpoint, and the records of the uncommitted round come back to it.
-            update = await asyncio.to_thread(state.learner.update)
-            await self.commit(spec, state, update)
-        if state.learner.finished:
+            update = await asyncio.to_thread(learner.update)
+            await self.commit(spec, learner, update)
+        if self.ledger.close_if_finished(key):
             # The line's last version is out: free the network and optimiser; late copies are simply acked.
-            self.finished.add((spec.run_id, arm.arm_id))
-            del self.arms[(spec.run_id, arm.arm_id)]
+            del self.arms[key]
 
     # ------------------------------------------------------------------ publishing
 
-    async def commit(self, spec: RunSpec, state: ArmState, update: RoundUpdate) -> None:
+    async def commit(self, spec: RunSpec, learner: ArmLearner, update: RoundUpdate) -> None:
         """Publish an applied update, then acknowledge the records it was trained on.
 
         Every write of a commit is idempotent, so a bus outage is waited out by retrying it with the update kept in
         memory (nothing else could proceed without the bus). Any other failure raises out of the consumer.
         """
-        learner = state.learner
         await retry_while_bus_fails(
             lambda: self.versions.commit(spec, learner, update),
             what=f"publishing {learner.policy_id} v{update.version}",
             stopping=self.ctx.stopping,
             on_retry=lambda _: self.ctx.metrics.count_event("commit_retried"),
         )
-        for message in state.acks.pop(update.round_index, []):
-            with contextlib.suppress(Exception):
-                await message.ack()
+        await ack_all(self.ledger.commit((spec.run_id, learner.arm.arm_id), update.round_index))
         stats = update.stats
         log.info(
             "%s/%s: round %d → %s v%d (%d steps, return %+.3f, kl %.4f, ev %.2f, lag %.2f%s)",
@@ -343,35 +317,24 @@ class Learners:
 
     # ------------------------------------------------------------------ liveness
 
-    def held_messages(self) -> list[Any]:
-        held = [m for buffer in self.buffers.values() for m in buffer.messages]
-        held += [m for state in self.arms.values() for msgs in state.acks.values() for m in msgs]
-        return held
-
     async def heartbeat(self) -> None:
         """Tell JetStream that held records are still being worked on, so they are not redelivered meanwhile."""
         period = max(0.5, self.settings.ack_wait / 3.0)
         while not self.ctx.stopping.is_set():
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.ctx.stopping.wait(), timeout=period)
-            for message in self.held_messages():
+            for message in self.ledger.held():
                 with contextlib.suppress(Exception):
                     await message.in_progress()
 
 
-def learners(ctx: ServiceContext) -> Learners:
-    state = ctx.state["learners"]
-    assert isinstance(state, Learners)
-    return state
+#: Simic's handlers see its learners: everything it holds in memory between bus messages.
+SimicContext = ServiceContext[SimicSettings, Learners]
 
 
-async def start(ctx: ServiceContext) -> None:
+async def start(ctx: ServiceContext[SimicSettings, None]) -> Learners:
     settings = ctx.settings
-    assert isinstance(settings, SimicSettings)
-    if settings.torch_threads > 0:
-        import torch
-
-        torch.set_num_threads(settings.torch_threads)
+    set_torch_threads(settings.torch_threads)
     publisher = VersionPublisher(
         await jetstream.weights_store(ctx.js),
         await jetstream.policies_bucket(ctx.js),
@@ -379,43 +342,35 @@ async def start(ctx: ServiceContext) -> None:
         keep_versions=settings.keep_versions,
         on_pruned=lambda n: ctx.metrics.count_event("weights_pruned", n),
     )
-    ctx.state["learners"] = Learners(ctx, settings, await jetstream.runs_bucket(ctx.js), publisher)
+    return Learners(ctx, settings, await jetstream.runs_bucket(ctx.js), publisher)
 
 
-async def consume_steps(ctx: ServiceContext) -> None:
+async def consume_steps(ctx: SimicContext) -> None:
     """The durable pull consumer on STEPS; one message at a time in arrival order."""
-    settings = ctx.settings
-    assert isinstance(settings, SimicSettings)
-    state = learners(ctx)
-    sub = await ctx.js.pull_subscribe(
-        subjects.STEPS_SUBJECTS,
-        durable=settings.consumer,
+    consumer = DurableConsumer(
+        durable=ctx.settings.consumer,
         stream=subjects.STEPS_STREAM,
-        config=ConsumerConfig(
-            ack_policy=AckPolicy.EXPLICIT,
-            deliver_policy=DeliverPolicy.ALL,
-            ack_wait=settings.ack_wait,
-            max_ack_pending=100_000,
-        ),
+        subject=subjects.STEPS_SUBJECTS,
+        ack_policy=AckPolicy.EXPLICIT,
+        deliver_policy=DeliverPolicy.ALL,
+        ack_wait=ctx.settings.ack_wait,
+        max_ack_pending=100_000,
+        batch=512,
     )
-    while not ctx.stopping.is_set():
-        try:
-            batch = await sub.fetch(512, timeout=1.0)
-        except (TimeoutError, NatsTimeoutError):
-            continue
+    async for batch in batches(ctx.js, consumer, ctx.stopping):
         for msg in batch:
-            await state.on_message(msg)
+            await ctx.state.on_message(msg)
 
 
-async def watch_runs(ctx: ServiceContext) -> None:
-    await learners(ctx).watch_runs()
+async def watch_runs(ctx: SimicContext) -> None:
+    await ctx.state.watch_runs()
 
 
-async def heartbeat(ctx: ServiceContext) -> None:
-    await learners(ctx).heartbeat()
+async def heartbeat(ctx: SimicContext) -> None:
+    await ctx.state.heartbeat()
 
 
-def definition() -> ServiceDefinition:
+def definition() -> ServiceDefinition[SimicSettings, Learners]:
     return ServiceDefinition(
         name="simic",
         description="Learner: rewards, rollouts, PPO and policy publishing",

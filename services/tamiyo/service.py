@@ -28,12 +28,15 @@ from leyline_schemas import (
     ServedPolicyInfo,
     Severity,
     decode,
+    routes,
     subjects,
 )
 from services.policy.pointers import fetch_object
 from services.runtime import jetstream
+from services.runtime.kv import next_update
 from services.runtime.service import SYSTEM_RUN, Endpoint, RequestRejected, ServiceContext, ServiceDefinition
 from services.runtime.settings import RuntimeSettings
+from services.runtime.torch_threads import set_torch_threads
 from services.tamiyo.learned import PolicyInputError
 from services.tamiyo.loader import PolicyLoadError, needs_blob, served_policy
 from services.tamiyo.policies import PolicyBook, ServedPolicy, UnknownPolicy, resolve_view
@@ -58,7 +61,7 @@ class TamiyoSettings(RuntimeSettings):
 class PolicyLines:
     """Keeps the book in step with ESPER_POLICIES; the KV revision orders updates, so a stale load never wins."""
 
-    ctx: ServiceContext
+    ctx: ServiceContext[TamiyoSettings, None]
     book: PolicyBook
     kv: KeyValue
     store: ObjectStore
@@ -129,7 +132,7 @@ class PolicyLines:
                 watcher = await self.kv.watch(f"{POLICY_KEY_PREFIX}*")
                 while not self.ctx.stopping.is_set():
                     try:
-                        entry = await watcher.updates(timeout=1.0)
+                        entry = await next_update(watcher, timeout=1.0)
                     except TimeoutError:
                         continue
                     if entry is None:
@@ -145,15 +148,21 @@ class PolicyLines:
                 await self.sync_all()
 
 
-def book(ctx: ServiceContext) -> PolicyBook:
-    policies = ctx.state.get("policies")
-    if policies is None:
-        policies = ctx.state["policies"] = PolicyBook()
-    assert isinstance(policies, PolicyBook)
-    return policies
+@dataclass(frozen=True)
+class TamiyoState:
+    """What Tamiyo serves from: the book of loaded policies, kept in step with KV by its lines."""
+
+    lines: PolicyLines
+
+    @property
+    def book(self) -> PolicyBook:
+        return self.lines.book
 
 
-async def handle_decide(request: DecisionRequest, ctx: ServiceContext) -> Decision:
+TamiyoContext = ServiceContext[TamiyoSettings, TamiyoState]
+
+
+async def handle_decide(request: DecisionRequest, ctx: TamiyoContext) -> Decision:
     request = resolve_view(request)
     policy = await _served_for(request, ctx)
     try:
@@ -170,19 +179,17 @@ async def handle_decide(request: DecisionRequest, ctx: ServiceContext) -> Decisi
     return decision
 
 
-async def _served_for(request: DecisionRequest, ctx: ServiceContext) -> ServedPolicy:
+async def _served_for(request: DecisionRequest, ctx: TamiyoContext) -> ServedPolicy:
     """The line the request names, at `min_policy_version` or newer.
 
     A line not served here yet, or older than that, has its pointer read and loaded now (or the load the watcher
     has in flight awaited, under the line's lock). Still unknown is UNKNOWN_POLICY; still older is UNAVAILABLE,
     which Kasmina retries within its decision deadline: a step is never decided by an older version.
     """
-    policies = book(ctx)
+    policies = ctx.state.book
     policy = policies.find(request.policy_id)
     if policy is None or policy.version < request.min_policy_version:
-        lines = ctx.state.get("lines")
-        if isinstance(lines, PolicyLines):
-            await lines.load_current(request.policy_id)
+        await ctx.state.lines.load_current(request.policy_id)
         policy = policies.find(request.policy_id)
     if policy is None:
         unknown = UnknownPolicy(request.policy_id, policies.ids())
@@ -197,8 +204,8 @@ async def _served_for(request: DecisionRequest, ctx: ServiceContext) -> ServedPo
     return policy
 
 
-async def handle_policies(request: PolicyListRequest, ctx: ServiceContext) -> ServedPolicies:
-    served = [p for p in book(ctx).served() if not request.policy_id or p.policy_id == request.policy_id]
+async def handle_policies(request: PolicyListRequest, ctx: TamiyoContext) -> ServedPolicies:
+    served = [p for p in ctx.state.book.served() if not request.policy_id or p.policy_id == request.policy_id]
     return ServedPolicies(
         instance=ctx.settings.instance,
         policies=[
@@ -210,34 +217,28 @@ async def handle_policies(request: PolicyListRequest, ctx: ServiceContext) -> Se
     )
 
 
-async def start(ctx: ServiceContext) -> None:
+async def start(ctx: ServiceContext[TamiyoSettings, None]) -> TamiyoState:
     """Load every pointer before the endpoints exist, so a fresh instance never answers with a missing line."""
-    settings = ctx.settings
-    if isinstance(settings, TamiyoSettings) and settings.torch_threads > 0:
-        import torch
-
-        torch.set_num_threads(settings.torch_threads)
-    lines = PolicyLines(ctx, book(ctx), await jetstream.policies_bucket(ctx.js), await jetstream.weights_store(ctx.js))
-    ctx.state["lines"] = lines
+    set_torch_threads(ctx.settings.torch_threads)
+    lines = PolicyLines(
+        ctx, PolicyBook(), await jetstream.policies_bucket(ctx.js), await jetstream.weights_store(ctx.js)
+    )
     await lines.sync_all()
     log.info("tamiyo serves %s", ", ".join(f"{p.policy_id}@v{p.version}" for p in lines.book.served()))
+    return TamiyoState(lines)
 
 
-async def watch_policies(ctx: ServiceContext) -> None:
-    lines = ctx.state["lines"]
-    assert isinstance(lines, PolicyLines)
-    await lines.watch()
+async def watch_policies(ctx: TamiyoContext) -> None:
+    await ctx.state.lines.watch()
 
 
-def definition() -> ServiceDefinition:
+def definition() -> ServiceDefinition[TamiyoSettings, TamiyoState]:
     return ServiceDefinition(
         name="tamiyo",
         description="Policy inference: heuristic, random, wait and learned policies",
         endpoints=[
-            Endpoint("decide", subjects.TAMIYO_DECIDE, DecisionRequest, handle_decide, max_concurrency=64),
-            Endpoint(
-                "policies", subjects.TAMIYO_POLICIES, PolicyListRequest, handle_policies, queue_group=_LISTING_GROUP
-            ),
+            Endpoint("decide", routes.TAMIYO_DECIDE, handle_decide, max_concurrency=64),
+            Endpoint("policies", routes.TAMIYO_POLICIES, handle_policies, queue_group=_LISTING_GROUP),
         ],
         background=[watch_policies],
         on_start=start,

@@ -33,10 +33,13 @@ class Acceleration:
         return tensor.pin_memory() if self.pin_memory and not tensor.is_pinned() else tensor
 
 
+AMP_MODES = ("auto", "bf16", "off")
+
+
 def choose(device: str, amp: str = "auto", compile_model: bool = False) -> Acceleration:
     """`amp`: auto (bf16 where the GPU supports it), bf16, or off."""
     dev = torch.device(device)
-    if amp not in ("auto", "bf16", "off"):
+    if amp not in AMP_MODES:
         raise ValueError(f"amp must be auto, bf16 or off, got {amp!r}")
     cuda = dev.type == "cuda" and torch.cuda.is_available()
     dtype = None

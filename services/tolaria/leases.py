@@ -27,6 +27,7 @@ from leyline_schemas import (
 )
 from leyline_schemas.rounds import env_episodes
 from services.runtime.bus import BUS_ERRORS, retry_while_bus_fails
+from services.runtime.kv import read_message
 
 log = logging.getLogger("esper.tolaria.leases")
 
@@ -164,16 +165,7 @@ async def run_specs(kv: KeyValue) -> list[RunSpec]:
 
 
 async def read_status(kv: KeyValue, run_id: str) -> RunStatus | None:
-    try:
-        entry = await kv.get(subjects.run_status_key(run_id))
-    except KeyNotFoundError:
-        return None
-    if not entry.value:
-        return None
-    try:
-        return decode(entry.value, RunStatus)
-    except LeylineDecodeError:
-        return None
+    return await read_message(kv, subjects.run_status_key(run_id), RunStatus)
 
 
 async def update_status(

@@ -20,21 +20,22 @@ from leyline_schemas import (
     RunStatusRequest,
     RunStopRequest,
     encode,
+    routes,
     subjects,
 )
 from leyline_schemas.policy_ids import BUILTIN_POLICY_IDS
 from services.runtime import jetstream
 from services.runtime.service import Endpoint, RequestRejected, ServiceContext, ServiceDefinition
 from services.runtime.settings import RuntimeSettings
+from services.runtime.torch_threads import set_torch_threads
 from services.tolaria import leases
+from services.tolaria.acceleration import AMP_MODES, choose
 from services.tolaria.data import DatasetUnavailable
 from services.tolaria.tasks import get_task
 from services.tolaria.torch_thread import run_torch
 from services.tolaria.worker import EnvWorker, load_task_data
 
 log = logging.getLogger("esper.tolaria")
-
-
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -51,6 +52,14 @@ class TolariaSettings(RuntimeSettings):
     torch_threads: int = 0
     amp: str = "auto"
     compile: bool = False
+
+    def __post_init__(self) -> None:
+        if self.amp not in AMP_MODES:
+            raise ValueError(f"ESPER_AMP must be one of {', '.join(AMP_MODES)}, got {self.amp!r}")
+
+
+#: Tolaria's endpoints keep no state (runs live in KV); its env worker is the background task's own.
+TolariaContext = ServiceContext[TolariaSettings, None]
 
 
 def _check_spec(spec: RunSpec) -> tuple[RunSpec, int]:
@@ -101,10 +110,9 @@ def _check_spec(spec: RunSpec) -> tuple[RunSpec, int]:
     return checked, host_params
 
 
-async def handle_start(spec: RunSpec, ctx: ServiceContext) -> RunAccepted:
+async def handle_start(spec: RunSpec, ctx: TolariaContext) -> RunAccepted:
     spec, host_params = await run_torch(_check_spec, spec)
     settings = ctx.settings
-    assert isinstance(settings, TolariaSettings)
     try:
         # Load once now: a dataset that cannot load fails the run's start, never mid-run.
         await run_torch(load_task_data, spec.task, spec.seed, spec.synthetic, settings.data_dir)
@@ -139,7 +147,7 @@ async def handle_start(spec: RunSpec, ctx: ServiceContext) -> RunAccepted:
     )
 
 
-async def handle_status(message: RunStatusRequest, ctx: ServiceContext) -> RunStatus:
+async def handle_status(message: RunStatusRequest, ctx: TolariaContext) -> RunStatus:
     kv = await jetstream.runs_bucket(ctx.js)
     status = await leases.read_status(kv, message.run_id)
     if status is None:
@@ -147,7 +155,7 @@ async def handle_status(message: RunStatusRequest, ctx: ServiceContext) -> RunSt
     return status
 
 
-async def handle_stop(message: RunStopRequest, ctx: ServiceContext) -> RunStatus:
+async def handle_stop(message: RunStopRequest, ctx: TolariaContext) -> RunStatus:
     kv = await jetstream.runs_bucket(ctx.js)
 
     def stop(status: RunStatus) -> RunStatus | None:
@@ -161,13 +169,10 @@ async def handle_stop(message: RunStopRequest, ctx: ServiceContext) -> RunStatus
     return status
 
 
-async def drive_envs(ctx: ServiceContext) -> None:
+async def drive_envs(ctx: TolariaContext) -> None:
     settings = ctx.settings
-    assert isinstance(settings, TolariaSettings)
-    if settings.torch_threads > 0:
-        import torch
-
-        await run_torch(torch.set_num_threads, settings.torch_threads)
+    # On the torch thread: the thread count is per calling thread, and that one does all of Tolaria's torch work.
+    await run_torch(set_torch_threads, settings.torch_threads)
     worker = EnvWorker(
         ctx,
         settings.max_envs,
@@ -176,18 +181,20 @@ async def drive_envs(ctx: ServiceContext) -> None:
         settings.data_dir,
         settings.step_timeout,
         settings.step_deadline,
+        # ESPER_AMP (auto, bf16, off) and ESPER_COMPILE reach every env this worker drives.
+        acceleration=choose(ctx.device, settings.amp, settings.compile),
     )
     await worker.run()
 
 
-def definition() -> ServiceDefinition:
+def definition() -> ServiceDefinition[TolariaSettings, None]:
     return ServiceDefinition(
         name="tolaria",
         description="Execution engine: hosts, the epoch loop, the governor, env workers",
         endpoints=[
-            Endpoint("runs-start", subjects.RUNS_START, RunSpec, handle_start, max_concurrency=4),
-            Endpoint("runs-status", subjects.RUNS_STATUS, RunStatusRequest, handle_status),
-            Endpoint("runs-stop", subjects.RUNS_STOP, RunStopRequest, handle_stop),
+            Endpoint("runs-start", routes.RUNS_START, handle_start, max_concurrency=4),
+            Endpoint("runs-status", routes.RUNS_STATUS, handle_status),
+            Endpoint("runs-stop", routes.RUNS_STOP, handle_stop),
         ],
         background=[drive_envs],
         uses_torch=True,

@@ -7,178 +7,58 @@ import contextlib
 import functools
 import logging
 import time
-from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import msgspec
-from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
 from nats.js.kv import KeyValue
 
 from leyline_schemas import (
-    ActivePolicy,
-    CoalitionValue,
     DecisionOutcome,
-    EnvLease,
     EpochCompleted,
     EpochReport,
     GovernorRollback,
-    LeylineDecodeError,
     LifecycleConfig,
     LifecycleOp,
     RunFinished,
     RunSpec,
     RunState,
+    RunStatus,
     SeedGerminated,
     SeedStage,
     Severity,
-    ShapleyComputed,
     StepDirective,
     StepRecord,
     StepRequest,
     blueprint_name,
-    decode,
     encode,
+    routes,
     subjects,
 )
-from leyline_schemas.rounds import arm_of_env, required_policy_version, round_of_episode
+from leyline_schemas.rounds import arm_of_env, env_episodes, required_policy_version, round_of_episode
+from services.policy.pointers import read_pointer
 from services.runtime import jetstream
 from services.runtime.bus import BUS_ERRORS, request, retry_while_bus_fails
 from services.runtime.service import ServiceContext
 from services.tolaria import leases
 from services.tolaria.acceleration import Acceleration
 from services.tolaria.env import EpisodeEnv
+from services.tolaria.leases import LeaseKeeper, LeaseLost, lease_name
 from services.tolaria.tasks import TaskData, TaskSpec, env_seed, get_task
 from services.tolaria.torch_thread import run_torch
-from services.tolaria.validation import TerminalAttribution
+from services.tolaria.validation import shapley_event
 
 log = logging.getLogger("esper.tolaria.worker")
 
 
-def shapley_event(attribution: TerminalAttribution) -> ShapleyComputed:
-    return ShapleyComputed(
-        strategy=attribution.strategy,
-        slot_ids=attribution.slot_ids,
-        coalitions=[CoalitionValue(slots=sorted(c), accuracy=a) for c, a in attribution.coalitions.items()],
-        shapley={s: e.mean for s, e in attribution.shapley.items()},
-        shapley_std={s: e.std for s, e in attribution.shapley.items()},
-    )
-
-
 async def _policy_version(policies: KeyValue, policy_id: str) -> int | None:
-    try:
-        entry = await policies.get(subjects.policy_key(policy_id))
-    except KeyNotFoundError:
-        return None
-    if not entry.value:
-        return None
-    try:
-        return decode(entry.value, ActivePolicy).version
-    except LeylineDecodeError:
-        return None
-
-
-def lease_name(held: leases.HeldLease) -> str:
-    """run/env, for log lines."""
-    return f"{held.lease.run_id}/{held.lease.env_id}"
-
-
-class LeaseLost(RuntimeError):
-    """Another worker took this env (our lease expired): stop driving it at once."""
+    pointer = await read_pointer(policies, policy_id)
+    return None if pointer is None else pointer.version
 
 
 @functools.lru_cache(maxsize=8)
 def load_task_data(task_name: str, seed: int, synthetic: bool, data_dir: str) -> TaskData:
     """A task's data, loaded once per process and shared by every env of the run (the split is fixed by seed)."""
     return get_task(task_name).load_data(seed, synthetic, Path(data_dir) if data_dir else None)
-
-
-@dataclass
-class LeaseKeeper:
-    """Holds one env lease: renews it in the background, applies progress updates with compare-and-set.
-
-    Progress updates and the release wait out a bus outage for up to `bus_deadline` seconds (unless `stopping` is
-    set): the compare-and-set keeps a lease taken over meanwhile safe, and giving the env back over a bus blip would
-    run its episode again.
-    """
-
-    kv: KeyValue
-    held: leases.HeldLease
-    ttl: float
-    bus_deadline: float = 0.0
-    stopping: asyncio.Event | None = None
-    lock: asyncio.Lock = field(default_factory=asyncio.Lock)
-    lost: bool = False
-
-    async def update(self, **changes: object) -> None:
-        await self._while_bus_fails(lambda: self._renew(**changes), "updating")
-
-    async def _renew(self, **changes: object) -> None:
-        async with self.lock:
-            await self._write(lambda held: leases.renew(self.kv, held, self.ttl, **changes))
-
-    async def _while_bus_fails(self, write: Callable[[], Awaitable[None]], what: str) -> None:
-        await retry_while_bus_fails(
-            write,
-            what=f"{what} the lease on {lease_name(self.held)}",
-            stopping=self.stopping,
-            deadline=self.bus_deadline,
-        )
-
-    async def _write(
-        self,
-        write: Callable[[leases.HeldLease], Awaitable[leases.HeldLease]],
-        landed: Callable[[EnvLease], bool] = lambda stored: False,
-    ) -> None:
-        """Apply a compare-and-set write to the held lease; raise LeaseLost (and remember it) once it is not ours.
-
-        A write whose reply the bus lost may have landed (the client sends it again after reconnecting), leaving the
-        keeper a revision behind: if the stored lease is still ours, the write is made once more on top of it, unless
-        `landed` says the stored lease already is what the write wanted.
-        """
-        try:
-            self.held = await write(self.held)
-            return
-        except KeyWrongLastSequenceError as exc:
-            mine = await leases.held_by(self.kv, self.held.lease)
-            if mine is not None and landed(mine.lease):
-                self.held = mine
-                return
-            if mine is not None and not mine.lease.released:
-                with contextlib.suppress(KeyWrongLastSequenceError):
-                    self.held = await write(mine)
-                    return
-            self.lost = True
-            raise LeaseLost(f"lease on {lease_name(self.held)} was taken over") from exc
-
-    async def keep_alive(self) -> None:
-        """Renew every ttl/3 until the lease is lost. A renewal the bus failed is retried sooner, never given up:
-        the env is still being driven, and a lapsed lease would let another worker run the same episode."""
-        delay = self.ttl / 3
-        while not self.lost:
-            await asyncio.sleep(delay)
-            try:
-                await self._renew()
-            except LeaseLost:
-                return
-            except BUS_ERRORS as exc:
-                log.warning(
-                    "lease on %s not renewed (%s: %s); retrying", lease_name(self.held), type(exc).__name__, exc
-                )
-                delay = min(0.5, self.ttl / 6)
-            else:
-                delay = self.ttl / 3
-
-    async def release(self, **changes: object) -> None:
-        """Give the env back; a lease taken over meanwhile is left to its new holder."""
-        with contextlib.suppress(LeaseLost):
-            await self._while_bus_fails(lambda: self._release(**changes), "releasing")
-
-    async def _release(self, **changes: object) -> None:
-        async with self.lock:
-            await self._write(
-                lambda held: leases.release(self.kv, held, **changes), landed=lambda stored: stored.released
-            )
 
 
 class EnvWorker:
@@ -246,7 +126,7 @@ class EnvWorker:
         try:
             task = get_task(spec.task)
             data = await run_torch(load_task_data, task.name, spec.seed, spec.synthetic, self.data_dir)
-            episodes = leases.env_episodes(spec, env_id)
+            episodes = env_episodes(spec, env_id)
             for k in range(keeper.held.lease.episodes_done, len(episodes)):
                 status = await leases.read_status(kv, spec.run_id)
                 if status is None or status.state is not RunState.RUNNING:
@@ -325,7 +205,7 @@ class EnvWorker:
         """Move the run out of RUNNING once; only the worker whose compare-and-set did it announces the end."""
         transitioned: list[bool] = []
 
-        def finish(status: leases.RunStatus) -> leases.RunStatus | None:
+        def finish(status: RunStatus) -> RunStatus | None:
             # Called again after a lost compare-and-set: only the attempt that was written counts.
             transitioned.clear()
             if status.state is not RunState.RUNNING:
@@ -413,9 +293,8 @@ class EnvWorker:
             )
             directive = await request(
                 ctx.nc,
-                subjects.KASMINA_STEP,
+                routes.KASMINA_STEP,
                 step,
-                StepDirective,
                 timeout=self.step_timeout,
                 retries=1000,
                 deadline=self.step_deadline,

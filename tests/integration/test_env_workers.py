@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 import leyline_schemas as L
+from leyline_schemas import routes
 from services.runtime import jetstream
 from services.runtime.bus import connect, request
 from services.runtime.settings import RuntimeSettings
@@ -59,7 +60,7 @@ async def _share_and_take_over(url: str, worker_a, log_dir: Path, env: dict[str,
         seen.append(L.decode(msg.data, L.StepRecord))
 
     live = await js.subscribe(L.subjects.steps_subject(run_id), ordered_consumer=True, cb=collect)
-    await request(nc, L.subjects.RUNS_START, spec, L.RunAccepted, timeout=60)
+    await request(nc, routes.RUNS_START, spec, timeout=60)
     worker_c = None
     try:
         # Both envs leased, by two different workers.

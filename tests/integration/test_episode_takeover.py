@@ -13,6 +13,7 @@ import pytest
 from nats.js.kv import KeyValue
 
 import leyline_schemas as L
+from leyline_schemas import routes
 from services.runtime import jetstream
 from services.runtime.bus import connect, request
 from services.runtime.settings import RuntimeSettings
@@ -40,7 +41,7 @@ async def _takeovers(url: str, log_dir: Path) -> None:
     )
 
     async def submit() -> None:
-        await request(nc, L.subjects.RUNS_START, spec, L.RunAccepted)
+        await request(nc, routes.RUNS_START, spec)
 
     try:
         await _work(url, log_dir, kv, spec.run_id, submit)

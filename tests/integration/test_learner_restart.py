@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 
 import leyline_schemas as L
+from leyline_schemas import routes
 from services.operator.embedded import EmbeddedNats
 from services.policy.pointers import read_pointer
 from services.runtime import jetstream
@@ -88,7 +89,7 @@ def test_learner_killed_mid_round_loses_no_step_and_counts_none_twice(fresh_nats
         js = nc.jetstream()
         try:
             policies = await jetstream.policies_bucket(js)
-            await request(nc, L.subjects.RUNS_START, spec, L.RunAccepted, timeout=60.0)
+            await request(nc, routes.RUNS_START, spec, timeout=60.0)
 
             async def version_at_least(v: int) -> L.ActivePolicy | None:
                 pointer = await read_pointer(policies, policy_id)

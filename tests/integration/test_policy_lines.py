@@ -22,6 +22,7 @@ import msgspec
 import pytest
 
 import leyline_schemas as L
+from leyline_schemas import routes
 from services.policy.pointers import write_pointer
 from services.runtime import jetstream
 from services.runtime.bus import connect, request
@@ -48,7 +49,7 @@ async def _version_served(nc, policy_id: str, want: int, timeout: float = 20.0) 
     deadline = time.monotonic() + timeout
     while True:
         try:
-            decision = await request(nc, L.subjects.TAMIYO_DECIDE, decision_request(policy_id), L.Decision, timeout=2)
+            decision = await request(nc, routes.TAMIYO_DECIDE, decision_request(policy_id), timeout=2)
             if decision.policy_version == want:
                 return decision
         except L.RemoteError:
@@ -120,12 +121,12 @@ def test_a_request_for_a_newer_version_is_decided_by_it_the_moment_its_pointer_e
             needs_one = msgspec.structs.replace(decision_request(policy_id), min_policy_version=1)
             await publish_version(js, policy_id, 1, policy_blob(policy_id, 1, seed=2))
             versions = [
-                (await request(nc, L.subjects.TAMIYO_DECIDE, needs_one, L.Decision, timeout=10)).policy_version
+                (await request(nc, routes.TAMIYO_DECIDE, needs_one, timeout=10)).policy_version
                 for _ in range(3)
             ]
             needs_five = msgspec.structs.replace(needs_one, min_policy_version=5)
             with pytest.raises(L.RemoteError) as refused:
-                await request(nc, L.subjects.TAMIYO_DECIDE, needs_five, L.Decision, timeout=10)
+                await request(nc, routes.TAMIYO_DECIDE, needs_five, timeout=10)
             return versions, refused.value.reply
         finally:
             await nc.close()
@@ -187,7 +188,7 @@ def test_bad_blobs_keep_the_old_version_and_announce_policy_load_failed(tamiyo: 
             deadline = time.monotonic() + 20
             while len(failures) < 2 and time.monotonic() < deadline:
                 await asyncio.sleep(0.2)
-            decision = await request(nc, L.subjects.TAMIYO_DECIDE, decision_request(policy_id), L.Decision)
+            decision = await request(nc, routes.TAMIYO_DECIDE, decision_request(policy_id))
             assert decision.policy_version == 0, "the old version must keep serving"
             return failures
         finally:
@@ -222,7 +223,7 @@ def test_bad_requests_for_a_learned_line_are_typed_errors_naming_the_field(tamiy
             replies = {}
             for name, bad in cases.items():
                 with pytest.raises(L.RemoteError) as caught:
-                    await request(nc, L.subjects.TAMIYO_DECIDE, bad, L.Decision, timeout=5)
+                    await request(nc, routes.TAMIYO_DECIDE, bad, timeout=5)
                 replies[name] = caught.value.reply
             return replies
         finally:

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-import leyline_schemas as L
+from leyline_schemas import routes
 from services.runtime.bus import connect, request
 from services.runtime.discovery import live_services
 from services.runtime.settings import RuntimeSettings
@@ -48,9 +48,8 @@ def test_replacing_the_tamiyo_process_fails_no_decision(nats_url: str, tmp_path:
                     try:
                         decision = await request(
                             nc,
-                            L.subjects.TAMIYO_DECIDE,
+                            routes.TAMIYO_DECIDE,
                             decision_request(target, epoch=epoch, env_id=index),
-                            L.Decision,
                             timeout=5.0,
                         )
                     except Exception as exc:  # every failure is counted and reported, none is tolerated

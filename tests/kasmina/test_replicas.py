@@ -6,10 +6,10 @@ Kasmina is stateless and deterministic, so two replicas (or one asked twice) ans
 from __future__ import annotations
 
 import leyline_schemas as L
+from services.kasmina.bench import lifecycle_request as _lifecycle_request
 from services.kasmina.lifecycle import execute, tick
 from services.kasmina.masks import compute_masks
 from services.observation.features import build_observation
-from services.operator.bench import _lifecycle_request
 
 
 def answer(request: L.StepRequest, action: L.FactoredAction) -> tuple[object, ...]:

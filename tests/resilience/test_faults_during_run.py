@@ -15,6 +15,7 @@ import pytest
 from nats.js import JetStreamContext
 
 import leyline_schemas as L
+from leyline_schemas import routes
 from services.operator.registry import SERVICE_NAMES, settings_type
 from services.runtime.bus import request
 from services.runtime.discovery import wait_for_services
@@ -72,7 +73,7 @@ def log_tail(stack: BackgroundStack, lines: int = 60) -> str:
 async def start(stack: BackgroundStack, run: L.RunSpec) -> None:
     nc, _ = await bus(stack.settings())
     try:
-        await request(nc, L.subjects.RUNS_START, run, L.RunAccepted, timeout=60, retries=3)
+        await request(nc, routes.RUNS_START, run, timeout=60, retries=3)
     finally:
         await nc.close()
 

@@ -18,6 +18,7 @@ import pytest
 from nats.aio.client import Client
 
 import leyline_schemas as L
+from leyline_schemas import routes
 from services.runtime.bus import request
 from tests.resilience.run_probes import BackgroundStack, admin_url, background_stack, bus, metric_sum, scrape
 from tests.runtime.test_bad_input import decision_request, step_request
@@ -203,13 +204,13 @@ async def _raw_oversized_publish(stack: BackgroundStack, subject: str, size: int
 
 
 async def _valid_requests_succeed(nc: Client) -> None:
-    directive = await request(nc, L.subjects.KASMINA_STEP, step_request(), L.StepDirective, timeout=30)
+    directive = await request(nc, routes.KASMINA_STEP, step_request(), timeout=30)
     assert directive.decision is not None and directive.decision.policy_id == "heuristic"
-    decision = await request(nc, L.subjects.TAMIYO_DECIDE, decision_request(policy_id="random"), L.Decision)
+    decision = await request(nc, routes.TAMIYO_DECIDE, decision_request(policy_id="random"))
     assert decision.policy_id == "random"
     run_id = f"after-fuzz-{uuid.uuid4().hex[:6]}"
     spec = L.RunSpec(run_id=run_id, task="digits", episodes=1, episode_length=2, max_batches=2)
-    accepted = await request(nc, L.subjects.RUNS_START, spec, L.RunAccepted, timeout=60)
+    accepted = await request(nc, routes.RUNS_START, spec, timeout=60)
     assert accepted.run_id == run_id
-    stopped = await request(nc, L.subjects.RUNS_STOP, L.RunStopRequest(run_id=run_id, reason="fuzz"), L.RunStatus)
+    stopped = await request(nc, routes.RUNS_STOP, L.RunStopRequest(run_id=run_id, reason="fuzz"))
     assert stopped.state in (L.RunState.STOPPED, L.RunState.COMPLETED)

@@ -13,6 +13,7 @@ import msgspec
 import pytest
 
 import leyline_schemas as L
+from leyline_schemas import routes
 from services.kasmina.masks import compute_masks
 from services.runtime.bus import connect, request
 from services.runtime.discovery import live_services
@@ -182,25 +183,24 @@ async def _garbage_then_valid(url: str) -> None:
         sent["tolaria"] += 2
 
         # Still serving: valid requests succeed.
-        directive = await request(nc, L.subjects.KASMINA_STEP, step_request(), L.StepDirective, timeout=30)
+        directive = await request(nc, routes.KASMINA_STEP, step_request(), timeout=30)
         assert directive.outcome in (L.DecisionOutcome.WAITED, L.DecisionOutcome.APPLIED)
         assert directive.decision is not None and directive.decision.policy_id == "heuristic"
         assert len(directive.observation) == 23 + 31 * 3
         decision = await request(
-            nc, L.subjects.TAMIYO_DECIDE, decision_request(policy_id="random"), L.Decision, timeout=30
+            nc, routes.TAMIYO_DECIDE, decision_request(policy_id="random"), timeout=30
         )
         assert decision.policy_id == "random"
         run_id = f"valid-{int(time.time())}"
         accepted = await request(
             nc,
-            L.subjects.RUNS_START,
+            routes.RUNS_START,
             L.RunSpec(run_id=run_id, task="digits", episodes=1, episode_length=2, max_batches=2),
-            L.RunAccepted,
             timeout=60,
         )
         assert accepted.run_id == run_id and accepted.slot_ids == ["r0c0", "r0c1", "r0c2"]
         stopped = await request(
-            nc, L.subjects.RUNS_STOP, L.RunStopRequest(run_id=run_id, reason="test"), L.RunStatus, timeout=30
+            nc, routes.RUNS_STOP, L.RunStopRequest(run_id=run_id, reason="test"), timeout=30
         )
         assert stopped.state in (L.RunState.STOPPED, L.RunState.COMPLETED)
 

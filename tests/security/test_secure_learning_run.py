@@ -9,6 +9,7 @@ from collections.abc import Iterator
 import pytest
 
 import leyline_schemas as L
+from leyline_schemas import routes
 from services.policy.pointers import fetch_object, read_pointer
 from services.policy.weights import sha256_hex
 from services.runtime import jetstream
@@ -55,7 +56,7 @@ async def _learning_run(stack: BackgroundStack) -> None:
     nc, js = await bus(stack.settings("cli"))
     try:
         await wait_for_services(nc, list(SERVICES), timeout=120)
-        await request(nc, L.subjects.RUNS_START, spec, L.RunAccepted, timeout=60)
+        await request(nc, routes.RUNS_START, spec, timeout=60)
         status = await wait_run(js, spec.run_id, timeout=240)
         audit = await wait_learner_drained(js, spec, timeout=60)
         pointer = await read_pointer(await jetstream.policies_bucket(js), policy_id)

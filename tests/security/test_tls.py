@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 
 import leyline_schemas as L
+from leyline_schemas.routes import Route
 from services.operator.embedded import EmbeddedNats, TlsFiles, free_port, render_config, start_nats
 from services.runtime.bus import BusUnavailable, connect, request
 from services.runtime.settings import RuntimeSettings
@@ -91,7 +92,8 @@ async def test_mutual_tls_connects_and_serves(server: EmbeddedNats, certs: Path)
             await msg.respond(L.encode(L.RunStatusRequest(run_id="over-tls")))  # type: ignore[attr-defined]
 
         await nc.subscribe("esper.v1.test.tls", cb=answer)
-        reply = await request(nc, "esper.v1.test.tls", L.RunStatusRequest(run_id="ping"), L.RunStatusRequest)
+        echo = Route("esper.v1.test.tls", L.RunStatusRequest, L.RunStatusRequest)
+        reply = await request(nc, echo, L.RunStatusRequest(run_id="ping"))
         assert reply.run_id == "over-tls"
         assert (await nc.jetstream().account_info()).streams == 0
     finally:
