@@ -17,7 +17,6 @@ from typing import Any
 
 import msgspec
 from nats.js.api import AckPolicy, DeliverPolicy
-from nats.js.errors import KeyNotFoundError
 from nats.js.kv import KeyValue
 
 from leyline_schemas import (
@@ -33,6 +32,7 @@ from leyline_schemas.rounds import arm_index_of_env
 from services.runtime import jetstream
 from services.runtime.bus import retry_while_bus_fails
 from services.runtime.consumers import DurableConsumer, batches
+from services.runtime.kv import next_update, read_message
 from services.runtime.service import ServiceContext, ServiceDefinition
 from services.runtime.settings import RuntimeSettings
 from services.runtime.torch_threads import set_torch_threads
@@ -115,15 +115,13 @@ class Learners:
     async def spec(self, run_id: str) -> RunSpec | None:
         if run_id not in self.specs:
             try:
-                entry = await self.runs.get(subjects.run_key(run_id))
-            except (KeyNotFoundError, ValueError):
+                key = subjects.run_key(run_id)
+            except ValueError:  # not a run id a key can hold
                 return None
-            if not entry.value:
+            spec = await read_message(self.runs, key, RunSpec)
+            if spec is None:
                 return None
-            try:
-                self.specs[run_id] = decode(entry.value, RunSpec)
-            except LeylineDecodeError:
-                return None
+            self.specs[run_id] = spec
         return self.specs[run_id]
 
     async def ensure_arms(self, spec: RunSpec) -> None:
@@ -154,7 +152,7 @@ class Learners:
                 watcher = await self.runs.watch(">")
                 while not self.ctx.stopping.is_set():
                     try:
-                        entry = await watcher.updates(timeout=1.0)  # type: ignore[no-untyped-call]  # nats.py
+                        entry = await next_update(watcher, timeout=1.0)
                     except TimeoutError:
                         continue
                     if entry is None or not entry.value:
@@ -187,14 +185,8 @@ class Learners:
             log.exception("%s: cannot set up the learning arms", spec.run_id)
 
     async def _finished(self, run_id: str) -> bool:
-        try:
-            entry = await self.runs.get(subjects.run_status_key(run_id))
-        except KeyNotFoundError:
-            return False
-        try:
-            return decode(entry.value or b"", RunStatus).state in TERMINAL_STATES
-        except LeylineDecodeError:
-            return False
+        status = await read_message(self.runs, subjects.run_status_key(run_id), RunStatus)
+        return status is not None and status.state in TERMINAL_STATES
 
     # ------------------------------------------------------------------ steps
 
