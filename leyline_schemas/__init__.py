@@ -35,13 +35,16 @@ from leyline_schemas.enums import *  # noqa: F403 - the enums are part of the pu
 from leyline_schemas.errors import ErrorReply, LeylineDecodeError, RemoteError
 from leyline_schemas.lifecycle import (
     AlphaControllerState,
+    CommittedSeed,
     LifecycleConfig,
     SeedMetrics,
     SlotConfig,
     SlotSpec,
     SlotState,
+    TopologyManifest,
 )
 from leyline_schemas.reports import (
+    EpochCompute,
     EpochReport,
     GovernorReport,
     PairInteraction,
@@ -168,8 +171,10 @@ __all__ = [
     "EnvLease",
     "EnvProgress",
     "EpisodeOutcome",
+    "CommittedSeed",
     "EpisodeSummary",
     "EpochCompleted",
+    "EpochCompute",
     "EpochReport",
     "ErrorReply",
     "EventPayload",
@@ -217,6 +222,7 @@ __all__ = [
     "SlotReport",
     "SlotSpec",
     "SlotState",
+    "TopologyManifest",
     "StepDirective",
     "StepRecord",
     "StepRequest",

@@ -222,6 +222,8 @@ class PolicyKind(StrEnum):
     RANDOM = "random"
     WAIT = "wait"
     LEARNED = "learned"
+    #: A fixed lifecycle schedule (the proof experiment's non-adaptive control).
+    SCHEDULE = "schedule"
 
 
 class DecisionOutcome(StrEnum):
@@ -233,6 +235,7 @@ class DecisionOutcome(StrEnum):
     POLICY_UNAVAILABLE = "policy_unavailable"
     POLICY_ERROR = "policy_error"
     GOVERNOR_ROLLBACK = "governor_rollback"
+    MORPHOGENESIS_OFF = "morphogenesis_off"
 
 
 class RunState(StrEnum):

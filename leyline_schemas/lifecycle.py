@@ -90,6 +90,9 @@ class SlotSpec(Record, frozen=True, kw_only=True):
     order: int
     surface: SurfaceType = SurfaceType.BLOCK_END
     position: float = 0.0
+    #: The rank of a CNN host's feature maps here: 2 for images (N,C,H,W), 1 for signals (N,C,L); unused by
+    #: transformer hosts.
+    spatial_dims: int = 2
 
 
 class SlotConfig(Record, frozen=True, kw_only=True):
@@ -107,3 +110,29 @@ class LifecycleConfig(Record, frozen=True, kw_only=True):
     permissive_gates: bool = True
     auto_forward_gates: list[int] = []
     max_epochs: int = 25
+
+
+class CommittedSeed(Record, frozen=True, kw_only=True):
+    """A seed at full amplitude at an episode's end (FOSSILIZED, or HOLDING at α = 1): part of the architecture."""
+
+    slot_id: str
+    blueprint: BlueprintAction
+    blend: BlendId = BlendId.SIGMOID
+    alpha_algorithm: AlphaAlgorithm = AlphaAlgorithm.ADD
+    params: int = 0
+
+
+class TopologyManifest(Record, frozen=True, kw_only=True):
+    """The committed architecture an episode ended with (plans/proof-baselines.md §3.3), replayable from scratch.
+
+    `manifest_hash` covers the task, the host's parameter count and the committed seeds, not where it came from, so
+    a static-final replay of it carries the same hash.
+    """
+
+    task: str
+    host_params: int
+    seeds: list[CommittedSeed] = []
+    manifest_hash: str = ""
+    source_run: str = ""
+    source_env: int = -1
+    source_episode: int = -1

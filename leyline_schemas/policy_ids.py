@@ -9,7 +9,10 @@ BUILTIN_POLICY_IDS: dict[str, PolicyKind] = {
     "heuristic": PolicyKind.HEURISTIC,
     "random": PolicyKind.RANDOM,
     "wait": PolicyKind.WAIT,
+    "fixed-germinate-r0c0-v1": PolicyKind.SCHEDULE,
 }
+#: The built-in fixed lifecycle schedule (services/tamiyo/schedules.py), the proof experiment's fixed-schedule control.
+FIXED_SCHEDULE_POLICY_ID = "fixed-germinate-r0c0-v1"
 HEURISTIC_POLICY_ID = "heuristic"
 #: `<line>+greedy` serves a line's argmax decisions (reference/tamiyo_simic.md §4.9): how trained lines are evaluated.
 GREEDY_SUFFIX = "+greedy"

@@ -47,6 +47,28 @@ class GovernorReport(Record, frozen=True, kw_only=True):
     pruned_slots: list[str] = []
 
 
+class EpochCompute(Record, frozen=True, kw_only=True):
+    """What one epoch cost (plans/proof-baselines.md §4): FLOPs by torch's FlopCounterMode (a multiply-add is 2).
+
+    `params_in_forward` counts the host and every seed that runs forward (TRAINING, BLENDING, HOLDING, FOSSILIZED).
+    Training FLOPs are 3 × forward FLOPs per sample × samples (backward ≈ 2× forward); counterfactual validation
+    adds (configs − 1) × forward × validation samples.
+    """
+
+    params_in_forward: int
+    train_samples: int
+    val_samples: int
+    fwd_flops_per_sample: int
+    train_flops: int
+    val_flops_main: int
+    val_flops_counterfactual: int = 0
+    validation_configs: int = 1
+    train_seconds: float = 0.0
+    validate_seconds: float = 0.0
+    #: sha256 prefix of the epoch's sample order: equal across the cohorts of a pair (same seed, same data order).
+    data_order_hash: str = ""
+
+
 class EpochReport(Record, frozen=True, kw_only=True):
     """Host metrics after one train + fused validation pass, with a report per slot."""
 
@@ -67,3 +89,4 @@ class EpochReport(Record, frozen=True, kw_only=True):
     signals: TrainingSignals = TrainingSignals()
     governor: GovernorReport | None = None
     epoch_seconds: float = 0.0
+    compute: EpochCompute | None = None

@@ -43,7 +43,12 @@ def round_episodes(spec: RunSpec, arm_index: int, round_index: int) -> set[int]:
     }
 
 
-def required_policy_version(spec: RunSpec, round_index: int) -> int:
-    """The oldest policy version that may act in round `round_index`: strictly on-policy learning needs the version
-    trained on the round before; `run_ahead` learning and runs that do not learn take any."""
-    return round_index if spec.learn and not spec.run_ahead else 0
+def required_policy_version(spec: RunSpec, round_index: int, arm: ArmSpec | None = None) -> int:
+    """The oldest policy version that may act for `arm` in round `round_index`.
+
+    Counted from the arm's `from_version` (0 for a fresh line): strictly on-policy learning needs the version trained
+    on the round before, `run_ahead` learning any version from the start on, and an evaluation exactly the version it
+    evaluates (no newer one is published while it runs).
+    """
+    start = arm.from_version if arm is not None else 0
+    return start + (round_index if spec.learn and not spec.run_ahead else 0)

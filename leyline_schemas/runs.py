@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 from leyline_schemas.base import Message, Record
-from leyline_schemas.enums import PolicyKind, RewardMode, RunState
+from leyline_schemas.enums import PolicyKind, RewardFamily, RewardMode, RunState
+from leyline_schemas.lifecycle import TopologyManifest
 
 
 class ArmSpec(Record, frozen=True, kw_only=True):
@@ -12,6 +13,12 @@ class ArmSpec(Record, frozen=True, kw_only=True):
     arm_id: str
     policy_id: str
     reward_mode: RewardMode = RewardMode.SIMPLIFIED
+    #: LOSS scores by validation-loss deltas; it exists only with reward mode SHAPED (reference §6.1).
+    reward_family: RewardFamily = RewardFamily.CONTRIBUTION
+    #: The line's version this arm starts from. An evaluation arm is decided by this version or a newer one (the
+    #: version it evaluates); a learning arm that continues a line trains it from here, so round r needs
+    #: `from_version + r` (leyline_schemas.rounds.required_policy_version). 0: a fresh line, or any version.
+    from_version: int = 0
 
 
 class RunSpec(Message, frozen=True, kw_only=True):
@@ -34,6 +41,14 @@ class RunSpec(Message, frozen=True, kw_only=True):
     learn: bool = False
     run_ahead: bool = False
     created_at: float = 0.0
+    #: The off-switch control (plans/proof-baselines.md §3.1): False builds the host with no slots and never asks
+    #: Kasmina; every step is a synthetic WAIT with outcome `morphogenesis_off`.
+    morphogenesis: bool = True
+    #: The static-final control (§3.3): env index → the architecture to build from scratch before epoch 1 (seeds
+    #: with fresh weights, FOSSILIZED at α = 1).
+    env_topologies: dict[int, TopologyManifest] = {}
+    #: A label carried into reports (e.g. "static-final"); it changes nothing.
+    cohort: str = ""
 
 
 class RunAccepted(Message, frozen=True, kw_only=True):
@@ -97,6 +112,9 @@ class ActivePolicy(Message, frozen=True, kw_only=True):
     object_name: str = ""
     updated_at: float = 0.0
     config: dict[str, int] = {}
+    #: The learner checkpoint (ESPER_WEIGHTS object) that produced this version, so that a later run can continue
+    #: the line with its optimiser and normalisers; empty for a repointed or imported version.
+    checkpoint: str = ""
 
 
 class PolicyListRequest(Message, frozen=True, kw_only=True):

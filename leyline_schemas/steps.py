@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from leyline_schemas.base import Message, Record
 from leyline_schemas.directives import StepDirective
+from leyline_schemas.lifecycle import TopologyManifest
 from leyline_schemas.reports import EpochReport
 
 
@@ -17,6 +18,16 @@ class EpisodeSummary(Record, frozen=True, kw_only=True):
     seeds_fossilized: int
     seeds_pruned: int
     rollbacks: int = 0
+    #: Host plus committed seeds (full amplitude at the end); seeds at 0 < α < 1 are uncommitted, at α = 0 dead.
+    committed_params: int = 0
+    uncommitted_params: int = 0
+    dead_params: int = 0
+    topology: TopologyManifest | None = None
+    #: Σ over epochs of params_in_forward, and of training FLOPs (plans/proof-baselines.md §4).
+    parameter_epochs: int = 0
+    train_flops: int = 0
+    #: Set when the episode cannot count as a cohort member (e.g. a replay whose topology did not match).
+    invalid_reason: str = ""
 
 
 class StepRecord(Message, frozen=True, kw_only=True):

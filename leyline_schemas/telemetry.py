@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from leyline_schemas.base import Message, Record
 from leyline_schemas.enums import BlueprintAction, RewardMode, Severity
+from leyline_schemas.lifecycle import TopologyManifest
+from leyline_schemas.reports import EpochCompute
 
 
 class SeedGerminated(Record, frozen=True, kw_only=True, tag="seed_germinated", tag_field="kind"):
@@ -77,6 +79,7 @@ class EpochCompleted(Record, frozen=True, kw_only=True, tag="epoch_completed", t
     host_params: int = 0
     total_params: int = 0
     epoch_seconds: float = 0.0
+    compute: EpochCompute | None = None
 
 
 class CoalitionValue(Record, frozen=True, kw_only=True):
@@ -157,6 +160,13 @@ class EpisodeOutcome(Record, frozen=True, kw_only=True, tag="episode_outcome", t
     length: int
     policy_id: str = ""
     rollbacks: int = 0
+    committed_params: int = 0
+    uncommitted_params: int = 0
+    dead_params: int = 0
+    topology: TopologyManifest | None = None
+    parameter_epochs: int = 0
+    train_flops: int = 0
+    invalid_reason: str = ""
 
 
 class ServiceStarted(Record, frozen=True, kw_only=True, tag="service_started", tag_field="kind"):

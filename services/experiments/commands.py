@@ -9,12 +9,27 @@ import time
 from pathlib import Path
 from typing import Any
 
-from leyline_schemas import ArmSpec, RewardMode
+from leyline_schemas import ArmSpec, RewardFamily, RewardMode
 
 
 def policy_size_env(hidden: int) -> dict[str, str]:
     """Simic's settings for the size of the lines it creates (`--hidden`; the heads get half)."""
     return {"ESPER_POLICY_HIDDEN": str(hidden), "ESPER_POLICY_HEAD_HIDDEN": str(max(8, hidden // 2))}
+
+
+def add_reward_family_argument(p: argparse.ArgumentParser) -> None:
+    p.add_argument(
+        "--reward-family",
+        default=RewardFamily.CONTRIBUTION.value,
+        choices=[f.value for f in RewardFamily],
+        help="loss: rewards from validation-loss deltas (only with --reward-mode shaped)",
+    )
+
+
+def register_proof(esub: Any) -> None:
+    from services.experiments.proof_command import add_proof_parser
+
+    add_proof_parser(esub, policy_size_env)
 
 
 def _print(data: Any) -> None:
@@ -25,6 +40,13 @@ def cmd_bench_learning(args: argparse.Namespace) -> int:
     """PPO vs heuristic vs random (and the oracle) on held-out seeds; sandbox in-process, or a real task on a bus."""
     import torch
 
+    from services.operator.run_client import reward_choice
+
+    try:
+        mode, family = reward_choice(args.reward_mode, args.reward_family)
+    except ValueError as exc:
+        print(f"esper bench learning: {exc}", file=sys.stderr)
+        return 2
     torch.set_num_threads(max(1, args.threads))
     if args.task == "sandbox":
         from services.experiments.learning_bench import BenchSettings, bench_learning
@@ -34,7 +56,8 @@ def cmd_bench_learning(args: argparse.Namespace) -> int:
             n_envs=args.envs,
             eval_episodes=args.eval_episodes,
             seed=args.seed,
-            reward_mode=RewardMode(args.reward_mode),
+            reward_mode=mode,
+            reward_family=family,
             hidden=args.hidden,
             head_hidden=max(8, args.hidden // 2),
         )
@@ -46,7 +69,7 @@ def cmd_bench_learning(args: argparse.Namespace) -> int:
         plan = TrainingPlan(
             arms=(
                 ArmSpec(
-                    arm_id="ppo", policy_id=f"bench-ppo-{int(time.time())}", reward_mode=RewardMode(args.reward_mode)
+                    arm_id="ppo", policy_id=f"bench-ppo-{int(time.time())}", reward_mode=mode, reward_family=family
                 ),
             ),
             task=args.task,
@@ -172,6 +195,7 @@ def cmd_experiment_reward_efficiency(args: argparse.Namespace) -> int:
 def cmd_experiment_tinystories(args: argparse.Namespace) -> int:
     """Static host vs heuristic-grown vs PPO-grown on the same token budget and seeds; per-epoch val loss."""
     from services.experiments.tinystories import BaselineSettings, run_baseline
+    from services.operator.run_client import reward_choice
 
     settings = BaselineSettings(
         task=args.task,
@@ -185,7 +209,13 @@ def cmd_experiment_tinystories(args: argparse.Namespace) -> int:
         ppo_envs=args.ppo_envs,
         max_seeds=args.max_seeds,
         reward_mode=args.reward_mode,
+        reward_family=args.reward_family,
     )
+    try:
+        reward_choice(settings.reward_mode, settings.reward_family)
+    except ValueError as exc:
+        print(f"esper experiment tinystories-baseline: {exc}", file=sys.stderr)
+        return 2
     out = Path(args.out or f"runs/tinystories-baseline-{time.strftime('%Y%m%d-%H%M%S')}")
     hidden = policy_size_env(args.hidden)
     result = run_baseline(settings, out, nats_url=args.nats, timeout=args.timeout, learner_env=hidden)
@@ -212,6 +242,7 @@ def register_bench(bench_commands: Any) -> None:
     p.add_argument("--episode-length", type=int, default=None, help="bus tasks only (default: the task's)")
     p.add_argument("--max-batches", type=int, default=0, help="bus tasks only")
     p.add_argument("--reward-mode", default="simplified", choices=[m.value for m in RewardMode])
+    add_reward_family_argument(p)
     p.add_argument("--hidden", type=int, default=64, help="LSTM width (the reference uses 512)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--threads", type=int, default=1)
@@ -258,6 +289,8 @@ def register(sub: Any) -> None:
     ex.add_argument("--json", action="store_true")
     ex.set_defaults(func=cmd_experiment_reward_efficiency)
 
+    register_proof(esub)
+
     ts = esub.add_parser("tinystories-baseline", help="static vs heuristic- vs PPO-grown TransformerHost curves")
     ts.add_argument("--task", default="tinystories_small")
     ts.add_argument("--data", default=None, help="story text file (default: $ESPER_TINYSTORIES_PATH)")
@@ -270,6 +303,7 @@ def register(sub: Any) -> None:
     ts.add_argument("--ppo-envs", type=int, default=2)
     ts.add_argument("--max-seeds", type=int, default=2)
     ts.add_argument("--reward-mode", default="simplified", choices=[m.value for m in RewardMode])
+    add_reward_family_argument(ts)
     ts.add_argument("--hidden", type=int, default=64)
     ts.add_argument("--nats", default=None)
     ts.add_argument("--timeout", type=float, default=7200.0)

@@ -205,7 +205,8 @@ async def run_replicate(
         decisiveness[name] = entropy_slope([mean_head_entropy(u) for u in arm["updates_detail"] if not u["skipped"]])
     contenders = {a.arm_id: (a.policy_id + GREEDY_SUFFIX, a.reward_mode) for a in plan.arms}
     contenders.update({name: (name, RewardMode.SIMPLIFIED) for name in BASELINES})
-    evaluation = await evaluate_on(nc, plan, contenders, timeout=timeout)
+    versions = {name: int(arm["final_version"]) for name, arm in training.items()}
+    evaluation = await evaluate_on(nc, plan, contenders, timeout=timeout, versions=versions)
     return {
         "replicate": replicate,
         "seed": plan.seed,

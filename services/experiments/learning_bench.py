@@ -12,7 +12,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from leyline_schemas import ArmSpec, RewardMode, RunSpec
+from leyline_schemas import ArmSpec, RewardFamily, RewardMode, RunSpec
 from services.experiments.sandbox import DecideFn, SandboxConfig, SandboxEpisode, oracle_decision
 from services.experiments.statistics import bootstrap_interval, paired_difference
 from services.policy.weights import decode_policy
@@ -36,6 +36,7 @@ class BenchSettings:
     eval_episodes: int = 40
     seed: int = 0
     reward_mode: RewardMode = RewardMode.SIMPLIFIED
+    reward_family: RewardFamily = RewardFamily.CONTRIBUTION
     hidden: int = 64
     head_hidden: int = 32
     sandbox: SandboxConfig = field(default_factory=SandboxConfig)
@@ -51,7 +52,11 @@ class BenchSettings:
             episodes=self.rounds * self.n_envs,
             episode_length=self.sandbox.episode_length,
             n_envs=self.n_envs,
-            arms=[ArmSpec(arm_id="main", policy_id="ppo-bench", reward_mode=self.reward_mode)],
+            arms=[
+                ArmSpec(
+                    arm_id="main", policy_id="ppo-bench", reward_mode=self.reward_mode, reward_family=self.reward_family
+                )
+            ],
             seed=self.seed,
             learn=True,
         )
@@ -89,7 +94,7 @@ def train(settings: BenchSettings, on_round: Callable[[RoundUpdate], None] | Non
 
 def evaluate(decide: DecideFn, settings: BenchSettings, *, deterministic: bool = False) -> dict[str, list[float]]:
     """Returns, final accuracies and fossil counts of `decide` on the held-out seeds."""
-    reward = RewardConfig(mode=settings.reward_mode)
+    reward = RewardConfig(mode=settings.reward_mode, family=settings.reward_family)
     results: dict[str, list[float]] = {"returns": [], "accuracies": [], "fossilized": []}
     for index in range(settings.eval_episodes):
         episode = SandboxEpisode(

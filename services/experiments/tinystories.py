@@ -25,6 +25,7 @@ from leyline_schemas import (
     EpisodeOutcome,
     EpochCompleted,
     GovernorRollback,
+    RewardFamily,
     RewardMode,
     TelemetryEvent,
     decode,
@@ -52,10 +53,13 @@ class BaselineSettings:
     ppo_envs: int = 2
     max_seeds: int = 2
     reward_mode: str = "simplified"
+    reward_family: str = "contribution"  # loss: only with reward mode shaped
 
     def plan(self, policy_id: str) -> TrainingPlan:
+        family = RewardFamily(self.reward_family)
+        arm = ArmSpec(arm_id="ppo", policy_id=policy_id, reward_mode=RewardMode(self.reward_mode), reward_family=family)
         return TrainingPlan(
-            arms=(ArmSpec(arm_id="ppo", policy_id=policy_id, reward_mode=RewardMode(self.reward_mode)),),
+            arms=(arm,),
             task=self.task,
             rounds=self.ppo_rounds,
             n_envs_per_arm=self.ppo_envs,
@@ -247,7 +251,16 @@ def run_baseline(
             runs = await asyncio.gather(
                 *(
                     follow_with_curves(
-                        nc, evaluation_spec(plan, pid, mode, f"tinystories-{stamp}-{name}"), timeout=timeout
+                        nc,
+                        evaluation_spec(
+                            plan,
+                            pid,
+                            mode,
+                            f"tinystories-{stamp}-{name}",
+                            version=int(training["ppo"]["final_version"]) if name == "ppo" else 0,
+                            reward_family=plan.arms[0].reward_family if name == "ppo" else RewardFamily.CONTRIBUTION,
+                        ),
+                        timeout=timeout,
                     )
                     for name, (pid, mode) in policies.items()
                 )

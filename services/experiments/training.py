@@ -3,7 +3,9 @@
 A training run is a RunSpec with `learn=True`: Simic publishes version 0 of each arm's line, Tolaria acts round by
 round, Simic publishes version r+1 after round r. Evaluation runs (`learn=False`) then play the trained lines, and
 any baselines, on the same held-out seeds, so every comparison is paired env by env. Trained lines are evaluated
-through their `+greedy` view (argmax decisions, §4.9) unless `greedy_eval` is off.
+through their `+greedy` view (argmax decisions, §4.9) unless `greedy_eval` is off. An evaluation of version N of a
+line requires N, and its report counts the steps that another version decided (`version_check`, expected 0); a
+training run reports its version lag per round from the step records it wrote (`step_audit`).
 """
 
 from __future__ import annotations
@@ -20,19 +22,24 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import msgspec
 from nats.aio.client import Client
 
-from leyline_schemas import ArmSpec, RemoteError, RewardMode, RunSpec
+from leyline_schemas import ArmSpec, PolicyKind, RemoteError, RewardFamily, RewardMode, RunSpec
 from leyline_schemas.policy_ids import GREEDY_SUFFIX
 from services.experiments.statistics import bootstrap_interval
+from services.experiments.step_audit import evaluation_version_check, read_step_records, round_version_lags
 from services.operator.run_client import RunFollower, bus_session, episode_rows, follow_run
+from services.policy.pointers import read_pointer
+from services.runtime import jetstream
 
 EVAL_SEED_OFFSET = 100_003  # held-out: far from the training seeds (env seeds stride 1009 per env and round)
 
 
 @dataclass(frozen=True)
 class TrainingPlan:
-    """What to train and how to judge it; `arms` name fresh policy ids (one learning line each)."""
+    """What to train and how to judge it; `arms` name fresh policy ids (one learning line each), or existing lines
+    trained on from the version each is at when `continue_lines` is set."""
 
     arms: tuple[ArmSpec, ...]
     task: str = "digits"
@@ -49,6 +56,8 @@ class TrainingPlan:
     batch_size: int | None = None
     max_seeds: int = 0
     run_ahead: bool = False
+    strict_gates: bool = False
+    continue_lines: bool = False
     synthetic: bool = False
     run_prefix: str = "train"
     extra: dict[str, Any] = field(default_factory=dict)
@@ -124,13 +133,23 @@ def training_spec(plan: TrainingPlan, arm: ArmSpec, run_id: str) -> RunSpec:
         max_batches=plan.max_batches,
         batch_size=batch,
         synthetic=plan.synthetic,
+        permissive_gates=not plan.strict_gates,
         learn=True,
         run_ahead=plan.run_ahead,
         created_at=time.time(),
     )
 
 
-def evaluation_spec(plan: TrainingPlan, policy_id: str, reward_mode: RewardMode, run_id: str) -> RunSpec:
+def evaluation_spec(
+    plan: TrainingPlan,
+    policy_id: str,
+    reward_mode: RewardMode,
+    run_id: str,
+    *,
+    version: int = 0,
+    reward_family: RewardFamily = RewardFamily.CONTRIBUTION,
+) -> RunSpec:
+    """An evaluation run of `policy_id` on the held-out seeds, decided by `version` of the line (0: any version)."""
     slots, length, batch = _task_defaults(plan)
     return RunSpec(
         run_id=run_id,
@@ -139,11 +158,20 @@ def evaluation_spec(plan: TrainingPlan, policy_id: str, reward_mode: RewardMode,
         episodes=plan.eval_episodes,
         episode_length=length,
         n_envs=plan.eval_episodes,
-        arms=[ArmSpec(arm_id="eval", policy_id=policy_id, reward_mode=reward_mode)],
+        arms=[
+            ArmSpec(
+                arm_id="eval",
+                policy_id=policy_id,
+                reward_mode=reward_mode,
+                reward_family=reward_family,
+                from_version=version,
+            )
+        ],
         seed=plan.eval_seed if plan.eval_seed is not None else plan.seed + EVAL_SEED_OFFSET,
         max_seeds=plan.max_seeds,
         max_batches=plan.max_batches,
         batch_size=batch,
+        permissive_gates=not plan.strict_gates,
         synthetic=plan.synthetic,
         created_at=time.time(),
     )
@@ -194,6 +222,8 @@ async def train_on(nc: Client, plan: TrainingPlan, *, timeout: float = 3600.0) -
 
     async def one(arm: ArmSpec) -> tuple[str, dict[str, Any]]:
         run_id = f"{plan.run_prefix}-{stamp}-{arm.arm_id}-{uuid.uuid4().hex[:4]}"
+        if plan.continue_lines:
+            arm = msgspec.structs.replace(arm, from_version=await line_version(nc, arm.policy_id))
         spec = training_spec(plan, arm, run_id)
         _, follower, wall = await follow_run(
             nc,
@@ -202,36 +232,71 @@ async def train_on(nc: Client, plan: TrainingPlan, *, timeout: float = 3600.0) -
             show_progress=False,
             until=lambda f: _trained(f, arm.policy_id, plan.rounds),
         )
+        records = await read_step_records(nc, run_id, expected=spec.episodes * spec.episode_length)
+        lags = {row["round"]: row for row in round_version_lags(spec, records)}
+        curve = learning_curve(follower)
+        for row in curve:
+            lag = lags.get(row["round"], {})
+            row["version_lag"] = {k: lag.get(k) for k in ("lag_mean", "lag_max", "steps", "undecided_steps")}
         return arm.arm_id, {
             "run_id": run_id,
             "policy_id": arm.policy_id,
             "reward_mode": arm.reward_mode.value,
+            "reward_family": arm.reward_family.value,
+            "run_ahead": spec.run_ahead,
+            "from_version": arm.from_version,
             "state": "failed" if follower.failed else ("completed" if follower.done else "incomplete"),
             "final_version": follower.versions.get(arm.policy_id, -1),
             "updates": len([1 for pid, _ in follower.updates if pid == arm.policy_id]),
             "wall_seconds": round(wall, 1),
-            "curve": learning_curve(follower),
+            "curve": curve,
             "episodes": episode_rows(follower),
         }
 
     return dict(await asyncio.gather(*(one(arm) for arm in plan.arms)))
 
 
+async def line_version(nc: Client, policy_id: str) -> int:
+    """The version a trained line points at now; a line without a learned version cannot be continued."""
+    pointer = await read_pointer(await jetstream.policies_bucket(nc.jetstream()), policy_id)
+    if pointer is None or pointer.kind is not PolicyKind.LEARNED:
+        raise ValueError(f"{policy_id!r} is not a trained policy line on this bus (no learned version to resume)")
+    return pointer.version
+
+
 async def evaluate_on(
-    nc: Client, plan: TrainingPlan, policies: dict[str, tuple[str, RewardMode]], *, timeout: float = 3600.0
+    nc: Client,
+    plan: TrainingPlan,
+    policies: dict[str, tuple[str, RewardMode]],
+    *,
+    timeout: float = 3600.0,
+    versions: dict[str, int] | None = None,
 ) -> dict[str, dict[str, Any]]:
-    """Play each `name → (policy id, reward mode)` on the held-out seeds, concurrently; summaries per name."""
+    """Play each `name → (policy id, reward mode)` on the held-out seeds, concurrently; summaries per name.
+
+    A name in `versions` is evaluated at that version of its line, and its summary carries `version_check`: how many
+    of its steps were decided by another version, or by none (both expected 0).
+    """
     if plan.eval_episodes <= 0:
         return {}
     stamp = time.strftime("%Y%m%d-%H%M%S")
+    families = {arm.arm_id: arm.reward_family for arm in plan.arms}
 
     async def one(name: str, policy_id: str, mode: RewardMode) -> tuple[str, dict[str, Any]]:
         run_id = f"eval-{stamp}-{name.replace('+', '-')}-{uuid.uuid4().hex[:4]}"
-        _, follower, _ = await follow_run(
-            nc, evaluation_spec(plan, policy_id, mode, run_id), timeout=timeout, show_progress=False
+        version = (versions or {}).get(name)
+        # Baselines are scored like the first arm, so that their returns compare with its line's.
+        family = (
+            families.get(name, plan.arms[0].reward_family) if mode is RewardMode.SHAPED else RewardFamily.CONTRIBUTION
         )
+        spec = evaluation_spec(plan, policy_id, mode, run_id, version=version or 0, reward_family=family)
+        _, follower, _ = await follow_run(nc, spec, timeout=timeout, show_progress=False)
         episodes = episode_rows(follower)
-        return name, {"run_id": run_id, "policy_id": policy_id, **summarize(episodes), "per_episode": episodes}
+        result = {"run_id": run_id, "policy_id": policy_id, **summarize(episodes), "per_episode": episodes}
+        if version is not None:
+            records = await read_step_records(nc, run_id, expected=spec.episodes * spec.episode_length)
+            result["version_check"] = evaluation_version_check(records, version)
+        return name, result
 
     return dict(await asyncio.gather(*(one(name, pid, mode) for name, (pid, mode) in policies.items())))
 
@@ -244,7 +309,8 @@ async def train_and_evaluate_on(nc: Client, plan: TrainingPlan, *, timeout: floa
     suffix = GREEDY_SUFFIX if plan.greedy_eval else ""
     contenders = {arm.arm_id: (arm.policy_id + suffix, arm.reward_mode) for arm in plan.arms}
     contenders.update({name: (name, mode) for name in plan.baselines})
-    evaluation = await evaluate_on(nc, plan, contenders, timeout=timeout)
+    versions = {name: int(trained["final_version"]) for name, trained in training.items()}
+    evaluation = await evaluate_on(nc, plan, contenders, timeout=timeout, versions=versions)
     return {
         "task": plan.task,
         "rounds": plan.rounds,
@@ -283,12 +349,19 @@ def train_and_evaluate(
 
 
 def train_from_args(args: argparse.Namespace, nats_url: str | None) -> int:
-    """`esper run --policy ppo`: train a fresh policy line on the bus, then evaluate it against the heuristic."""
-    mode = RewardMode(args.reward_mode)
+    """`esper run --policy ppo`: train a fresh policy line (or, with `--resume-line`, an existing one from its latest
+    version) on the bus, then evaluate it against the heuristic."""
+    from services.operator.run_client import reward_choice
+
+    try:
+        mode, family = reward_choice(args.reward_mode, args.reward_family)
+    except ValueError as exc:
+        print(f"esper run: {exc}", file=sys.stderr)
+        return 2
     stamp = time.strftime("%Y%m%d-%H%M%S")
-    policy_id = f"ppo-{mode.value}-{stamp}-{uuid.uuid4().hex[:4]}"
+    policy_id = args.resume_line or f"ppo-{mode.value}-{stamp}-{uuid.uuid4().hex[:4]}"
     plan = TrainingPlan(
-        arms=(ArmSpec(arm_id="main", policy_id=policy_id, reward_mode=mode),),
+        arms=(ArmSpec(arm_id="main", policy_id=policy_id, reward_mode=mode, reward_family=family),),
         task=args.task,
         rounds=args.rounds,
         n_envs_per_arm=args.envs,
@@ -299,6 +372,9 @@ def train_from_args(args: argparse.Namespace, nats_url: str | None) -> int:
         max_batches=args.max_batches,
         batch_size=args.batch_size,
         max_seeds=args.max_seeds,
+        run_ahead=args.run_ahead,
+        strict_gates=args.strict_gates,
+        continue_lines=bool(args.resume_line),
         synthetic=args.synthetic,
     )
     out_dir = Path(args.out or f"runs/train-{stamp}")
@@ -311,12 +387,19 @@ def train_from_args(args: argparse.Namespace, nats_url: str | None) -> int:
     except RemoteError as exc:
         print(f"esper run: the run was refused: {exc.reply.message}", file=sys.stderr)
         return 2
+    except ValueError as exc:
+        print(f"esper run: {exc}", file=sys.stderr)
+        return 2
     training = result["training"]["main"]
     report = {
         "run_id": training["run_id"],
         "task": args.task,
         "policy": policy_id,
         "reward_mode": mode.value,
+        "reward_family": family.value,
+        "run_ahead": training["run_ahead"],
+        "strict_gates": args.strict_gates,
+        "from_version": training["from_version"],
         "state": training["state"],
         "final_version": training["final_version"],
         "rounds": training["curve"],
@@ -326,14 +409,21 @@ def train_from_args(args: argparse.Namespace, nats_url: str | None) -> int:
     }
     (out_dir / "report.json").write_text(json.dumps(report, indent=2) + "\n")
     for row in training["curve"]:
-        accuracy = row["mean_final_accuracy"]
-        print(f"round {row['round']}: mean return {row['mean_return']:+.3f}, mean accuracy {accuracy:.2f}%")
+        accuracy, lag = row["mean_final_accuracy"], row["version_lag"]
+        lag_text = "" if lag["lag_mean"] is None else f", version lag mean {lag['lag_mean']:.2f} max {lag['lag_max']}"
+        print(f"round {row['round']}: mean return {row['mean_return']:+.3f}, mean accuracy {accuracy:.2f}%{lag_text}")
     for name, summary in result["evaluation"].items():
         if summary.get("episodes"):
             ret, acc = summary["episode_return"], summary["final_accuracy"]
             print(
                 f"eval {name:<10} return {ret['mean']:+.3f} [{ret['low']:+.3f}, {ret['high']:+.3f}]  "
                 f"accuracy {acc['mean']:.2f}% [{acc['low']:.2f}, {acc['high']:.2f}]"
+            )
+        if "version_check" in summary:
+            check = summary["version_check"]
+            print(
+                f"eval {name:<10} v{check['evaluated_version']}: {check['version_mismatches']} of {check['steps']} "
+                f"steps decided by another version, {check['undecided_steps']} undecided"
             )
     print(f"-> {out_dir / 'report.json'} ({report['wall_seconds']}s)")
     return 0 if training["state"] == "completed" else 1

@@ -135,6 +135,12 @@ def cmd_schemas(args: argparse.Namespace) -> int:
 def cmd_tasks(args: argparse.Namespace) -> int:
     from services.tolaria.tasks import task_table
 
+    if args.measure:
+        from services.tolaria.headroom import measure_headroom
+
+        seeds = tuple(range(1, args.seeds + 1))
+        _print_json(measure_headroom(args.measure, seeds, args.epochs, args.max_batches).as_dict())
+        return 0
     table = task_table()
     if args.json:
         _print_json(table)
@@ -209,6 +215,10 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("tasks", help="the task registry")
     p.add_argument("--json", action="store_true")
+    p.add_argument("--measure", metavar="TASK", default=None, help="measure headroom: host alone vs slots filled")
+    p.add_argument("--seeds", type=int, default=3, help="with --measure: env seeds 1..N")
+    p.add_argument("--epochs", type=int, default=None, help="with --measure: epochs (default: the task's)")
+    p.add_argument("--max-batches", type=int, default=0, help="with --measure: batches per epoch, 0 = all")
     p.set_defaults(func=cmd_tasks)
 
     p = sub.add_parser("kasmina", help="Kasmina's mechanics library")

@@ -28,6 +28,7 @@ from leyline_schemas import (
     PolicyUpdated,
     PPOUpdateCompleted,
     RemoteError,
+    RewardFamily,
     RewardMode,
     RunAccepted,
     RunFinished,
@@ -65,7 +66,34 @@ def add_run_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--timeout", type=float, default=3600.0, help="give up after this many seconds")
     p.add_argument("--rounds", type=int, default=4, help="with --policy ppo: PPO rounds of --envs episodes each")
     p.add_argument("--eval-episodes", type=int, default=4, help="with --policy ppo: held-out episodes per contender")
+    p.add_argument(
+        "--reward-family",
+        default=RewardFamily.CONTRIBUTION.value,
+        choices=[f.value for f in RewardFamily],
+        help="loss: rewards from validation-loss deltas (only with --reward-mode shaped)",
+    )
+    p.add_argument("--strict-gates", action="store_true", help="lifecycle gates as the reference's strict ones")
+    p.add_argument(
+        "--async",
+        dest="run_ahead",
+        action="store_true",
+        help="with --policy ppo: envs run ahead of the learner (steps may act with older versions; the lag is shown)",
+    )
+    p.add_argument(
+        "--resume-line",
+        default=None,
+        metavar="POLICY_ID",
+        help="with --policy ppo: train this existing line on from its latest version instead of a fresh one",
+    )
     p.add_argument("--no-progress", action="store_true")
+
+
+def reward_choice(mode: str, family: str) -> tuple[RewardMode, RewardFamily]:
+    """The reward mode and family flags, checked together: the loss family exists only with mode shaped (§6.1)."""
+    chosen_mode, chosen_family = RewardMode(mode), RewardFamily(family)
+    if chosen_family is RewardFamily.LOSS and chosen_mode is not RewardMode.SHAPED:
+        raise ValueError(f"--reward-family loss needs --reward-mode shaped, not {chosen_mode.value}")
+    return chosen_mode, chosen_family
 
 
 @dataclass
@@ -81,6 +109,8 @@ class RunFollower:
     changed: asyncio.Event = field(default_factory=asyncio.Event)
     updates: dict[tuple[str, int], PPOUpdateCompleted] = field(default_factory=dict)
     versions: dict[str, int] = field(default_factory=dict)
+    #: (env, episode) → epoch → that epoch's EpochCompleted: the per-epoch curves (accuracy, compute, ops).
+    epoch_events: dict[tuple[int, int], dict[int, EpochCompleted]] = field(default_factory=dict)
 
     async def on_message(self, msg: Any) -> None:
         try:
@@ -93,6 +123,8 @@ class RunFollower:
             self.epochs_seen += 1
             if event.env_id is not None:
                 self.last_accuracy[event.env_id] = payload.val_accuracy
+                if event.episode is not None and event.epoch is not None:
+                    self.epoch_events.setdefault((event.env_id, event.episode), {})[event.epoch] = payload
         elif isinstance(payload, EpisodeOutcome):
             self.outcomes[(payload.env_id, payload.episode)] = payload
         elif isinstance(payload, RunFinished):
@@ -144,6 +176,7 @@ def build_report(spec: RunSpec, accepted: RunAccepted, follower: RunFollower, wa
         "task": spec.task,
         "policy": arm.policy_id,
         "reward_mode": arm.reward_mode.value,
+        "reward_family": arm.reward_family.value,
         "n_envs": spec.n_envs,
         "episode_length": spec.episode_length,
         "slots": accepted.slot_ids,
@@ -212,6 +245,9 @@ def spec_from_args(args: argparse.Namespace) -> RunSpec:
 
     task = get_task(args.task)
     slots = [s.strip() for s in args.slots.split(",")] if args.slots else list(task.default_slots)
+    if getattr(args, "run_ahead", False) or getattr(args, "resume_line", None):
+        raise ValueError("--async and --resume-line train a line: they need --policy ppo")
+    mode, family = reward_choice(args.reward_mode, getattr(args, "reward_family", RewardFamily.CONTRIBUTION.value))
     return RunSpec(
         run_id=f"run-{time.strftime('%Y%m%d-%H%M%S')}-{uuid.uuid4().hex[:6]}",
         task=task.name,
@@ -219,11 +255,12 @@ def spec_from_args(args: argparse.Namespace) -> RunSpec:
         episodes=args.episodes,
         episode_length=args.episode_length or task.episode_length,
         n_envs=args.envs,
-        arms=[ArmSpec(arm_id="main", policy_id=args.policy, reward_mode=RewardMode(args.reward_mode))],
+        arms=[ArmSpec(arm_id="main", policy_id=args.policy, reward_mode=mode, reward_family=family)],
         seed=args.seed,
         max_seeds=args.max_seeds,
         max_batches=args.max_batches,
         batch_size=args.batch_size or task.batch_size,
+        permissive_gates=not getattr(args, "strict_gates", False),
         synthetic=args.synthetic,
         created_at=time.time(),
     )

@@ -113,4 +113,11 @@ def episode_outcome(scored: ScoredEpisode, mode: RewardMode) -> EpisodeOutcome:
         length=len(scored.records),
         policy_id=last.policy_id,
         rollbacks=summary.rollbacks,
+        committed_params=summary.committed_params,
+        uncommitted_params=summary.uncommitted_params,
+        dead_params=summary.dead_params,
+        topology=summary.topology,
+        parameter_epochs=summary.parameter_epochs,
+        train_flops=summary.train_flops,
+        invalid_reason=summary.invalid_reason,
     )

@@ -4,9 +4,11 @@ Rounds follow ARCHITECTURE.md §6 (`leyline_schemas.rounds`): episode e belongs 
 arm i % len(arms). The update
 of round r publishes version base + r + 1; Tolaria starts round r once a version ≥ r is out (strictly on-policy),
 or at once with `run_ahead`, in which case steps acted with older versions. A step's version lag is the version the
-learner holds when it trains on the step minus the version that acted. Lagging steps are trained through the
-anchored ratio (re-anchored at the current weights, as the reference does for every step, §5.9); an episode whose
-lag exceeds `max_version_lag` is left out of the update but still counted as consumed.
+learner holds when it trains on the step minus the version that acted. Lagging steps are importance-corrected: their
+PPO ratio is taken against the behaviour log-probs their records carry (`ppo.stale_steps`), not against the weights
+that start the update; an episode whose lag exceeds `max_version_lag` is left out of the update but still counted as
+consumed. A run that continues a line (`ArmSpec.from_version`) starts from the checkpoint that produced the line's
+latest version, optimiser and normalisers included, when there is one (`continue_line`).
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ import torch
 from safetensors.torch import load as load_tensors
 from safetensors.torch import save as save_tensors
 
-from leyline_schemas import ArmSpec, RewardMode, RunSpec, rounds
+from leyline_schemas import ArmSpec, RewardFamily, RewardMode, RunSpec, rounds
 from services.policy.network import FactoredRecurrentActorCritic, NetworkConfig, seeded_network
 from services.policy.normalization import ObservationNormalizer
 from services.policy.weights import (
@@ -54,9 +56,9 @@ class LearnerConfig:
             num_slots=num_slots, hidden=self.hidden, head_hidden=self.head_hidden, lstm_layers=self.lstm_layers
         )
 
-    def rewards(self, mode: RewardMode) -> RewardConfig:
+    def rewards(self, mode: RewardMode, family: RewardFamily = RewardFamily.CONTRIBUTION) -> RewardConfig:
         """How episodes are scored for these arms: the reward's γ is PPO's γ, read from here and nowhere else (§6.3)."""
-        return RewardConfig(mode=mode, gamma=self.ppo.gamma)
+        return RewardConfig(mode=mode, family=family, gamma=self.ppo.gamma)
 
 
 def arm_seed(run_seed: int, policy_id: str) -> int:
@@ -117,7 +119,7 @@ class ArmLearner:
         self.updates_done = updates_done
         self.reward_normalizer = reward_normalizer or RewardNormalizer()
         self.value_normalizer = value_normalizer or ValueNormalizer()
-        self.reward_config = config.rewards(self.arm.reward_mode)
+        self.reward_config = config.rewards(self.arm.reward_mode, self.arm.reward_family)
         self.optimizer = torch.optim.Adam(network.parameters(), lr=config.ppo.learning_rate, eps=config.ppo.adam_eps)
         self.pending: dict[int, dict[int, EpisodeRollout | None]] = {}
         self.note = ""
@@ -286,12 +288,34 @@ class ArmLearner:
     @staticmethod
     def restore(spec: RunSpec, arm_index: int, config: LearnerConfig, blob: bytes) -> ArmLearner:
         """Resume from `checkpoint()` bytes; a checkpoint of another run or arm is refused."""
-        metadata = safetensors_metadata(blob)
+        metadata = _checkpoint_metadata(blob)
         arm = spec.arms[arm_index]
-        if metadata.get("format") != CHECKPOINT_FORMAT:
-            raise PolicyBlobError(f"format {metadata.get('format')!r} is not {CHECKPOINT_FORMAT}")
         if (metadata.get("run_id"), metadata.get("arm_id")) != (spec.run_id, arm.arm_id):
             raise PolicyBlobError(f"checkpoint of {metadata.get('run_id')}/{metadata.get('arm_id')}, not this arm")
+        learner = ArmLearner._from_checkpoint(
+            spec, arm_index, config, blob, int(metadata["base_version"]), int(metadata["rounds_done"])
+        )
+        learner.note = metadata.get("note", "")
+        return learner
+
+    @staticmethod
+    def continue_line(spec: RunSpec, arm_index: int, config: LearnerConfig, blob: bytes, version: int) -> ArmLearner:
+        """A new run's learner for a line whose `version` another run's checkpoint `blob` produced: the same network,
+        optimiser, normalisers and update count, with this run's rounds counted on from `version`."""
+        metadata = _checkpoint_metadata(blob)
+        policy_id = spec.arms[arm_index].policy_id
+        produced = int(metadata.get("base_version", -1)) + int(metadata.get("rounds_done", 0))
+        if metadata.get("policy_id") != policy_id or produced != version:
+            raise PolicyBlobError(
+                f"checkpoint of {metadata.get('policy_id')} v{produced}, not of {policy_id} v{version}"
+            )
+        return ArmLearner._from_checkpoint(spec, arm_index, config, blob, version, 0)
+
+    @staticmethod
+    def _from_checkpoint(
+        spec: RunSpec, arm_index: int, config: LearnerConfig, blob: bytes, base_version: int, rounds_done: int
+    ) -> ArmLearner:
+        metadata = safetensors_metadata(blob)
         tensors = load_tensors(blob)
         network = load_network(tensors, NetworkConfig.from_dict(json.loads(metadata["network"])))
         learner = ArmLearner(
@@ -300,13 +324,12 @@ class ArmLearner:
             config,
             network,
             ObservationNormalizer.from_tensors(tensors),
-            base_version=int(metadata["base_version"]),
-            rounds_done=int(metadata["rounds_done"]),
+            base_version=base_version,
+            rounds_done=rounds_done,
             updates_done=int(metadata["updates_done"]),
             reward_normalizer=RewardNormalizer.from_tensors(tensors),
             value_normalizer=ValueNormalizer.from_tensors(tensors),
         )
-        learner.note = metadata.get("note", "")
         state = learner.optimizer.state_dict()
         for index, _param in enumerate(network.parameters()):
             entries = {
@@ -316,3 +339,10 @@ class ArmLearner:
                 state["state"][index] = entries
         learner.optimizer.load_state_dict(state)
         return learner
+
+
+def _checkpoint_metadata(blob: bytes) -> dict[str, str]:
+    metadata = safetensors_metadata(blob)
+    if metadata.get("format") != CHECKPOINT_FORMAT:
+        raise PolicyBlobError(f"format {metadata.get('format')!r} is not {CHECKPOINT_FORMAT}")
+    return metadata

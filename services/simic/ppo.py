@@ -4,6 +4,12 @@ One call of `ppo_update` consumes one round: anchor pass → GAE → advantage n
 value-normaliser update → several epochs of minibatches of whole env sequences (ARCHITECTURE.md §11), each with
 per-head clipped losses under causal masks, the value and Q losses, entropy terms with floors, the KL early stop
 and the finiteness gate. The loss terms are in `ppo_losses`, the diagnostics in `ppo_diagnostics`.
+
+Off-policy steps (`--async`: acted by a version older than the one being trained) are importance-corrected, not
+dropped: their clipped ratio is π_θ/μ against the behaviour log-probs their step records carry, so the clip bounds
+how far the update may move on a step another version chose. Steps of the current version keep the ratio anchored at
+the start of the update (§5.9), where π^ref = μ. The KL early stop always measures the move from that anchor, so
+stale steps cannot trip it by themselves. Episodes older than `max_version_lag` are dropped by the learner.
 """
 
 from __future__ import annotations
@@ -29,6 +35,7 @@ from services.simic.ppo_losses import (
     clipped_surrogate,
     entropy_bonus,
     entropy_floor_penalty,
+    probability_ratio,
     weighted_value_loss,
 )
 from services.simic.reward_config import DEFAULT_GAMMA
@@ -42,6 +49,7 @@ __all__ = [
     "entropy_floor_penalty",
     "evaluate_sequences",
     "ppo_update",
+    "stale_steps",
     "weighted_value_loss",
 ]
 
@@ -123,6 +131,7 @@ class Anchor:
     """What the anchor pass fixes for every minibatch of one update (§5.8–5.9)."""
 
     ref_log_probs: dict[str, torch.Tensor]  # log π^ref at the weights that start the update
+    behaviour_log_probs: dict[str, torch.Tensor]  # the ratio's denominator: log μ on stale steps, log π^ref elsewhere
     advantages: torch.Tensor  # Â, normalised (§5.7)
     targets: torch.Tensor  # R/σ, the value targets
     value_weights: torch.Tensor  # w: 0.2 on forced steps, 1 elsewhere
@@ -149,8 +158,8 @@ def loss_terms(
     for head in HEAD_NAMES:
         causal = batch.causal[head][rows]
         mask = causal & acting  # M_k = causal ∧ ¬forced (∧ the policy actually sampled the step)
-        l_clip, ratio, log_ratio = clipped_surrogate(
-            new.log_probs[head], anchor.ref_log_probs[head][rows], adv, causal, acting, clip
+        l_clip, ratio, _ = clipped_surrogate(
+            new.log_probs[head], anchor.behaviour_log_probs[head][rows], adv, causal, acting, clip
         )
         policy_loss = policy_loss + l_clip
         entropy_loss = entropy_loss - entropy_bonus(head, new.entropies[head], mask)
@@ -158,7 +167,10 @@ def loss_terms(
             head, new.entropies[head], batch.available[head][rows] & acting
         )
         with torch.no_grad():
-            kl_total = kl_total + anchor.kl_weights[head] * approx_kl(ratio, log_ratio, causal & batch.acted[rows])
+            anchor_ratio, log_ratio = probability_ratio(new.log_probs[head], anchor.ref_log_probs[head][rows])
+            kl_total = kl_total + anchor.kl_weights[head] * approx_kl(
+                anchor_ratio, log_ratio, causal & batch.acted[rows]
+            )
             kl_weight = kl_weight + anchor.kl_weights[head]
         gauge.measure(ratio, mask, clip)
     floor_penalty = c.floor_scale * floor_penalty
@@ -167,6 +179,13 @@ def loss_terms(
     q_loss = weighted_value_loss(new.q_values, anchor.targets[rows], anchor.value_weights[rows])
     aux_loss = auxiliary_loss(new.contributions, batch.contribution_targets[rows], batch.contribution_mask[rows])
     return LossTerms(policy_loss, value_loss, q_loss, aux_loss, entropy_loss, floor_penalty, kl)
+
+
+def stale_steps(batch: RolloutBatch, current_version: int) -> torch.Tensor:
+    """Steps the policy sampled with an older version than `current_version` (none when it is unknown, −1)."""
+    if current_version < 0:
+        return torch.zeros_like(batch.acted)
+    return batch.acted & (batch.policy_versions < current_version)
 
 
 def _finite(*tensors: torch.Tensor) -> bool:
@@ -204,8 +223,12 @@ def ppo_update(
     norm_advantages = normalize_advantages(advantages)
     stats.explained_variance = explained_variance(values, returns)
     value_normalizer.update(returns)
+    stale = stale_steps(batch, current_version)
     anchor = Anchor(
         ref_log_probs=reference.log_probs,
+        behaviour_log_probs={
+            head: torch.where(stale, batch.rollout_log_probs[head], reference.log_probs[head]) for head in HEAD_NAMES
+        },
         advantages=norm_advantages,
         targets=value_normalizer.normalize(returns),
         value_weights=torch.where(batch.forced, config.forced_value_weight, 1.0),
@@ -249,5 +272,6 @@ def ppo_update(
     summarize(
         stats, tally, network, batch, figures, c=c, value_scale=value_normalizer.scale, current_version=current_version
     )
+    stats.diagnostics["importance_corrected_steps"] = float(stale.sum())
     stats.update_seconds = time.perf_counter() - started
     return stats

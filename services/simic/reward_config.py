@@ -72,6 +72,15 @@ def reward_mode(spec: RunSpec | None, arm_id: str) -> RewardMode:
     return RewardMode.SIMPLIFIED
 
 
+def reward_family(spec: RunSpec | None, arm_id: str) -> RewardFamily:
+    """The reward family an arm of the run is scored under; contribution for an unknown run or arm."""
+    if spec is not None:
+        for arm in spec.arms:
+            if arm.arm_id == arm_id:
+                return arm.reward_family
+    return RewardFamily.CONTRIBUTION
+
+
 @dataclass(frozen=True)
 class RewardBreakdown:
     """The reward of one step and its named, signed components; `total` is their sum."""

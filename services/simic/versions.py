@@ -18,7 +18,7 @@ import msgspec
 from nats.js.kv import KeyValue
 from nats.js.object_store import ObjectStore
 
-from leyline_schemas import PolicyUpdated, PPOUpdateCompleted, RunSpec
+from leyline_schemas import ActivePolicy, PolicyUpdated, PPOUpdateCompleted, RunSpec
 from leyline_schemas.policy_ids import BUILTIN_POLICY_IDS
 from services.policy.pointers import (
     delete_weights,
@@ -100,13 +100,7 @@ class VersionPublisher:
             return learner
         pointer = await read_pointer(self.policies, arm.policy_id)
         if pointer is not None:
-            blob = await fetch_object(self.store, pointer.object_name)
-            try:
-                weights = decode_policy(blob or b"", expected_sha256=pointer.sha256)
-            except PolicyBlobError as exc:
-                raise ValueError(f"line {arm.policy_id} v{pointer.version} cannot be trained on: {exc}") from exc
-            learner = ArmLearner(spec, index, config, weights.network, weights.normalizer, base_version=pointer.version)
-            log.info("%s/%s: continues line %s from v%d", spec.run_id, arm.arm_id, arm.policy_id, pointer.version)
+            learner = await self.continue_line(spec, index, config, pointer)
         else:
             learner = ArmLearner.fresh(spec, index, config)
             log.info("%s/%s: new line %s", spec.run_id, arm.arm_id, arm.policy_id)
@@ -114,6 +108,40 @@ class VersionPublisher:
         if pointer is None:
             await self.publish(spec, learner, learner.policy_blob(), None)
         return learner
+
+    async def continue_line(
+        self, spec: RunSpec, index: int, config: LearnerConfig, pointer: ActivePolicy
+    ) -> ArmLearner:
+        """A learner that trains the line on from the version `pointer` names: from the checkpoint that produced it
+        (optimiser and normalisers too) when the pointer names one that is still stored, else from its weights."""
+        arm = spec.arms[index]
+        checkpoint = await fetch_object(self.store, pointer.checkpoint) if pointer.checkpoint else None
+        if checkpoint is not None:
+            try:
+                learner = await asyncio.to_thread(
+                    ArmLearner.continue_line, spec, index, config, checkpoint, pointer.version
+                )
+            except PolicyBlobError as exc:
+                log.warning(
+                    "%s: checkpoint %s not usable (%s); continuing from weights", arm.policy_id, pointer.checkpoint, exc
+                )
+            else:
+                log.info(
+                    "%s/%s: continues line %s from v%d (checkpoint %s)",
+                    spec.run_id,
+                    arm.arm_id,
+                    arm.policy_id,
+                    pointer.version,
+                    pointer.checkpoint,
+                )
+                return learner
+        blob = await fetch_object(self.store, pointer.object_name)
+        try:
+            weights = decode_policy(blob or b"", expected_sha256=pointer.sha256)
+        except PolicyBlobError as exc:
+            raise ValueError(f"line {arm.policy_id} v{pointer.version} cannot be trained on: {exc}") from exc
+        log.info("%s/%s: continues line %s from v%d (weights)", spec.run_id, arm.arm_id, arm.policy_id, pointer.version)
+        return ArmLearner(spec, index, config, weights.network, weights.normalizer, base_version=pointer.version)
 
     async def commit(self, spec: RunSpec, learner: ArmLearner, update: RoundUpdate) -> None:
         """Make an applied update durable and point the line at it (the caller acks the round afterwards)."""
@@ -132,7 +160,10 @@ class VersionPublisher:
             event = self.telemetry.event(spec.run_id, payload)
             event_id = f"{kind}-{spec.run_id}-{learner.policy_id}-{learner.version}"
             await self.telemetry.publish(msgspec.structs.replace(event, event_id=event_id))
-        await write_pointer(self.policies, pointer)
+        # The checkpoint written just before holds this version's optimiser and normalisers: a later run continues
+        # the line from there (continue_line).
+        checkpoint = checkpoint_object(spec.run_id, learner.arm.arm_id)
+        await write_pointer(self.policies, msgspec.structs.replace(pointer, checkpoint=checkpoint))
         await self.prune(learner.policy_id, learner.version)
 
     async def prune(self, policy_id: str, current: int) -> list[int]:

@@ -13,6 +13,7 @@ import msgspec
 from leyline_schemas import ActivePolicy, Decision, DecisionRequest, PolicyKind
 from leyline_schemas.policy_ids import BUILTIN_POLICY_IDS, GREEDY_SUFFIX
 from services.tamiyo.heuristic import decide_heuristic
+from services.tamiyo.schedules import schedule_decision
 from services.tamiyo.simple_policies import random_decision, wait_decision
 
 DecideFn = Callable[[DecisionRequest], Decision]
@@ -43,6 +44,7 @@ BUILTIN_DECIDERS: dict[PolicyKind, DecideFn] = {
     PolicyKind.HEURISTIC: decide_heuristic,
     PolicyKind.RANDOM: _random,
     PolicyKind.WAIT: wait_decision,
+    PolicyKind.SCHEDULE: schedule_decision,
 }
 
 

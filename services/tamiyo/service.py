@@ -55,6 +55,9 @@ class TamiyoSettings(RuntimeSettings):
 
     service: str = "tamiyo"
     torch_threads: int = 1
+    #: Tests and benchmarks only: seconds every learned version's load is held back (a slow weights store), to
+    #: show that a step still never acts with an older version than it requires (ESPER_WEIGHT_LOAD_DELAY).
+    weight_load_delay: float = 0.0
 
 
 @dataclass
@@ -90,6 +93,10 @@ class PolicyLines:
                 self.revisions[policy_id] = revision
                 return
             try:
+                delay = self.ctx.settings.weight_load_delay
+                if needs_blob(active) and delay > 0:
+                    log.info("holding back the load of %s v%d for %.1fs", policy_id, active.version, delay)
+                    await asyncio.sleep(delay)
                 blob = await fetch_object(self.store, active.object_name) if needs_blob(active) else None
                 served = await asyncio.to_thread(served_policy, active, blob)
             except PolicyLoadError as exc:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import logging
 import math
 import random
@@ -16,6 +17,7 @@ from leyline_schemas import (
     ACTIVE_STAGES,
     LIVE_STAGES,
     EpisodeSummary,
+    EpochCompute,
     EpochReport,
     Germinate,
     GovernorReport,
@@ -29,16 +31,19 @@ from leyline_schemas import (
     SlotReport,
     SlotState,
     StepDirective,
+    TopologyManifest,
 )
 from services.kasmina.mechanics.gradients import GradientMonitor
 from services.kasmina.mechanics.lifecycle import governor_prune
 from services.kasmina.mechanics.model import MorphogeneticModel
 from services.kasmina.mechanics.slot import GerminationError, SlotSyncError
 from services.tolaria.acceleration import Acceleration, choose
+from services.tolaria.compute import FlopCache, epoch_compute_figures
 from services.tolaria.data import BatchStream
 from services.tolaria.governor import Governor, GovernorConfig
 from services.tolaria.signals import SignalTracker
 from services.tolaria.tasks import TaskData, TaskSpec
+from services.tolaria.topology import forward_signature, parameter_split, record_topology, replay_topology
 from services.tolaria.validation import TerminalAttribution, ValidationResult, fused_validate, terminal_attribution
 
 log = logging.getLogger("esper.tolaria.env")
@@ -87,6 +92,7 @@ class EpisodeEnv:
         device: str = "cpu",
         lifecycle: LifecycleConfig | None = None,
         acceleration: Acceleration | None = None,
+        replay: TopologyManifest | None = None,
     ) -> None:
         seed_everything(seed)
         self.acceleration = acceleration or choose(device)
@@ -127,6 +133,18 @@ class EpisodeEnv:
         self.signals = SignalTracker(plateau_threshold=task.plateau_threshold)
         self.gradients = GradientMonitor()
         self.slot_states = [SlotState(slot_id=sid) for sid in self.slot_ids]
+        if replay is not None:
+            # Static-final (proof-baselines §3.3): the seeds draw fresh weights from the global RNG right after the
+            # host, so the host's weights equal the source episode's at epoch 0.
+            self.slot_states = replay_topology(task.name, self.model, self.slot_states, replay)
+        self.replayed = replay
+        self.flops = FlopCache()
+        self._flop_sample = data.x_val[:1].to(self.device)
+        self.params_in_forward: list[int] = []
+        self.train_flops: list[int] = []
+        self._train_samples = 0
+        self._order_hash = ""
+        self.invalid_reason = ""
         self.lifecycle = lifecycle or LifecycleConfig(max_epochs=episode_length)
         self.loss_history: list[float] = []
         self.accuracy_history: list[float] = []
@@ -179,7 +197,10 @@ class EpisodeEnv:
         optimizers = {sid: opt for sid in self.slot_ids if (opt := self._seed_optimizer(sid)) is not None}
         host_params = self.model.host_parameters()
         loss_total, correct, count, batches = 0.0, 0.0, 0, 0
+        order = hashlib.sha256()
         for step, (x, y) in enumerate(self.train_stream.epoch()):
+            # The label sequence in training order stands for the sample order (equal within a pair of cohorts).
+            order.update(y.numpy().tobytes() if y.device.type == "cpu" else y.cpu().numpy().tobytes())
             if self.augment is not None:
                 x = self.augment(x, self.augment_generator)
             x = x.to(self.device, non_blocking=True)
@@ -203,14 +224,17 @@ class EpisodeEnv:
             correct += float((logits.detach().argmax(-1) == y).float().sum())
             count += y.numel()
             batches += 1
+        self._train_samples, self._order_hash = count, order.hexdigest()[:16]
         return loss_total / max(1, batches), 100.0 * correct / max(1, count)
 
     def run_epoch(self, epoch: int) -> EpochOutcome:
         """Train, validate (fused counterfactuals), consult the governor, and build the epoch report."""
         started = time.perf_counter()
         train_loss, train_accuracy = self.train_epoch()
+        trained = time.perf_counter()
         with self.acceleration.autocast():
             validation = fused_validate(self.model, self.val_batches, self.device)
+        compute = self._epoch_compute(validation, trained - started, time.perf_counter() - trained)
         verdict = self.governor.check(validation.val_loss)
         rollback: GovernorReport | None = None
         events: list[SeedPruned] = []
@@ -243,11 +267,37 @@ class EpisodeEnv:
             signals=signals,
             governor=rollback,
             epoch_seconds=time.perf_counter() - started,
+            compute=compute,
         )
         attribution = None
         if epoch == self.episode_length:
             attribution = terminal_attribution(self.model, self.val_batches, self.device, seed=self.seed)
         return EpochOutcome(report=report, rollback=rollback, rollback_events=events, attribution=attribution)
+
+    def _epoch_compute(
+        self, validation: ValidationResult, train_seconds: float, validate_seconds: float
+    ) -> EpochCompute:
+        """The epoch's parameters in forward and FLOPs (proof-baselines §4), measured once per set of live seeds."""
+        fwd = self.flops.forward_flops(forward_signature(self.model), self.model, self._flop_sample)
+        in_forward = self.host_params + sum(s.seed_param_count for s in self.model.seed_slots() if s.is_active)
+        val_samples = sum(len(y) for _, y in self.val_batches)
+        configs = max(1, len(validation.configs))
+        figures = epoch_compute_figures(
+            params_in_forward=in_forward,
+            train_samples=self._train_samples,
+            val_samples=val_samples,
+            fwd_flops_per_sample=fwd,
+            configs=configs,
+        )
+        self.params_in_forward.append(in_forward)
+        self.train_flops.append(figures.train_flops)
+        return EpochCompute(
+            **figures.as_dict(),
+            validation_configs=configs,
+            train_seconds=train_seconds,
+            validate_seconds=validate_seconds,
+            data_order_hash=self._order_hash,
+        )
 
     def _slot_reports(self, validation: ValidationResult) -> list[SlotReport]:
         reports = []
@@ -363,7 +413,11 @@ class EpisodeEnv:
         self.slot_states = states
         return refused
 
-    def summary(self) -> EpisodeSummary:
+    def summary(self, run_id: str = "", env_id: int = -1, episode: int = -1) -> EpisodeSummary:
+        split = parameter_split(self.model, self.slot_states)
+        topology = record_topology(
+            self.task.name, self.model, self.slot_states, run_id=run_id, env_id=env_id, episode=episode
+        )
         return EpisodeSummary(
             final_accuracy=self.last_accuracy,
             host_params=self.host_params,
@@ -372,4 +426,11 @@ class EpisodeEnv:
             seeds_fossilized=self.counters.fossilized,
             seeds_pruned=self.counters.pruned,
             rollbacks=self.counters.rollbacks,
+            committed_params=split.committed,
+            uncommitted_params=split.uncommitted,
+            dead_params=split.dead,
+            topology=topology,
+            parameter_epochs=sum(self.params_in_forward),
+            train_flops=sum(self.train_flops),
+            invalid_reason=self.invalid_reason,
         )

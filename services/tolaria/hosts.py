@@ -44,12 +44,15 @@ class SlottedHostBase(nn.Module):
 
 
 class ConvBlock(nn.Module):
-    """Conv k×k (same padding, no bias) → BatchNorm → ReLU (reference/kasmina.md §2.3 item 42)."""
+    """Conv k×k (same padding, no bias) → BatchNorm → ReLU (reference/kasmina.md §2.3 item 42); on 1-D signals a
+    width-k Conv1d and BatchNorm1d."""
 
-    def __init__(self, in_channels: int, out_channels: int, kernel_size: int = 3) -> None:
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: int = 3, spatial_dims: int = 2) -> None:
         super().__init__()
-        self.conv = nn.Conv2d(in_channels, out_channels, kernel_size, padding=kernel_size // 2, bias=False)
-        self.bn = nn.BatchNorm2d(out_channels)
+        conv = nn.Conv1d if spatial_dims == 1 else nn.Conv2d
+        norm = nn.BatchNorm1d if spatial_dims == 1 else nn.BatchNorm2d
+        self.conv = conv(in_channels, out_channels, kernel_size, padding=kernel_size // 2, bias=False)
+        self.bn = norm(out_channels)
 
     def forward(self, x: Tensor) -> Tensor:
         return F.relu(self.bn(self.conv(x)))
@@ -59,6 +62,8 @@ class CNNHost(SlottedHostBase):
     """Conv blocks doubling channels, 2×2 max-pool after the first `pool_layers`, global pool and a linear head.
 
     Row 0 slots `r0c{i}` sit after block i (PRE_POOL); row 1 slots `r1c{i}` after pool i (POST_POOL) (§2.3 item 43).
+    With `spatial_dims=1` the same host runs on 1-D signals (N, C, L): width-k convs and pools of 2 (the mnist1d
+    host); its slots say so, so seeds are built as 1-D modules.
     """
 
     def __init__(
@@ -70,18 +75,24 @@ class CNNHost(SlottedHostBase):
         pool_layers: int | None = None,
         num_classes: int = 10,
         channels_last: bool = True,
+        spatial_dims: int = 2,
     ) -> None:
         super().__init__()
+        if spatial_dims not in (1, 2):
+            raise ValueError(f"CNNHost runs on 1-D or 2-D maps, got spatial_dims={spatial_dims}")
         if n_blocks < 2:
             raise ValueError(f"CNNHost needs n_blocks >= 2, got {n_blocks}")
         pools = n_blocks if pool_layers is None else pool_layers
         if not 0 <= pools <= n_blocks:
             raise ValueError(f"pool_layers must lie in [0, {n_blocks}], got {pools}")
-        self.channels_last = channels_last
+        self.spatial_dims = spatial_dims
+        self.channels_last = channels_last and spatial_dims == 2
         self.block_channels = [base_channels * 2**i for i in range(n_blocks)]
         ins = [in_channels, *self.block_channels[:-1]]
-        self.blocks = nn.ModuleList(ConvBlock(i, o, kernel_size) for i, o in zip(ins, self.block_channels, strict=True))
-        self.pool = nn.MaxPool2d(2, 2)
+        self.blocks = nn.ModuleList(
+            ConvBlock(i, o, kernel_size, spatial_dims) for i, o in zip(ins, self.block_channels, strict=True)
+        )
+        self.pool: nn.Module = nn.MaxPool1d(2, 2) if spatial_dims == 1 else nn.MaxPool2d(2, 2)
         self.head = nn.Linear(self.block_channels[-1], num_classes)
 
         # The timeline fixes where each boundary sits: the number of ops executed before it (§2.3 item 44).
@@ -98,6 +109,7 @@ class CNNHost(SlottedHostBase):
                     order=i,
                     surface=SurfaceType.PRE_POOL,
                     position=(2 * i + 1) / (2 * n_blocks),
+                    spatial_dims=spatial_dims,
                 )
             )
             if i < pools:
@@ -110,6 +122,7 @@ class CNNHost(SlottedHostBase):
                         order=n_blocks + i,
                         surface=SurfaceType.POST_POOL,
                         position=(2 * i + 2) / (2 * n_blocks),
+                        spatial_dims=spatial_dims,
                     )
                 )
         self._ops: tuple[_Op, ...] = tuple(ops)
@@ -123,7 +136,7 @@ class CNNHost(SlottedHostBase):
             for dst in self._execution
             if self._boundary[dst] > self._start(src)
         }
-        if channels_last:
+        if self.channels_last:
             self.to(memory_format=torch.channels_last)  # type: ignore[call-overload]
 
     def _start(self, segment: str | None) -> int:
@@ -138,7 +151,7 @@ class CNNHost(SlottedHostBase):
         return x.contiguous(memory_format=torch.channels_last) if self.channels_last else x
 
     def _classify(self, x: Tensor) -> Tensor:
-        result: torch.Tensor = self.head(x.mean(dim=(2, 3)))
+        result: torch.Tensor = self.head(x.flatten(2).mean(dim=2))
         return result
 
     @property

@@ -12,6 +12,8 @@ from nats.js.errors import KeyWrongLastSequenceError
 from leyline_schemas import (
     ArmSpec,
     ErrorCode,
+    RewardFamily,
+    RewardMode,
     RunAccepted,
     RunSpec,
     RunStarted,
@@ -24,6 +26,7 @@ from leyline_schemas import (
     subjects,
 )
 from leyline_schemas.policy_ids import BUILTIN_POLICY_IDS
+from services.policy.pointers import read_pointer
 from services.runtime import jetstream
 from services.runtime.service import Endpoint, RequestRejected, ServiceContext, ServiceDefinition
 from services.runtime.settings import RuntimeSettings
@@ -62,6 +65,24 @@ class TolariaSettings(RuntimeSettings):
 TolariaContext = ServiceContext[TolariaSettings, None]
 
 
+def _check_controls(spec: RunSpec, slots: list[str], host_params: int) -> None:
+    """The control cohorts' fields (plans/proof-baselines.md §3.1, §3.3): refuse what cannot be built honestly."""
+    if not spec.morphogenesis and (spec.learn or spec.env_topologies):
+        raise RequestRejected(
+            ErrorCode.INVALID_REQUEST, "morphogenesis off cannot learn or replay a topology", "morphogenesis"
+        )
+    for env_id, manifest in spec.env_topologies.items():
+        problem = ""
+        if not 0 <= env_id < spec.n_envs:
+            problem = f"env {env_id} is not one of the run's {spec.n_envs} envs"
+        elif manifest.task != spec.task or manifest.host_params != host_params:
+            problem = f"env {env_id}: the manifest is of {manifest.task} ({manifest.host_params} host params)"
+        elif unknown := [s.slot_id for s in manifest.seeds if s.slot_id not in slots]:
+            problem = f"env {env_id}: manifest slots {unknown} are not enabled ({slots})"
+        if problem:
+            raise RequestRejected(ErrorCode.INVALID_REQUEST, problem, "env_topologies")
+
+
 def _check_spec(spec: RunSpec) -> tuple[RunSpec, int]:
     """Refuse a spec that cannot run, naming the field; fill in the task's default slots and arm.
 
@@ -92,7 +113,18 @@ def _check_spec(spec: RunSpec) -> tuple[RunSpec, int]:
             f"slots {slots} are not distinct injection points of {task.name}: {available}",
             "slots",
         )
+    _check_controls(spec, slots, sum(p.numel() for p in host.parameters()))
     arms = list(spec.arms) or [ArmSpec(arm_id="main", policy_id="heuristic")]
+    for arm in arms:
+        if arm.reward_family is RewardFamily.LOSS and arm.reward_mode is not RewardMode.SHAPED:
+            raise RequestRejected(
+                ErrorCode.INVALID_REQUEST,
+                f"arm {arm.arm_id}: the loss reward family exists only with reward mode shaped, "
+                f"not {arm.reward_mode.value}",
+                "arms",
+            )
+        if arm.from_version < 0:
+            raise RequestRejected(ErrorCode.INVALID_REQUEST, f"arm {arm.arm_id}: from_version must be >= 0", "arms")
     if spec.learn:
         # Each learning arm is its own line of versions: a shared or built-in id would never get a version 0.
         ids = [a.policy_id for a in arms]
@@ -110,6 +142,27 @@ def _check_spec(spec: RunSpec) -> tuple[RunSpec, int]:
     return checked, host_params
 
 
+async def _check_lines(spec: RunSpec, ctx: TolariaContext) -> None:
+    """A learning arm starts a fresh line or continues one from exactly where it is: round r of a line continued
+    from vN is acted by vN + r, so an arm must name the version its line is at (`from_version`, 0 for a new line)."""
+    policies = await jetstream.policies_bucket(ctx.js)
+    for arm in spec.arms:
+        pointer = await read_pointer(policies, arm.policy_id)
+        if pointer is None and arm.from_version > 0:
+            raise RequestRejected(
+                ErrorCode.INVALID_REQUEST,
+                f"arm {arm.arm_id}: line {arm.policy_id} has no version to continue from",
+                "arms",
+            )
+        if pointer is not None and pointer.version != arm.from_version:
+            raise RequestRejected(
+                ErrorCode.INVALID_REQUEST,
+                f"arm {arm.arm_id}: line {arm.policy_id} is at v{pointer.version}, not v{arm.from_version}; "
+                f"continue it with from_version={pointer.version} (esper run --resume-line) or train a fresh id",
+                "arms",
+            )
+
+
 async def handle_start(spec: RunSpec, ctx: TolariaContext) -> RunAccepted:
     spec, host_params = await run_torch(_check_spec, spec)
     settings = ctx.settings
@@ -118,6 +171,8 @@ async def handle_start(spec: RunSpec, ctx: TolariaContext) -> RunAccepted:
         await run_torch(load_task_data, spec.task, spec.seed, spec.synthetic, settings.data_dir)
     except DatasetUnavailable as exc:
         raise RequestRejected(ErrorCode.UNAVAILABLE, str(exc), "task") from exc
+    if spec.learn:
+        await _check_lines(spec, ctx)
     kv = await jetstream.runs_bucket(ctx.js)
     try:
         await kv.create(subjects.run_key(spec.run_id), encode(spec))

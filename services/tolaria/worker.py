@@ -41,6 +41,7 @@ from services.runtime.bus import BUS_ERRORS, request, retry_while_bus_fails
 from services.runtime.service import ServiceContext
 from services.tolaria import leases
 from services.tolaria.acceleration import Acceleration
+from services.tolaria.controls import morphogenesis_off_directive
 from services.tolaria.env import EpisodeEnv
 from services.tolaria.leases import LeaseKeeper, LeaseLost, lease_name
 from services.tolaria.tasks import TaskData, TaskSpec, env_seed, get_task
@@ -48,6 +49,7 @@ from services.tolaria.torch_thread import run_torch
 from services.tolaria.validation import shapley_event
 
 log = logging.getLogger("esper.tolaria.worker")
+SUCCEEDED = (DecisionOutcome.APPLIED, DecisionOutcome.WAITED, DecisionOutcome.MORPHOGENESIS_OFF)
 
 
 async def _policy_version(policies: KeyValue, policy_id: str) -> int | None:
@@ -184,7 +186,7 @@ class EnvWorker:
         if not spec.learn:
             return True
         arm = arm_of_env(spec, env_id)
-        needed = required_policy_version(spec, round_index)
+        needed = required_policy_version(spec, round_index, arm)
         policies = await jetstream.policies_bucket(self.ctx.js)
         runs = await jetstream.runs_bucket(self.ctx.js)
         logged = False
@@ -225,7 +227,7 @@ class EnvWorker:
     ) -> None:
         ctx = self.ctx
         round_index = round_of_episode(spec, episode)
-        min_policy_version = required_policy_version(spec, round_index)
+        min_policy_version = required_policy_version(spec, round_index, arm_of_env(spec, env_id))
         lifecycle = LifecycleConfig(
             max_seeds=spec.max_seeds,
             permissive_gates=spec.permissive_gates,
@@ -236,7 +238,7 @@ class EnvWorker:
             EpisodeEnv,
             task,
             data,
-            list(spec.slots),
+            list(spec.slots) if spec.morphogenesis else [],
             seed=env_seed(spec.seed, round_index, spec.n_envs, env_id),
             episode_length=spec.episode_length,
             batch_size=spec.batch_size,
@@ -244,6 +246,7 @@ class EnvWorker:
             device=ctx.device,
             lifecycle=lifecycle,
             acceleration=self.acceleration,
+            replay=spec.env_topologies.get(env_id),
         )
         slot_config = env.slot_config()
         arm = arm_of_env(spec, env_id)
@@ -291,14 +294,17 @@ class EnvWorker:
                 total_seeds=env.total_seeds,
                 min_policy_version=min_policy_version,
             )
-            directive = await request(
-                ctx.nc,
-                routes.KASMINA_STEP,
-                step,
-                timeout=self.step_timeout,
-                retries=1000,
-                deadline=self.step_deadline,
-            )
+            if spec.morphogenesis:
+                directive = await request(
+                    ctx.nc,
+                    routes.KASMINA_STEP,
+                    step,
+                    timeout=self.step_timeout,
+                    retries=1000,
+                    deadline=self.step_deadline,
+                )
+            else:
+                directive = morphogenesis_off_directive(step)
             refused = await run_torch(env.apply, directive)
             done = epoch == spec.episode_length
             record = StepRecord(
@@ -315,7 +321,7 @@ class EnvWorker:
                 refused_reason="; ".join(r.reason for r in refused),
                 done=done,
                 truncated=done,
-                summary=env.summary() if done else None,
+                summary=env.summary(spec.run_id, env_id, episode) if done else None,
                 worker_id=ctx.settings.instance,
                 attempt=keeper.held.lease.attempt,
             )
@@ -331,7 +337,7 @@ class EnvWorker:
             stored_seq = await self._publish_step(record)
             policy_state = directive.policy_state
             last_op = directive.effective_op
-            last_ok = directive.outcome in (DecisionOutcome.APPLIED, DecisionOutcome.WAITED) and not refused
+            last_ok = directive.outcome in SUCCEEDED and not refused
 
     async def _publish_step(self, record: StepRecord) -> int:
         """Publish a step record, retrying through a bus outage; the same Nats-Msg-Id makes a retry idempotent.
@@ -390,6 +396,7 @@ class EnvWorker:
                 host_params=report.host_params,
                 total_params=env.model.total_params,
                 epoch_seconds=report.epoch_seconds,
+                compute=report.compute,
             ),
             **where,
         )

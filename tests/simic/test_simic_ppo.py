@@ -3,6 +3,8 @@ the KL stop and the finiteness gate (§5.14–5.15)."""
 
 from __future__ import annotations
 
+import dataclasses
+
 import msgspec
 import pytest
 import torch
@@ -17,6 +19,7 @@ from services.simic.ppo import (
     entropy_floor_penalty,
     evaluate_sequences,
     ppo_update,
+    stale_steps,
     weighted_value_loss,
 )
 from services.simic.reward_config import RewardConfig
@@ -148,3 +151,40 @@ def test_kl_early_stop_and_the_finiteness_gate() -> None:
         generator=torch.Generator().manual_seed(0),
     )
     assert stats.optimizer_steps == 0 and stats.skipped_steps == 2
+
+
+def _one_step_update(learner: ArmLearner, batch, current_version: int):  # type: ignore[no-untyped-def]
+    return ppo_update(
+        learner.network,
+        torch.optim.Adam(learner.network.parameters(), lr=1e-4),
+        batch,
+        PPOConfig(epochs=1, minibatches=1),
+        ValueNormalizer(),
+        updates_done=0,
+        total_updates=2,
+        generator=torch.Generator().manual_seed(0),
+        current_version=current_version,
+    )
+
+
+def test_a_stale_steps_ratio_is_taken_against_its_behaviour_log_prob() -> None:
+    """Importance correction under `--async`: a step acted by an older version is clipped against μ, the log-prob its
+    record carries; a step of the current version against the anchor. The KL stop measures the anchor only."""
+    learner = ArmLearner.fresh(run_spec(n_envs=3), 0, learner_config())
+    batch = _batch(learner)  # acted by version 0
+    # A behaviour policy that gave every stored action e^-1 of the probability the current weights give it.
+    shifted = dataclasses.replace(
+        batch, rollout_log_probs={head: lp - 1.0 for head, lp in batch.rollout_log_probs.items()}
+    )
+    acted = int(batch.acted.sum())
+
+    fresh = _one_step_update(ArmLearner.fresh(run_spec(n_envs=3), 0, learner_config()), shifted, current_version=0)
+    assert fresh.diagnostics["importance_corrected_steps"] == 0.0
+    assert fresh.clip_fraction == 0.0, "a current-version step keeps the anchored ratio of exactly 1"
+
+    stale = _one_step_update(ArmLearner.fresh(run_spec(n_envs=3), 0, learner_config()), shifted, current_version=1)
+    assert stale.diagnostics["importance_corrected_steps"] == float(acted) > 0
+    assert stale.clip_fraction == 1.0, "every stale step's ratio is π/μ = e, outside the clip range"
+    assert stale.optimizer_steps == 1 and not stale.early_stopped, "the KL stop is measured from the anchor"
+    stale_mask = stale_steps(shifted, 1)
+    assert torch.equal(stale_mask, batch.acted) and not bool(stale_steps(shifted, 0).any())

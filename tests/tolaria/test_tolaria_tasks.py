@@ -43,7 +43,14 @@ def _cnn_params(channels: list[int], kernel: int, in_channels: int = 3, classes:
 
 def test_registry_holds_exactly_the_reference_tasks_plus_digits_and_synthetic_twins() -> None:
     assert set(REFERENCE_TASKS) == REFERENCE
-    assert set(task_names()) == REFERENCE | {"digits", "synthetic_cnn", "synthetic_transformer", "tinystories_small"}
+    assert set(task_names()) == REFERENCE | {
+        "digits",
+        "digits_tiny",
+        "mnist1d",
+        "synthetic_cnn",
+        "synthetic_transformer",
+        "tinystories_small",
+    }
 
 
 def test_lookup_is_case_insensitive_and_unknown_names_list_the_valid_ones() -> None:

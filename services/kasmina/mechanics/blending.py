@@ -49,9 +49,10 @@ class GatedBlend(nn.Module):
         self.fc2 = nn.Linear(hidden, 1)
 
     def forward(self, x: Tensor) -> Tensor:
-        pooled = x.mean(dim=(2, 3)) if self.topology is Topology.CNN else x.mean(dim=1)
+        # CNN maps (N,C,*spatial) pool every spatial axis, 1-D or 2-D; transformer features (N,T,D) pool tokens.
+        pooled = x.flatten(2).mean(dim=2) if self.topology is Topology.CNN else x.mean(dim=1)
         gate = torch.sigmoid(self.fc2(F.relu(self.fc1(pooled))))
-        return gate.view(-1, 1, 1, 1) if self.topology is Topology.CNN else gate.view(-1, 1, 1)
+        return gate.reshape(-1, *([1] * (x.dim() - 1)))
 
 
 def blend(

@@ -21,6 +21,8 @@ _ATTENTION_HEADS = 4
 _LORA_RANK = 8
 _LORA_LARGE_RANK = 32
 _FLEX_MASK_CACHE_SIZE = 8
+#: The feature-map ranks CNN seeds are built for: 1-D signals (N,C,L) and 2-D images (N,C,H,W).
+SPATIAL_DIMS = (1, 2)
 
 
 def group_norm_groups(channels: int) -> int:
@@ -38,7 +40,27 @@ def _group_norm(channels: int) -> nn.GroupNorm:
     return nn.GroupNorm(group_norm_groups(channels), channels)
 
 
+def _conv(spatial_dims: int) -> type[nn.Conv1d] | type[nn.Conv2d]:
+    """The conv class of a CNN host's feature maps: 2-D images (N,C,H,W) or 1-D signals (N,C,L)."""
+    if spatial_dims not in SPATIAL_DIMS:
+        raise ValueError(f"CNN seeds support spatial_dims in {SPATIAL_DIMS}, got {spatial_dims}")
+    return nn.Conv1d if spatial_dims == 1 else nn.Conv2d
+
+
+def spatial_mean(x: Tensor) -> Tensor:
+    """(N, C, *spatial) → (N, C): the mean over every spatial axis, whatever the feature map's rank."""
+    return x.flatten(2).mean(dim=2)
+
+
+def per_channel(scale: Tensor, like: Tensor) -> Tensor:
+    """(N, C) → (N, C, 1, …) broadcastable against `like`'s spatial axes."""
+    return scale.reshape(*scale.shape, *([1] * (like.dim() - 2)))
+
+
 # --------------------------------------------------------------------------- CNN seeds (§3.2)
+#
+# Every CNN seed works on 2-D image maps and on 1-D signal maps (the mnist1d host): `spatial_dims` picks Conv2d or
+# Conv1d with the same kernel widths, so a 1-D seed has exactly the parameters it uses (a 3-wide kernel, not 3×3).
 
 
 class IdentitySeed(nn.Module):
@@ -64,7 +86,7 @@ class ScaledNormSeed(nn.Module):
 class SqueezeExciteSeed(nn.Module):
     """Channel attention: x scaled by sigmoid(MLP(mean_hw x)); last layer weight 0, bias 3 gives ≈0.95·x at birth."""
 
-    def __init__(self, channels: int) -> None:
+    def __init__(self, channels: int, spatial_dims: int = 2) -> None:
         super().__init__()
         reduced = max(1, channels // 4)
         self.squeeze = nn.Linear(channels, reduced, bias=False)
@@ -73,18 +95,18 @@ class SqueezeExciteSeed(nn.Module):
         nn.init.constant_(self.excite.bias, 3.0)
 
     def forward(self, x: Tensor) -> Tensor:
-        pooled = x.mean(dim=(2, 3))
-        scale = torch.sigmoid(self.excite(F.relu(self.squeeze(pooled))))
-        return x * scale[:, :, None, None]
+        scale = torch.sigmoid(self.excite(F.relu(self.squeeze(spatial_mean(x)))))
+        return x * per_channel(scale, x)
 
 
 class DepthwiseSeed(nn.Module):
     """`x + ReLU(GN(pointwise(depthwise3×3 x)))`; no zero-init, so not the identity at birth (§3.2 item 58)."""
 
-    def __init__(self, channels: int) -> None:
+    def __init__(self, channels: int, spatial_dims: int = 2) -> None:
         super().__init__()
-        self.depthwise = nn.Conv2d(channels, channels, 3, padding=1, groups=channels, bias=False)
-        self.pointwise = nn.Conv2d(channels, channels, 1, bias=False)
+        conv = _conv(spatial_dims)
+        self.depthwise = conv(channels, channels, 3, padding=1, groups=channels, bias=False)
+        self.pointwise = conv(channels, channels, 1, bias=False)
         self.norm = _group_norm(channels)
 
     def forward(self, x: Tensor) -> Tensor:
@@ -94,12 +116,13 @@ class DepthwiseSeed(nn.Module):
 class BottleneckSeed(nn.Module):
     """`x + GN(up(ReLU(conv3×3(ReLU(down x)))))` with b = max(8, C//4) and `up` zeroed (§3.2 item 59)."""
 
-    def __init__(self, channels: int) -> None:
+    def __init__(self, channels: int, spatial_dims: int = 2) -> None:
         super().__init__()
         width = max(8, channels // 4)
-        self.down = nn.Conv2d(channels, width, 1, bias=False)
-        self.conv = nn.Conv2d(width, width, 3, padding=1, bias=False)
-        self.up = nn.Conv2d(width, channels, 1, bias=False)
+        conv = _conv(spatial_dims)
+        self.down = conv(channels, width, 1, bias=False)
+        self.conv = conv(width, width, 3, padding=1, bias=False)
+        self.up = conv(width, channels, 1, bias=False)
         self.norm = _group_norm(channels)
         nn.init.zeros_(self.up.weight)
 
@@ -111,9 +134,9 @@ class BottleneckSeed(nn.Module):
 class ConvSmallSeed(nn.Module):
     """`x + ReLU(GN(conv1×1 x))` with the conv zeroed, so the identity at birth (§3.2 item 60)."""
 
-    def __init__(self, channels: int) -> None:
+    def __init__(self, channels: int, spatial_dims: int = 2) -> None:
         super().__init__()
-        self.conv = nn.Conv2d(channels, channels, 1, bias=False)
+        self.conv = _conv(spatial_dims)(channels, channels, 1, bias=False)
         self.norm = _group_norm(channels)
         nn.init.zeros_(self.conv.weight)
 
@@ -124,9 +147,9 @@ class ConvSmallSeed(nn.Module):
 class SeedConvBlock(nn.Module):
     """conv3×3 (no bias) → GroupNorm → ReLU; GroupNorm keeps no running statistics that could drift (§3.2 item 62)."""
 
-    def __init__(self, channels: int) -> None:
+    def __init__(self, channels: int, spatial_dims: int = 2) -> None:
         super().__init__()
-        self.conv = nn.Conv2d(channels, channels, 3, padding=1, bias=False)
+        self.conv = _conv(spatial_dims)(channels, channels, 3, padding=1, bias=False)
         self.norm = _group_norm(channels)
 
     def forward(self, x: Tensor) -> Tensor:
@@ -136,9 +159,9 @@ class SeedConvBlock(nn.Module):
 class ConvResidualSeed(nn.Module):
     """`x + blocks(x)` over one (`conv_light`) or two (`conv_heavy`) seed conv blocks (§3.2 items 61-62)."""
 
-    def __init__(self, channels: int, depth: int) -> None:
+    def __init__(self, channels: int, depth: int, spatial_dims: int = 2) -> None:
         super().__init__()
-        self.enhance = nn.Sequential(*(SeedConvBlock(channels) for _ in range(depth)))
+        self.enhance = nn.Sequential(*(SeedConvBlock(channels, spatial_dims) for _ in range(depth)))
 
     def forward(self, x: Tensor) -> Tensor:
         result: torch.Tensor = x + self.enhance(x)
@@ -249,11 +272,12 @@ class ResidualMLPSeed(nn.Module):
 
 @dataclass(frozen=True)
 class Blueprint:
-    """One registered blueprint: its factory `(channels) -> nn.Module` and the size estimate the policy sees."""
+    """One registered blueprint: its factory `(channels, spatial_dims) -> nn.Module` and the size estimate the policy
+    sees. Transformer factories ignore `spatial_dims`."""
 
     topology: Topology
     action: BlueprintAction
-    factory: Callable[[int], nn.Module]
+    factory: Callable[[int, int], nn.Module]
     param_estimate: int
     description: str
 
@@ -280,7 +304,11 @@ _REGISTRY: dict[tuple[Topology, str], Blueprint] = {}
 
 
 def _register(
-    topology: Topology, action: BlueprintAction, estimate: int, description: str, factory: Callable[[int], nn.Module]
+    topology: Topology,
+    action: BlueprintAction,
+    estimate: int,
+    description: str,
+    factory: Callable[[int, int], nn.Module],
 ) -> None:
     key = (topology, blueprint_name(action))
     if key in _REGISTRY:
@@ -289,22 +317,22 @@ def _register(
 
 
 _CNN, _TF, _B = Topology.CNN, Topology.TRANSFORMER, BlueprintAction
-_register(_CNN, _B.NOOP, 0, "identity placeholder", lambda c: IdentitySeed())
-_register(_CNN, _B.NORM, 130, "GroupNorm blended in by tanh(s)", lambda c: ScaledNormSeed(_group_norm(c)))
+_register(_CNN, _B.NOOP, 0, "identity placeholder", lambda c, d: IdentitySeed())
+_register(_CNN, _B.NORM, 130, "GroupNorm blended in by tanh(s)", lambda c, d: ScaledNormSeed(_group_norm(c)))
 _register(_CNN, _B.ATTENTION, 2000, "squeeze-and-excitation channel attention", SqueezeExciteSeed)
 _register(_CNN, _B.DEPTHWISE, 4800, "depthwise-separable conv", DepthwiseSeed)
 _register(_CNN, _B.BOTTLENECK, 4500, "1x1 → 3x3 → 1x1 bottleneck", BottleneckSeed)
 _register(_CNN, _B.CONV_SMALL, 4200, "1x1 conv channel mixing", ConvSmallSeed)
-_register(_CNN, _B.CONV_LIGHT, 37000, "one 3x3 seed conv block", lambda c: ConvResidualSeed(c, 1))
-_register(_CNN, _B.CONV_HEAVY, 74000, "two 3x3 seed conv blocks", lambda c: ConvResidualSeed(c, 2))
-_register(_TF, _B.NOOP, 0, "identity placeholder", lambda d: IdentitySeed())
-_register(_TF, _B.NORM, 800, "LayerNorm blended in by tanh(s)", lambda d: ScaledNormSeed(nn.LayerNorm(d)))
-_register(_TF, _B.LORA, 6000, "low-rank adapter, rank 8", lambda d: LowRankSeed(d, _LORA_RANK))
-_register(_TF, _B.LORA_LARGE, 25000, "low-rank adapter, rank 32", lambda d: LowRankSeed(d, _LORA_LARGE_RANK))
-_register(_TF, _B.ATTENTION, 591000, "extra causal self-attention (SDPA)", CausalAttentionSeed)
-_register(_TF, _B.FLEX_ATTENTION, 591000, "extra causal self-attention (FlexAttention)", FlexAttentionSeed)
-_register(_TF, _B.MLP_SMALL, 591000, "residual MLP, 2x expansion", lambda d: ResidualMLPSeed(d, 2))
-_register(_TF, _B.MLP, 1200000, "residual MLP, 4x expansion", lambda d: ResidualMLPSeed(d, 4))
+_register(_CNN, _B.CONV_LIGHT, 37000, "one 3x3 seed conv block", lambda c, d: ConvResidualSeed(c, 1, d))
+_register(_CNN, _B.CONV_HEAVY, 74000, "two 3x3 seed conv blocks", lambda c, d: ConvResidualSeed(c, 2, d))
+_register(_TF, _B.NOOP, 0, "identity placeholder", lambda d, _: IdentitySeed())
+_register(_TF, _B.NORM, 800, "LayerNorm blended in by tanh(s)", lambda d, _: ScaledNormSeed(nn.LayerNorm(d)))
+_register(_TF, _B.LORA, 6000, "low-rank adapter, rank 8", lambda d, _: LowRankSeed(d, _LORA_RANK))
+_register(_TF, _B.LORA_LARGE, 25000, "low-rank adapter, rank 32", lambda d, _: LowRankSeed(d, _LORA_LARGE_RANK))
+_register(_TF, _B.ATTENTION, 591000, "extra causal self-attention (SDPA)", lambda d, _: CausalAttentionSeed(d))
+_register(_TF, _B.FLEX_ATTENTION, 591000, "extra causal attention (FlexAttention)", lambda d, _: FlexAttentionSeed(d))
+_register(_TF, _B.MLP_SMALL, 591000, "residual MLP, 2x expansion", lambda d, _: ResidualMLPSeed(d, 2))
+_register(_TF, _B.MLP, 1200000, "residual MLP, 4x expansion", lambda d, _: ResidualMLPSeed(d, 4))
 
 
 def get_blueprint(topology: Topology, blueprint: BlueprintAction) -> Blueprint:
@@ -322,11 +350,12 @@ def blueprints_of(topology: Topology) -> list[Blueprint]:
     return sorted(found, key=lambda bp: (bp.param_estimate, bp.name))
 
 
-def build_seed(topology: Topology, blueprint: BlueprintAction, channels: int) -> nn.Module:
-    """Build a fresh seed module for `channels` features; raises KeyError or ValueError when it cannot."""
+def build_seed(topology: Topology, blueprint: BlueprintAction, channels: int, spatial_dims: int = 2) -> nn.Module:
+    """Build a fresh seed for `channels` features on `spatial_dims`-D maps (CNN only); KeyError or ValueError when it
+    cannot."""
     if channels <= 0:
         raise ValueError(f"channels must be positive, got {channels}")
-    return get_blueprint(topology, blueprint).factory(channels)
+    return get_blueprint(topology, blueprint).factory(channels, spatial_dims)
 
 
 def zero_init_final_layer(module: nn.Module) -> bool:
@@ -356,10 +385,13 @@ def probe_input(
     variant: int = 0,
     generator: torch.Generator | None = None,
     device: torch.device | None = None,
+    spatial_dims: int = 2,
 ) -> Tensor:
-    """The germination shape probe (§2.6 item 52): CNN (1,C,32,32) or transformer (2,8,C); variant 1 is an odd size."""
+    """The germination shape probe (§2.6 item 52): CNN (1,C,32,32) or, on 1-D maps, (1,C,32); transformer (2,8,C);
+    variant 1 is an odd size."""
     if Topology(topology) is Topology.CNN:
-        shape: tuple[int, ...] = (1, channels, 32, 32) if variant == 0 else (2, channels, 7, 5)
+        spatial = (32, 32) if variant == 0 else (7, 5)
+        shape: tuple[int, ...] = (1 if variant == 0 else 2, channels, *spatial[:spatial_dims])
     else:
         shape = (2, 8, channels) if variant == 0 else (1, 5, channels)
     x = torch.randn(shape, generator=generator)
@@ -367,14 +399,14 @@ def probe_input(
 
 
 @lru_cache(maxsize=64)
-def _measure(topology: Topology, channels: int) -> tuple[BlueprintInfo, ...]:
+def _measure(topology: Topology, channels: int, spatial_dims: int) -> tuple[BlueprintInfo, ...]:
     infos: list[BlueprintInfo] = []
     # Building modules draws from the global RNG; fork it so a catalog query never shifts a run's randomness.
     with torch.random.fork_rng(devices=[]), torch.no_grad():
         generator = torch.Generator().manual_seed(0)
         for bp in blueprints_of(topology):
             try:
-                seed = bp.factory(channels).eval()
+                seed = bp.factory(channels, spatial_dims).eval()
             except ValueError:
                 infos.append(
                     BlueprintInfo(
@@ -382,7 +414,7 @@ def _measure(topology: Topology, channels: int) -> tuple[BlueprintInfo, ...]:
                     )
                 )
                 continue
-            x = probe_input(topology, channels, variant=1, generator=generator)
+            x = probe_input(topology, channels, variant=1, generator=generator, spatial_dims=spatial_dims)
             identity = bool(torch.equal(seed(x), x))
             count = sum(p.numel() for p in seed.parameters())
             infos.append(
@@ -393,6 +425,7 @@ def _measure(topology: Topology, channels: int) -> tuple[BlueprintInfo, ...]:
     return tuple(infos)
 
 
-def blueprint_catalog(topology: Topology, channels: int) -> list[BlueprintInfo]:
-    """Every blueprint of a topology measured at `channels`: exact parameter count and identity at birth (probed)."""
-    return list(_measure(Topology(topology), channels))
+def blueprint_catalog(topology: Topology, channels: int, spatial_dims: int = 2) -> list[BlueprintInfo]:
+    """Every blueprint of a topology measured at `channels` (on `spatial_dims`-D maps for CNN): exact parameter count
+    and identity at birth (probed)."""
+    return list(_measure(Topology(topology), channels, spatial_dims))

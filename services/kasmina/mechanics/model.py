@@ -50,7 +50,10 @@ class MorphogeneticModel(nn.Module):
             raise ValueError(f"slots {unknown} are not injection points of this host; it has {sorted(points)}")
         self._specs = [spec for spec in host.injection_specs() if spec.slot_id in wanted]
         self.slots = nn.ModuleDict(
-            {spec.slot_id: SeedSlot(spec.slot_id, spec.channels, self.topology) for spec in self._specs}
+            {
+                spec.slot_id: SeedSlot(spec.slot_id, spec.channels, self.topology, spec.spatial_dims)
+                for spec in self._specs
+            }
         )
         self._execution = [sid for sid in host.execution_order() if sid in self.slots]
 
@@ -147,8 +150,8 @@ class MorphogeneticModel(nn.Module):
         if unknown:
             raise ValueError(f"alpha overrides name slots that are not enabled: {unknown}")
         n = x_expanded.shape[0]
-        expected = (n, 1, 1, 1) if self.topology is Topology.CNN else (n, 1, 1)
         for sid, alpha in alpha_overrides.items():
+            expected = (n, *([1] * (self.slot(sid).feature_rank - 1)))
             if tuple(alpha.shape) != expected:
                 raise ValueError(f"alpha override for {sid} must have shape {expected}, got {tuple(alpha.shape)}")
         return self._route(x_expanded, alpha_overrides)
@@ -175,7 +178,6 @@ def build_alpha_overrides(
     unknown = sorted(named - set(model.slots))
     if unknown:
         raise ValueError(f"alpha configs name slots that are not enabled: {unknown}")
-    trailing = (1, 1, 1) if model.topology is Topology.CNN else (1, 1)
     overrides: dict[str, Tensor] = {}
     for sid in model.slots:
         if sid not in named:
@@ -183,5 +185,6 @@ def build_alpha_overrides(
         slot = model.slot(sid)
         current = slot.alpha
         values = torch.tensor([config.get(sid, current) for config in configs], dtype=torch.float32)
+        trailing = [1] * (slot.feature_rank - 1)
         overrides[sid] = values.clamp(0.0, 1.0).repeat_interleave(batch_size).view(-1, *trailing).to(slot.device)
     return overrides

@@ -71,13 +71,15 @@ def _detached_input(h: Tensor) -> Tensor:
 class SeedSlot(nn.Module):
     """A seed slot at one injection point; forward is the identity unless a seed is active (§1.1 item 3)."""
 
-    def __init__(self, slot_id: str, channels: int, topology: Topology) -> None:
+    def __init__(self, slot_id: str, channels: int, topology: Topology, spatial_dims: int = 2) -> None:
         super().__init__()
         if channels <= 0:
             raise ValueError(f"slot {slot_id}: channels must be positive, got {channels}")
         self.slot_id = slot_id
         self.channels = channels
         self.topology = Topology(topology)
+        #: The rank of a CNN host's feature maps at this slot (1: signals, 2: images); seeds are built for it.
+        self.spatial_dims = spatial_dims
         # An empty non-persistent buffer follows .to(device) so germination knows where to build the seed.
         self.register_buffer("_anchor", torch.empty(0), persistent=False)
         self.seed: nn.Module | None = None
@@ -148,7 +150,7 @@ class SeedSlot(nn.Module):
                 f"got blend {blend.value!r} with {alpha_algorithm.name}"
             )
         try:
-            seed = build_seed(self.topology, blueprint, self.channels).to(self.device)
+            seed = build_seed(self.topology, blueprint, self.channels, self.spatial_dims).to(self.device)
         except (KeyError, ValueError) as exc:
             raise GerminationError(f"slot {self.slot_id}: cannot build {blueprint_name(blueprint)}: {exc}") from exc
         if alpha_algorithm is AlphaAlgorithm.MULTIPLY:
@@ -174,7 +176,7 @@ class SeedSlot(nn.Module):
         try:
             with torch.no_grad():
                 for variant in (0, 1):
-                    x = probe_input(self.topology, self.channels, variant, generator, self.device)
+                    x = probe_input(self.topology, self.channels, variant, generator, self.device, self.spatial_dims)
                     out = seed(x)
                     if not isinstance(out, Tensor) or out.shape != x.shape:
                         got = tuple(out.shape) if isinstance(out, Tensor) else type(out).__name__
@@ -282,8 +284,13 @@ class SeedSlot(nn.Module):
         self._alpha_cache = (self.alpha, value)
         return value
 
+    @property
+    def feature_rank(self) -> int:
+        """Axes of the features at this slot: (N, C, *spatial) on a CNN host, (N, T, D) on a transformer."""
+        return 2 + self.spatial_dims if self.topology is Topology.CNN else 3
+
     def _check_override(self, h: Tensor, alpha_override: Tensor) -> None:
-        expected = (h.shape[0], 1, 1, 1) if self.topology is Topology.CNN else (h.shape[0], 1, 1)
+        expected = (h.shape[0], *([1] * (self.feature_rank - 1)))
         if tuple(alpha_override.shape) != expected:
             raise ValueError(
                 f"slot {self.slot_id}: alpha_override must have shape {expected}, got {tuple(alpha_override.shape)}"
@@ -364,7 +371,7 @@ class SeedSlot(nn.Module):
         else:
             assert blueprint is not None
             if self.seed is None or self.blueprint is not blueprint:
-                self.seed = build_seed(self.topology, blueprint, self.channels).to(self.device)
+                self.seed = build_seed(self.topology, blueprint, self.channels, self.spatial_dims).to(self.device)
             if data["has_gate"] and self.gate is None:
                 self.gate = self._new_gate()
             elif not data["has_gate"]:

@@ -107,7 +107,9 @@ def test_germination_rejects_bad_pairings_and_blueprints() -> None:
 
 
 def test_germination_probe_rejects_shape_changing_seed(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr("services.kasmina.mechanics.slot.build_seed", lambda topology, bp, c: nn.Conv2d(c, c, 3))
+    monkeypatch.setattr(
+        "services.kasmina.mechanics.slot.build_seed", lambda topology, bp, c, dims=2: nn.Conv2d(c, c, 3)
+    )
     slot = SeedSlot("r0c0", C, Topology.CNN)
     with pytest.raises(GerminationError, match="I11"):
         slot.germinate(B.CONV_LIGHT, BlendId.LINEAR, AlphaAlgorithm.ADD)

@@ -1,0 +1,136 @@
+"""Compute accounting for one episode: forward FLOPs, per-epoch figures, parameter-epochs (proof-baselines §4).
+
+FLOPs follow torch's `FlopCounterMode` convention: a multiply-add counts as 2 FLOPs, and only matrix products,
+convolutions and attention are counted (bias adds, activations and normalisation are left out).
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Callable, Hashable, Iterable, Iterator
+from contextlib import AbstractContextManager, contextmanager
+from dataclasses import asdict, dataclass
+
+import torch
+from torch import Tensor, nn
+from torch.utils.flop_counter import FlopCounterMode
+
+# Backward costs about twice the forward pass (one product for input gradients, one for weight gradients).
+TRAIN_FLOPS_PER_FORWARD_FLOP = 3
+
+
+@contextmanager
+def _eval_mode(model: nn.Module) -> Iterator[None]:
+    """Put every module in eval mode and give each its own train/eval flag back afterwards."""
+    flags = [(module, module.training) for module in model.modules()]
+    model.eval()
+    try:
+        yield
+    finally:
+        for module, training in flags:
+            module.training = training
+
+
+def _forked_rng(device: torch.device) -> AbstractContextManager[object]:
+    """Fork the CPU generator and, for an accelerator sample, that device's generator too."""
+    if device.type == "cpu":
+        return torch.random.fork_rng(devices=[])
+    if device.type == "cuda":
+        index = device.index if device.index is not None else torch.cuda.current_device()
+        return torch.random.fork_rng(devices=[index], device_type="cuda")
+    return torch.random.fork_rng(device_type=device.type)
+
+
+def forward_flops_per_sample(model: nn.Module, sample: Tensor) -> int:
+    """Forward FLOPs of `model` on `sample`, a batch of one, counted with a multiply-add as 2 FLOPs.
+
+    Runs under `no_grad` in eval mode; the train/eval flags and torch's RNG state (CPU and the sample's device)
+    come back as they were.
+    """
+    if sample.dim() == 0 or sample.shape[0] != 1:
+        raise ValueError(f"forward FLOPs are measured on a batch of one sample, got shape {tuple(sample.shape)}")
+    counter = FlopCounterMode(display=False)
+    with _forked_rng(sample.device), _eval_mode(model), torch.no_grad(), counter:
+        model(sample)
+    return int(counter.get_total_flops())
+
+
+class FlopCache:
+    """Forward FLOPs per sample, measured once per topology signature (e.g. task and slot → blueprint in forward)."""
+
+    def __init__(self, measure: Callable[[nn.Module, Tensor], int] = forward_flops_per_sample) -> None:
+        self._measure = measure
+        self._flops_by_signature: dict[Hashable, int] = {}
+        self.measurements = 0
+
+    def forward_flops(self, signature: Hashable, model: nn.Module, sample: Tensor) -> int:
+        """The cached figure for `signature`, measuring `model` on `sample` the first time it is seen."""
+        if signature not in self._flops_by_signature:
+            self._flops_by_signature[signature] = self._measure(model, sample)
+            self.measurements += 1
+        return self._flops_by_signature[signature]
+
+    def __contains__(self, signature: Hashable) -> bool:
+        return signature in self._flops_by_signature
+
+    def __len__(self) -> int:
+        return len(self._flops_by_signature)
+
+
+@dataclass(frozen=True)
+class EpochComputeFigures:
+    """One epoch's compute: parameters in forward, samples seen and the FLOPs they cost."""
+
+    params_in_forward: int
+    train_samples: int
+    val_samples: int
+    fwd_flops_per_sample: int
+    train_flops: int
+    val_flops_main: int
+    val_flops_counterfactual: int
+
+    @property
+    def all_in_flops(self) -> int:
+        return self.train_flops + self.val_flops_main + self.val_flops_counterfactual
+
+    def as_dict(self) -> dict[str, int]:
+        return asdict(self)
+
+
+def epoch_compute_figures(
+    *, params_in_forward: int, train_samples: int, val_samples: int, fwd_flops_per_sample: int, configs: int = 1
+) -> EpochComputeFigures:
+    """Figures for an epoch whose validation pass evaluated `configs` alpha configurations (the main one included).
+
+    Counterfactual configurations cost a full forward each: alpha overrides do not skip compute in a fused pass.
+    """
+    counts = {
+        "params_in_forward": params_in_forward,
+        "train_samples": train_samples,
+        "val_samples": val_samples,
+        "fwd_flops_per_sample": fwd_flops_per_sample,
+    }
+    negative = [name for name, value in counts.items() if value < 0]
+    if negative:
+        raise ValueError(f"compute counts cannot be negative: {', '.join(negative)}")
+    if configs < 1:
+        raise ValueError(f"a validation pass evaluates at least the main configuration, got configs={configs}")
+    return EpochComputeFigures(
+        params_in_forward=params_in_forward,
+        train_samples=train_samples,
+        val_samples=val_samples,
+        fwd_flops_per_sample=fwd_flops_per_sample,
+        train_flops=TRAIN_FLOPS_PER_FORWARD_FLOP * fwd_flops_per_sample * train_samples,
+        val_flops_main=fwd_flops_per_sample * val_samples,
+        val_flops_counterfactual=(configs - 1) * fwd_flops_per_sample * val_samples,
+    )
+
+
+def parameter_epochs(params_per_epoch: Iterable[int]) -> int:
+    """PE = Σ_t P_t, the parameters in forward summed over the episode's epochs."""
+    return sum(params_per_epoch)
+
+
+def cumulative(train_flops_per_epoch: Iterable[int]) -> list[int]:
+    """C(t) = Σ_{τ≤t} train_flops_τ for every epoch t."""
+    return list(itertools.accumulate(train_flops_per_epoch))

@@ -1,0 +1,83 @@
+"""`esper run` research options: --async, --strict-gates, --reward-family, --resume-line, and the evaluation version.
+
+Pure: argument parsing, the specs they build, and the refusals that come before any bus is reached.
+"""
+
+from __future__ import annotations
+
+import msgspec
+import pytest
+
+import leyline_schemas as L
+from leyline_schemas.rounds import required_policy_version
+from services.experiments.training import TrainingPlan, evaluation_spec, training_spec
+from services.operator.cli import build_parser
+from services.operator.run_client import spec_from_args
+from services.runtime.service import RequestRejected
+from services.tolaria.service import _check_spec
+
+
+def _args(*argv: str):  # type: ignore[no-untyped-def]
+    return build_parser().parse_args(["run", *argv])
+
+
+def test_flags_reach_the_run_spec() -> None:
+    args = _args("--strict-gates", "--reward-mode", "shaped", "--reward-family", "loss", "--async")
+    assert args.run_ahead and args.strict_gates and args.resume_line is None
+    spec = spec_from_args(_args("--strict-gates", "--reward-mode", "shaped", "--reward-family", "loss"))
+    assert spec.permissive_gates is False
+    assert (spec.arms[0].reward_mode, spec.arms[0].reward_family) == (L.RewardMode.SHAPED, L.RewardFamily.LOSS)
+    assert spec_from_args(_args()).permissive_gates is True
+    assert spec_from_args(_args()).arms[0].reward_family is L.RewardFamily.CONTRIBUTION
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["--policy", "ppo", "--reward-mode", "simplified", "--reward-family", "loss"], "needs --reward-mode shaped"),
+        (["--reward-mode", "sparse", "--reward-family", "loss"], "needs --reward-mode shaped"),
+        (["--policy", "heuristic", "--async"], "need --policy ppo"),
+        (["--policy", "heuristic", "--resume-line", "ppo-x"], "need --policy ppo"),
+    ],
+)
+def test_impossible_combinations_are_refused_before_any_bus(
+    argv: list[str], message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    args = _args("--nats", "nats://127.0.0.1:1", *argv)
+    assert args.func(args) == 2
+    assert message in capsys.readouterr().err
+
+
+def _plan(**options: object) -> TrainingPlan:
+    arm = L.ArmSpec(arm_id="main", policy_id="line-a", reward_mode=L.RewardMode.SHAPED)
+    return TrainingPlan(arms=(arm,), rounds=2, n_envs_per_arm=1, episode_length=3, **options)  # type: ignore[arg-type]
+
+
+def test_training_and_evaluation_specs_carry_the_mode_gates_and_versions() -> None:
+    plan = _plan(run_ahead=True, strict_gates=True)
+    spec = training_spec(plan, plan.arms[0], "train-x")
+    assert spec.learn and spec.run_ahead and not spec.permissive_gates
+    assert required_policy_version(spec, 1, spec.arms[0]) == 0, "--async: any version from the start on"
+    strict = training_spec(_plan(), _plan().arms[0], "train-y")
+    assert strict.permissive_gates and required_policy_version(strict, 1, strict.arms[0]) == 1
+    evaluation = evaluation_spec(plan, "line-a+greedy", L.RewardMode.SHAPED, "eval-x", version=7)
+    assert not evaluation.learn and evaluation.arms[0].from_version == 7 and not evaluation.permissive_gates
+    assert required_policy_version(evaluation, 0, evaluation.arms[0]) == 7, "an evaluation of v7 needs v7"
+    assert required_policy_version(evaluation, 0) == 0
+
+
+def test_a_continued_line_needs_the_version_after_its_start_in_every_round() -> None:
+    arm = L.ArmSpec(arm_id="main", policy_id="line-a", from_version=4)
+    spec = L.RunSpec(run_id="r", episodes=4, n_envs=2, arms=[arm], learn=True)
+    assert [required_policy_version(spec, r, arm) for r in range(2)] == [4, 5]
+
+
+def test_tolaria_refuses_the_loss_family_without_mode_shaped() -> None:
+    arm = L.ArmSpec(
+        arm_id="main", policy_id="heuristic", reward_mode=L.RewardMode.SIMPLIFIED, reward_family=L.RewardFamily.LOSS
+    )
+    with pytest.raises(RequestRejected, match="loss reward family exists only with reward mode shaped"):
+        _check_spec(L.RunSpec(run_id="loss-refused", arms=[arm]))
+    shaped = msgspec.structs.replace(arm, reward_mode=L.RewardMode.SHAPED)
+    checked, _ = _check_spec(L.RunSpec(run_id="loss-ok", arms=[shaped]))
+    assert checked.arms[0].reward_family is L.RewardFamily.LOSS

@@ -1,0 +1,150 @@
+"""Compute accounting (proof-baselines §4, invariant B9)."""
+
+from __future__ import annotations
+
+import itertools
+
+import pytest
+import torch
+from hypothesis import given, settings
+from hypothesis import strategies as st
+from torch import Tensor, nn
+
+from services.tolaria.compute import (
+    FlopCache,
+    cumulative,
+    epoch_compute_figures,
+    forward_flops_per_sample,
+    parameter_epochs,
+)
+
+
+def test_linear_model_costs_two_flops_per_weight() -> None:
+    model = nn.Sequential(nn.Linear(8, 16), nn.ReLU(), nn.Linear(16, 4))
+    assert forward_flops_per_sample(model, torch.zeros(1, 8)) == 2 * (8 * 16 + 16 * 4)
+
+
+@settings(max_examples=25, deadline=None)
+@given(st.lists(st.integers(1, 24), min_size=2, max_size=5))
+def test_linear_stack_of_any_widths_matches_the_analytic_count(widths: list[int]) -> None:
+    layers = [nn.Linear(a, b) for a, b in itertools.pairwise(widths)]
+    expected = sum(2 * a * b for a, b in itertools.pairwise(widths))
+    assert forward_flops_per_sample(nn.Sequential(*layers), torch.zeros(1, widths[0])) == expected
+
+
+def test_conv2d_model_matches_the_analytic_count() -> None:
+    # 3→5 channels, 3×3 kernel, padding 1 keeps 8×8: each output point costs 2·in·k·k per output channel.
+    model = nn.Sequential(nn.Conv2d(3, 5, kernel_size=3, padding=1), nn.Flatten(), nn.Linear(5 * 8 * 8, 10))
+    conv = 2 * 5 * 3 * 3 * 3 * 8 * 8
+    head = 2 * 320 * 10
+    assert forward_flops_per_sample(model, torch.zeros(1, 3, 8, 8)) == conv + head
+
+
+def test_conv1d_and_grouped_conv_match_the_analytic_count() -> None:
+    plain = nn.Conv1d(2, 4, kernel_size=3)  # length 10 → 8
+    assert forward_flops_per_sample(plain, torch.zeros(1, 2, 10)) == 2 * 4 * 2 * 3 * 8
+    grouped = nn.Conv1d(4, 6, kernel_size=3, groups=2)  # each output channel sees 2 input channels
+    assert forward_flops_per_sample(grouped, torch.zeros(1, 4, 10)) == 2 * 6 * 2 * 3 * 8
+
+
+def test_measurement_needs_a_batch_of_one() -> None:
+    with pytest.raises(ValueError, match="batch of one"):
+        forward_flops_per_sample(nn.Linear(3, 3), torch.zeros(2, 3))
+
+
+class _Witness(nn.Module):
+    """Records the mode and grad state it ran under, and draws from the RNG (as a training-mode dropout would)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.linear = nn.Linear(4, 4)
+        self.seen: list[tuple[bool, bool]] = []
+
+    def forward(self, x: Tensor) -> Tensor:
+        self.seen.append((self.training, torch.is_grad_enabled()))
+        torch.rand(3)
+        return self.linear(x)
+
+
+def test_measurement_runs_in_eval_without_grad_and_restores_mixed_mode_flags() -> None:
+    witness = _Witness()
+    model = nn.Sequential(witness, nn.Dropout(0.5))
+    model.train()
+    model[1].eval()  # mixed flags must come back exactly, not as one model.train()
+    forward_flops_per_sample(model, torch.zeros(1, 4))
+    assert witness.seen == [(False, False)]
+    assert model.training and witness.training and witness.linear.training and not model[1].training
+
+
+def test_measurement_leaves_the_rng_state_untouched() -> None:
+    witness = _Witness()  # building it draws initial weights, so take the state after
+    torch.manual_seed(11)
+    before = torch.get_rng_state()
+    forward_flops_per_sample(witness, torch.zeros(1, 4))
+    assert witness.seen, "the witness must have drawn from the RNG inside the measurement"
+    assert torch.equal(torch.get_rng_state(), before)
+
+
+def test_cache_measures_once_per_topology_signature() -> None:
+    cache = FlopCache()
+    small, large = nn.Linear(4, 4), nn.Linear(4, 8)
+    sample = torch.zeros(1, 4)
+    signature = ("digits", (("r0c0", "conv_light"),))
+    assert cache.forward_flops(signature, small, sample) == 32
+    # The signature is the authority: the same key returns the stored figure without measuring again.
+    assert cache.forward_flops(signature, large, sample) == 32
+    assert cache.forward_flops(("digits", ()), large, sample) == 64
+    assert cache.measurements == 2 and len(cache) == 2 and signature in cache
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    fwd=st.integers(0, 10**9),
+    train=st.integers(0, 10**6),
+    val=st.integers(0, 10**5),
+    configs=st.integers(1, 17),
+)
+def test_epoch_figures_follow_the_section_4_formulas(fwd: int, train: int, val: int, configs: int) -> None:
+    figures = epoch_compute_figures(
+        params_in_forward=1000, train_samples=train, val_samples=val, fwd_flops_per_sample=fwd, configs=configs
+    )
+    assert figures.train_flops == 3 * fwd * train
+    assert figures.val_flops_main == fwd * val
+    assert figures.val_flops_counterfactual == (configs - 1) * fwd * val
+    assert figures.all_in_flops == figures.train_flops + configs * fwd * val
+    assert figures.as_dict()["train_flops"] == figures.train_flops
+
+
+def test_epoch_figures_reject_impossible_counts() -> None:
+    with pytest.raises(ValueError, match="train_samples"):
+        epoch_compute_figures(params_in_forward=1, train_samples=-1, val_samples=0, fwd_flops_per_sample=1)
+    with pytest.raises(ValueError, match="configs"):
+        epoch_compute_figures(params_in_forward=1, train_samples=1, val_samples=1, fwd_flops_per_sample=1, configs=0)
+
+
+@given(params=st.integers(0, 10**7), epochs=st.integers(0, 50))
+def test_constant_parameters_give_p_times_e(params: int, epochs: int) -> None:
+    assert parameter_epochs([params] * epochs) == params * epochs
+
+
+@given(
+    host=st.integers(1, 10**6),
+    seed=st.integers(1, 10**5),
+    epochs=st.integers(2, 30),
+    data=st.data(),
+)
+def test_growth_mid_episode_lies_strictly_between_static_initial_and_static_final(
+    host: int, seed: int, epochs: int, data: st.DataObject
+) -> None:
+    grown_at = data.draw(st.integers(1, epochs - 1))
+    grown = [host] * grown_at + [host + seed] * (epochs - grown_at)
+    assert parameter_epochs([host] * epochs) == host * epochs
+    assert parameter_epochs([host + seed] * epochs) == (host + seed) * epochs
+    assert host * epochs < parameter_epochs(grown) < (host + seed) * epochs
+
+
+@given(st.lists(st.integers(0, 10**12), max_size=40))
+def test_cumulative_flops_are_running_sums(per_epoch: list[int]) -> None:
+    running = cumulative(per_epoch)
+    assert len(running) == len(per_epoch)
+    assert all(running[t] == sum(per_epoch[: t + 1]) for t in range(len(per_epoch)))
