@@ -5,7 +5,8 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 PIP := $(BIN)/python -m pip --quiet
 TORCH_INDEX_URL ?=
-ESPER_RUN_ARGS ?= --task digits --policy ppo --reward-mode simplified --rounds 4 --envs 2 --eval-episodes 4 --out runs/latest
+# The main job: train a PPO line on mnist1d, then play it and every control cohort on the same held-out seeds.
+ESPER_JOB ?= experiment proof --task mnist1d --seeds 1 --episodes 16 --envs 4 --eval-episodes 4 --max-batches 32 --out runs/latest
 
 .PHONY: run test test-docker images lint typecheck schemas install lock clean
 
@@ -24,7 +25,7 @@ $(STAMP): pyproject.toml constraints.txt requirements.lock
 install: $(STAMP)
 
 run: $(STAMP)
-	$(BIN)/esper run $(ESPER_RUN_ARGS)
+	$(BIN)/esper $(ESPER_JOB)
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q -p no:cacheprovider $(PYTEST_ARGS)

@@ -15,6 +15,10 @@ import torch
 from torch import Tensor, nn
 from torch.utils.flop_counter import FlopCounterMode
 
+from leyline_schemas import EpochCompute
+from services.kasmina.mechanics.model import MorphogeneticModel
+from services.tolaria.topology import forward_signature
+
 # Backward costs about twice the forward pass (one product for input gradients, one for weight gradients).
 TRAIN_FLOPS_PER_FORWARD_FLOP = 3
 
@@ -134,3 +138,45 @@ def parameter_epochs(params_per_epoch: Iterable[int]) -> int:
 def cumulative(train_flops_per_epoch: Iterable[int]) -> list[int]:
     """C(t) = Σ_{τ≤t} train_flops_τ for every epoch t."""
     return list(itertools.accumulate(train_flops_per_epoch))
+
+
+class ComputeLedger:
+    """One episode's compute, epoch by epoch: what `EpochReport.compute` and the episode summary carry.
+
+    Forward FLOPs are measured once per set of seeds in forward (a topology signature) on a one-sample batch.
+    """
+
+    def __init__(self, model: MorphogeneticModel, sample: Tensor) -> None:
+        self.model = model
+        self.sample = sample
+        self.flops = FlopCache()
+        self.params_in_forward: list[int] = []
+        self.train_flops: list[int] = []
+        self._train_samples = 0
+        self._order_hash = ""
+
+    def trained(self, samples: int, order_hash: str) -> None:
+        """Record the epoch's training pass: samples seen and the hash of their order."""
+        self._train_samples, self._order_hash = samples, order_hash
+
+    def epoch(self, configs: int, val_samples: int, train_seconds: float, validate_seconds: float) -> EpochCompute:
+        fwd = self.flops.forward_flops(forward_signature(self.model), self.model, self.sample)
+        in_forward = self.model.host_param_count + sum(
+            slot.seed_param_count for slot in self.model.seed_slots() if slot.is_active
+        )
+        figures = epoch_compute_figures(
+            params_in_forward=in_forward,
+            train_samples=self._train_samples,
+            val_samples=val_samples,
+            fwd_flops_per_sample=fwd,
+            configs=configs,
+        )
+        self.params_in_forward.append(in_forward)
+        self.train_flops.append(figures.train_flops)
+        return EpochCompute(
+            **figures.as_dict(),
+            validation_configs=configs,
+            train_seconds=train_seconds,
+            validate_seconds=validate_seconds,
+            data_order_hash=self._order_hash,
+        )

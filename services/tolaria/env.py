@@ -17,7 +17,6 @@ from leyline_schemas import (
     ACTIVE_STAGES,
     LIVE_STAGES,
     EpisodeSummary,
-    EpochCompute,
     EpochReport,
     Germinate,
     GovernorReport,
@@ -38,12 +37,12 @@ from services.kasmina.mechanics.lifecycle import governor_prune
 from services.kasmina.mechanics.model import MorphogeneticModel
 from services.kasmina.mechanics.slot import GerminationError, SlotSyncError
 from services.tolaria.acceleration import Acceleration, choose
-from services.tolaria.compute import FlopCache, epoch_compute_figures
+from services.tolaria.compute import ComputeLedger
 from services.tolaria.data import BatchStream
 from services.tolaria.governor import Governor, GovernorConfig
 from services.tolaria.signals import SignalTracker
 from services.tolaria.tasks import TaskData, TaskSpec
-from services.tolaria.topology import forward_signature, parameter_split, record_topology, replay_topology
+from services.tolaria.topology import parameter_split, record_topology, replay_topology
 from services.tolaria.validation import TerminalAttribution, ValidationResult, fused_validate, terminal_attribution
 
 log = logging.getLogger("esper.tolaria.env")
@@ -129,6 +128,7 @@ class EpisodeEnv:
             host(data.x_val), host(data.y_val), batch_size, seed=seed, shuffle=False, max_batches=max_batches or None
         )
         self.val_batches = list(val.epoch())
+        self.val_samples = sum(len(y) for _, y in self.val_batches)
         self.governor = Governor(GovernorConfig.for_classes(int(vocab or task.num_classes or 10)))
         self.signals = SignalTracker(plateau_threshold=task.plateau_threshold)
         self.gradients = GradientMonitor()
@@ -138,12 +138,7 @@ class EpisodeEnv:
             # host, so the host's weights equal the source episode's at epoch 0.
             self.slot_states = replay_topology(task.name, self.model, self.slot_states, replay)
         self.replayed = replay
-        self.flops = FlopCache()
-        self._flop_sample = data.x_val[:1].to(self.device)
-        self.params_in_forward: list[int] = []
-        self.train_flops: list[int] = []
-        self._train_samples = 0
-        self._order_hash = ""
+        self.ledger = ComputeLedger(self.model, data.x_val[:1].to(self.device))
         self.invalid_reason = ""
         self.lifecycle = lifecycle or LifecycleConfig(max_epochs=episode_length)
         self.loss_history: list[float] = []
@@ -224,7 +219,7 @@ class EpisodeEnv:
             correct += float((logits.detach().argmax(-1) == y).float().sum())
             count += y.numel()
             batches += 1
-        self._train_samples, self._order_hash = count, order.hexdigest()[:16]
+        self.ledger.trained(count, order.hexdigest()[:16])
         return loss_total / max(1, batches), 100.0 * correct / max(1, count)
 
     def run_epoch(self, epoch: int) -> EpochOutcome:
@@ -234,7 +229,8 @@ class EpisodeEnv:
         trained = time.perf_counter()
         with self.acceleration.autocast():
             validation = fused_validate(self.model, self.val_batches, self.device)
-        compute = self._epoch_compute(validation, trained - started, time.perf_counter() - trained)
+        configs = max(1, len(validation.configs))
+        compute = self.ledger.epoch(configs, self.val_samples, trained - started, time.perf_counter() - trained)
         verdict = self.governor.check(validation.val_loss)
         rollback: GovernorReport | None = None
         events: list[SeedPruned] = []
@@ -273,31 +269,6 @@ class EpisodeEnv:
         if epoch == self.episode_length:
             attribution = terminal_attribution(self.model, self.val_batches, self.device, seed=self.seed)
         return EpochOutcome(report=report, rollback=rollback, rollback_events=events, attribution=attribution)
-
-    def _epoch_compute(
-        self, validation: ValidationResult, train_seconds: float, validate_seconds: float
-    ) -> EpochCompute:
-        """The epoch's parameters in forward and FLOPs (proof-baselines §4), measured once per set of live seeds."""
-        fwd = self.flops.forward_flops(forward_signature(self.model), self.model, self._flop_sample)
-        in_forward = self.host_params + sum(s.seed_param_count for s in self.model.seed_slots() if s.is_active)
-        val_samples = sum(len(y) for _, y in self.val_batches)
-        configs = max(1, len(validation.configs))
-        figures = epoch_compute_figures(
-            params_in_forward=in_forward,
-            train_samples=self._train_samples,
-            val_samples=val_samples,
-            fwd_flops_per_sample=fwd,
-            configs=configs,
-        )
-        self.params_in_forward.append(in_forward)
-        self.train_flops.append(figures.train_flops)
-        return EpochCompute(
-            **figures.as_dict(),
-            validation_configs=configs,
-            train_seconds=train_seconds,
-            validate_seconds=validate_seconds,
-            data_order_hash=self._order_hash,
-        )
 
     def _slot_reports(self, validation: ValidationResult) -> list[SlotReport]:
         reports = []
@@ -430,7 +401,7 @@ class EpisodeEnv:
             uncommitted_params=split.uncommitted,
             dead_params=split.dead,
             topology=topology,
-            parameter_epochs=sum(self.params_in_forward),
-            train_flops=sum(self.train_flops),
+            parameter_epochs=sum(self.ledger.params_in_forward),
+            train_flops=sum(self.ledger.train_flops),
             invalid_reason=self.invalid_reason,
         )

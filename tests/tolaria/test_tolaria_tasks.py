@@ -163,3 +163,20 @@ def test_env_seed_formula() -> None:
     assert len(seeds) == 15
     with pytest.raises(ValueError):
         env_seed(42, 0, 4, 4)
+
+
+def test_the_growth_tasks_have_measured_headroom_wider_than_20_points(table: dict[str, dict[str, Any]]) -> None:
+    for name in ("mnist1d", "digits_tiny"):
+        headroom = table[name]["measured_headroom"]
+        assert headroom["static_final_filled_mean"] - headroom["static_initial_mean"] >= 20.0, name
+        assert headroom["host_params"] == table[name]["host_params"]
+    assert table["digits"]["measured_headroom"] is None
+
+
+def test_headroom_is_measured_on_the_task_itself() -> None:
+    from services.tolaria.headroom import measure_headroom
+
+    measured = measure_headroom("digits_tiny", seeds=(1,), epochs=2, max_batches=2)
+    assert measured.host_params == 390 and measured.filled_params > measured.host_params
+    assert len(measured.static_initial) == len(measured.filled) == 1
+    assert set(measured.as_dict()) >= {"static_initial_mean", "filled_mean", "gap_pp"}
