@@ -165,3 +165,37 @@ def test_a_dishonest_control_blocks_math(breach: str) -> None:
 def test_rollbacks_in_more_than_a_tenth_of_pairs_block_mechanics() -> None:
     rows = [dataclasses.replace(r, rollbacks=1) if r.cohort == RANDOM and r.env < 2 else r for r in _rows()]
     assert _verdict(rows) == "BLOCKED_MECHANICS"
+
+
+def test_the_report_lists_every_cohort_and_comparison_and_writes_its_plots(tmp_path: object) -> None:
+    from pathlib import Path
+
+    from services.experiments.proof_report import write_report
+
+    out = Path(str(tmp_path))
+    rows = _rows(replicates=2, pairs=2)
+    judgement = judge(rows, COHORTS, 2, [(r, i) for r in range(2) for i in range(2)])
+    settings = {
+        "task": "mnist1d",
+        "replicates": 2,
+        "eval_episodes": 2,
+        "episodes": 4,
+        "envs": 2,
+        "reward_mode": "simplified",
+    }
+    result = {"settings": settings, "rows": rows, "judgement": judgement, "replicates": [], "wall_seconds": 1.0}
+    info = {
+        "command": "esper experiment proof --seeds 2",
+        "python": "3.11",
+        "torch": "2",
+        "esper_commit": "x",
+        "machine": "m",
+        "date_utc": "d",
+    }
+    verdict = write_report(result, COHORTS, out, info)
+    report = (out / "report.md").read_text()
+    assert verdict["verdict"] == "REHEARSAL" and report.startswith("# Proof of growth on mnist1d: REHEARSAL")
+    assert all(f"| {cohort} | 4 |" in report for cohort in COHORTS)
+    assert all(f"| {key} |" in report for key in ("P1", "P2", "P3", "P4"))
+    assert all((out / name).stat().st_size > 0 for name in ("curves_flops.png", "params.png", "verdict.json"))
+    assert "esper experiment proof --seeds 2" in report
