@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 PIP := $(BIN)/python -m pip --quiet
 TORCH_INDEX_URL ?=
 # The main job: train a PPO line on mnist1d, then play it and every control cohort on the same held-out seeds.
-ESPER_JOB ?= experiment proof --task mnist1d --seeds 1 --episodes 16 --envs 4 --eval-episodes 4 --max-batches 32 --out runs/latest
+ESPER_JOB ?= experiment proof --task mnist1d --seeds 1 --episodes 16 --envs 4 --eval-episodes 4 --max-batches 16 --out runs/latest
 
 .PHONY: run test test-docker images lint typecheck schemas install lock clean
 

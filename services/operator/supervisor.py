@@ -14,6 +14,20 @@ from dataclasses import dataclass, field
 
 log = logging.getLogger("esper.supervisor")
 
+_PR_SET_PDEATHSIG = 1
+
+
+def _die_with_parent() -> None:
+    """In the child, before exec: SIGTERM when the supervisor dies, however it dies (Linux prctl).
+
+    Without it a supervisor killed by SIGKILL or a timeout leaves its services running; they reconnect to the next
+    bus that opens on the same port and join a stranger's run.
+    """
+    if sys.platform.startswith("linux"):
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+
 
 
 @dataclass
@@ -89,6 +103,7 @@ class Supervisor:
             stdout=asyncio.subprocess.PIPE,
             stderr=asyncio.subprocess.STDOUT,
             start_new_session=True,
+            preexec_fn=_die_with_parent,
         )
         state.process = process
         state.started_at = time.monotonic()

@@ -30,3 +30,40 @@ async def _restart() -> None:
     assert any(line.startswith("[steady] up") for line in lines)
     assert supervisor.children["steady"].restarts == 0 and steady_pid is not None
     assert supervisor.pid("steady") is None, "stop() must end every child"
+
+
+def test_children_die_with_a_supervisor_that_is_killed_outright(tmp_path: object) -> None:
+    """A supervisor killed by SIGKILL (or a timeout) must not leave its services behind to join another bus."""
+    import os
+    import signal
+    import subprocess
+    import time
+    from pathlib import Path
+
+    pid_file = Path(str(tmp_path)) / "child.pid"
+    script = f"""
+import asyncio, sys
+from services.operator.supervisor import ChildSpec, Supervisor
+child = ChildSpec("sleeper", [sys.executable, "-c", "import os, time; open({str(pid_file)!r}, 'w').write(str(os.getpid())); time.sleep(120)"])
+async def main():
+    supervisor = Supervisor([child])
+    await supervisor.start()
+    await asyncio.sleep(120)
+asyncio.run(main())
+"""
+    parent = subprocess.Popen([sys.executable, "-c", script])
+    deadline = time.monotonic() + 30
+    while not pid_file.exists() or not pid_file.read_text():
+        assert time.monotonic() < deadline, "the supervised child never started"
+        time.sleep(0.1)
+    child_pid = int(pid_file.read_text())
+    parent.send_signal(signal.SIGKILL)
+    parent.wait()
+    deadline = time.monotonic() + 10
+    while True:
+        try:
+            os.kill(child_pid, 0)
+        except ProcessLookupError:
+            break
+        assert time.monotonic() < deadline, f"child {child_pid} outlived its supervisor"
+        time.sleep(0.1)
