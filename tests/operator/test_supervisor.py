@@ -41,10 +41,11 @@ def test_children_die_with_a_supervisor_that_is_killed_outright(tmp_path: object
     from pathlib import Path
 
     pid_file = Path(str(tmp_path)) / "child.pid"
+    sleeper = f"import os, time; open({str(pid_file)!r}, 'w').write(str(os.getpid())); time.sleep(120)"
     script = f"""
 import asyncio, sys
 from services.operator.supervisor import ChildSpec, Supervisor
-child = ChildSpec("sleeper", [sys.executable, "-c", "import os, time; open({str(pid_file)!r}, 'w').write(str(os.getpid())); time.sleep(120)"])
+child = ChildSpec("sleeper", [sys.executable, "-c", {sleeper!r}])
 async def main():
     supervisor = Supervisor([child])
     await supervisor.start()
