@@ -75,16 +75,30 @@ def _mean_curves(rows: Sequence[PairRow], cohorts: Sequence[str], value: str) ->
 def write_plots(rows: Sequence[PairRow], cohorts: Sequence[str], out: Path) -> list[str]:
     plt = pyplot()
     written = []
-    for name, value, xlabel, ylabel, log in (
-        ("curves_flops.png", "flops", "cumulative training GFLOPs", "validation accuracy (%)", True),
-        ("params.png", "params", "epoch", "parameters in forward (mean over pairs)", False),
+    for name, title, value, xlabel, ylabel, log in (
+        (
+            "curves_flops.png",
+            "accuracy against training compute",
+            "flops",
+            "cumulative training GFLOPs",
+            "validation accuracy (%)",
+            True,
+        ),
+        (
+            "params.png",
+            "the grown architecture over epochs",
+            "params",
+            "epoch",
+            "parameters in forward (mean over pairs)",
+            False,
+        ),
     ):
         figure, axis = plt.subplots(figsize=(7, 4.5))
         for cohort, points in _mean_curves(rows, cohorts, value).items():
             axis.plot([p[0] for p in points], [p[1] for p in points], marker=".", label=cohort)
         if log:
             axis.set_xscale("log")
-        axis.set(xlabel=xlabel, ylabel=ylabel, title=name.removesuffix(".png").replace("_", " "))
+        axis.set(xlabel=xlabel, ylabel=ylabel, title=title)
         axis.grid(alpha=0.3)
         axis.legend(fontsize=8)
         figure.tight_layout()
