@@ -62,7 +62,7 @@ def load_mnist1d_arrays(num_samples: int = DEFAULT_SAMPLES, data_dir: Path | Non
     args = dataset_args(num_samples)
     path = _cache_path(args, resolve_data_dir(data_dir))
     if path.exists():
-        with np.load(path) as cached:
+        with np.load(path, allow_pickle=False) as cached:
             return {key: cached[key] for key in cached.files}
     arrays = _generate(args)
     path.parent.mkdir(parents=True, exist_ok=True)
