@@ -26,8 +26,6 @@ class EpisodeSummary(Record, frozen=True, kw_only=True):
     #: Σ over epochs of params_in_forward, and of training FLOPs (plans/proof-baselines.md §4).
     parameter_epochs: int = 0
     train_flops: int = 0
-    #: Set when the episode cannot count as a cohort member (e.g. a replay whose topology did not match).
-    invalid_reason: str = ""
 
 
 class StepRecord(Message, frozen=True, kw_only=True):

@@ -166,7 +166,6 @@ class EpisodeOutcome(Record, frozen=True, kw_only=True, tag="episode_outcome", t
     topology: TopologyManifest | None = None
     parameter_epochs: int = 0
     train_flops: int = 0
-    invalid_reason: str = ""
 
 
 class ServiceStarted(Record, frozen=True, kw_only=True, tag="service_started", tag_field="kind"):

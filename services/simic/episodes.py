@@ -119,5 +119,4 @@ def episode_outcome(scored: ScoredEpisode, mode: RewardMode) -> EpisodeOutcome:
         topology=summary.topology,
         parameter_epochs=summary.parameter_epochs,
         train_flops=summary.train_flops,
-        invalid_reason=summary.invalid_reason,
     )

@@ -137,9 +137,7 @@ class EpisodeEnv:
             # Static-final (proof-baselines §3.3): the seeds draw fresh weights from the global RNG right after the
             # host, so the host's weights equal the source episode's at epoch 0.
             self.slot_states = replay_topology(task.name, self.model, self.slot_states, replay)
-        self.replayed = replay
         self.ledger = ComputeLedger(self.model, data.x_val[:1].to(self.device))
-        self.invalid_reason = ""
         self.lifecycle = lifecycle or LifecycleConfig(max_epochs=episode_length)
         self.loss_history: list[float] = []
         self.accuracy_history: list[float] = []
@@ -195,7 +193,7 @@ class EpisodeEnv:
         order = hashlib.sha256()
         for step, (x, y) in enumerate(self.train_stream.epoch()):
             # The label sequence in training order stands for the sample order (equal within a pair of cohorts).
-            order.update(y.numpy().tobytes() if y.device.type == "cpu" else y.cpu().numpy().tobytes())
+            order.update(y.cpu().numpy().tobytes())
             if self.augment is not None:
                 x = self.augment(x, self.augment_generator)
             x = x.to(self.device, non_blocking=True)
@@ -403,5 +401,4 @@ class EpisodeEnv:
             topology=topology,
             parameter_epochs=sum(self.ledger.params_in_forward),
             train_flops=sum(self.ledger.train_flops),
-            invalid_reason=self.invalid_reason,
         )
