@@ -30,7 +30,7 @@ from typing import Any
 import msgspec
 from nats.aio.client import Client
 
-from leyline_schemas import RewardMode, RunSpec, TopologyManifest
+from leyline_schemas import RewardMode, RunSpec, StepRecord, TopologyManifest
 from leyline_schemas.policy_ids import FIXED_SCHEDULE_POLICY_ID, GREEDY_SUFFIX
 from services.experiments.proof_analysis import (
     FIXED_SCHEDULE,
@@ -44,6 +44,7 @@ from services.experiments.proof_analysis import (
     PairRow,
     judge,
 )
+from services.experiments.step_audit import evaluation_version_check, read_step_records
 from services.experiments.training import TrainingPlan, evaluation_spec, replicate_plan, train_on
 from services.operator.run_client import RunFollower, bus_session, follow_run
 
@@ -141,9 +142,19 @@ async def _evaluate(nc: Client, spec: RunSpec, cohort: str, replicate: int, time
     return pair_rows(cohort, replicate, follower, spec)
 
 
-def _spec(plan: TrainingPlan, policy_id: str, mode: RewardMode, cohort: str, **changes: Any) -> RunSpec:
+def _spec(
+    plan: TrainingPlan, policy_id: str, mode: RewardMode, cohort: str, *, version: int = 0, **changes: Any
+) -> RunSpec:
+    """An evaluation run of one cohort on the plan's held-out seeds; `version` is the line version it must play."""
     run_id = f"proof-{cohort}-{time.strftime('%H%M%S')}-{uuid.uuid4().hex[:6]}"
-    return msgspec.structs.replace(evaluation_spec(plan, policy_id, mode, run_id), cohort=cohort, **changes)
+    spec = evaluation_spec(plan, policy_id, mode, run_id, version=version)
+    return msgspec.structs.replace(spec, cohort=cohort, **changes)
+
+
+def _version_mismatches(records: Sequence[StepRecord], env: int, version: int) -> int:
+    """Steps of `env`'s evaluation decided by another version than the one evaluated, or by none."""
+    check = evaluation_version_check([r for r in records if r.env_id == env], version)
+    return check["version_mismatches"] + check["undecided_steps"]
 
 
 def _manifests(treated: Sequence[PairRow], outcomes: dict[int, TopologyManifest]) -> dict[int, TopologyManifest]:
@@ -157,7 +168,8 @@ async def run_replicate(
     plan = plan_for(settings, experiment_id, replicate)
     trained = (await train_on(nc, plan, timeout=timeout))[settings.reward_mode.value]
     mode = settings.reward_mode
-    treatment_spec = _spec(plan, trained["policy_id"] + GREEDY_SUFFIX, mode, TREATMENT)
+    version = int(trained["final_version"])
+    treatment_spec = _spec(plan, trained["policy_id"] + GREEDY_SUFFIX, mode, TREATMENT, version=version)
     fixed = {
         cohort: _spec(plan, policy, mode, cohort, morphogenesis=on) for cohort, (policy, on) in FIXED_COHORTS.items()
     }
@@ -165,10 +177,13 @@ async def run_replicate(
 
     async def treatment() -> tuple[list[PairRow], dict[int, TopologyManifest]]:
         _, follower, _ = await follow_run(nc, treatment_spec, timeout=timeout, show_progress=False)
-        outcomes = follower.outcomes.items()
-        return pair_rows(TREATMENT, replicate, follower, treatment_spec), {
-            env: o.topology for (env, _), o in outcomes if o.topology is not None
-        }
+        expected = treatment_spec.episodes * treatment_spec.episode_length
+        records = await read_step_records(nc, treatment_spec.run_id, expected=expected)
+        rows = [
+            replace(row, version_mismatches=_version_mismatches(records, row.env, version))
+            for row in pair_rows(TREATMENT, replicate, follower, treatment_spec)
+        ]
+        return rows, {env: o.topology for (env, _), o in follower.outcomes.items() if o.topology is not None}
 
     controls = asyncio.gather(*(_evaluate(nc, spec, cohort, replicate, timeout) for cohort, spec in fixed.items()))
     (treatment_rows, topologies), fixed_rows = await asyncio.gather(treatment(), controls)
@@ -176,14 +191,15 @@ async def run_replicate(
     final_spec = _spec(plan, "wait", mode, STATIC_FINAL, env_topologies=manifests)
     specs[STATIC_FINAL] = final_spec
     final_rows = await _evaluate(nc, final_spec, STATIC_FINAL, replicate, timeout) if manifests else []
-    results = [*fixed_rows, final_rows]
-    rows = [*treatment_rows, *(row for batch in results for row in batch)]
+    controls_rows = [row for batch in fixed_rows for row in batch]
     # A pair whose treatment committed no seed: static-final is static-initial's episode (§3.3 "No growth").
-    static_initial = {row.env: row for row in rows if row.cohort == STATIC_INITIAL}
-    for row in treatment_rows:
-        if row.env not in manifests and row.env in static_initial:
-            rows = [r for r in rows if not (r.cohort == STATIC_FINAL and r.env == row.env)]
-            rows.append(replace(static_initial[row.env], cohort=STATIC_FINAL, flags=("no_growth",)))
+    no_growth = {
+        row.env: replace(row, cohort=STATIC_FINAL, flags=("no_growth",))
+        for row in controls_rows
+        if row.cohort == STATIC_INITIAL and row.env not in manifests
+    }
+    static_final = [row for row in final_rows if row.env not in no_growth] + list(no_growth.values())
+    rows = [*treatment_rows, *controls_rows, *static_final]
     return {
         "replicate": replicate,
         "training": {k: v for k, v in trained.items() if k != "episodes"},

@@ -13,6 +13,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from leyline_schemas.policy_ids import FIXED_SCHEDULE_POLICY_ID
 from services.experiments.cluster_statistics import bonferroni_level, cluster_comparison, cluster_median
 from services.experiments.compute_to_target import compute_to_target
 from services.tamiyo.schedules import SCHEDULES, realised_delays
@@ -57,6 +58,8 @@ class PairRow:
     uncommitted_params: int = 0
     replayed_hash: str = ""
     flags: tuple[str, ...] = ()
+    #: Steps decided by another version than the one evaluated, or by none (the treatment's; 0 expected).
+    version_mismatches: int = 0
 
     @property
     def pair(self) -> tuple[int, int]:
@@ -123,6 +126,11 @@ def validate(rows: Sequence[PairRow], cohorts: Sequence[str], pairs: Sequence[tu
         or any(p.train_flops <= 0 for p in r.curve)
     ]
     check("outcomes well formed, every epoch has its compute", "INSTRUMENTATION", malformed)
+    check(
+        "the treatment decided by the version it evaluates",
+        "INSTRUMENTATION",
+        [f"{r.pair}: {r.version_mismatches} steps" for r in rows if r.cohort == TREATMENT and r.version_mismatches],
+    )
     order = []
     for p in pairs:
         hashes = {c: tuple(pt.order_hash for pt in one[c][p].curve) for c in cohorts if p in one[c]}
@@ -162,7 +170,7 @@ def validate(rows: Sequence[PairRow], cohorts: Sequence[str], pairs: Sequence[tu
                 )
         check("static-final replays the treatment's committed architecture exactly", "MATH", replay)
     if FIXED_SCHEDULE in cohorts:
-        schedule = next(iter(SCHEDULES.values()))
+        schedule = SCHEDULES[FIXED_SCHEDULE_POLICY_ID]
         trace = []
         for p, row in one[FIXED_SCHEDULE].items():
             applied = {pt.epoch: pt.op for pt in row.curve if pt.outcome == "applied"}

@@ -199,3 +199,10 @@ def test_the_report_lists_every_cohort_and_comparison_and_writes_its_plots(tmp_p
     assert all(f"| {key} |" in report for key in ("P1", "P2", "P3", "P4"))
     assert all((out / name).stat().st_size > 0 for name in ("curves_flops.png", "params.png", "verdict.json"))
     assert "esper experiment proof --seeds 2" in report
+
+
+def test_a_treatment_step_decided_by_another_version_blocks_instrumentation() -> None:
+    rows = _rows()
+    index = next(i for i, r in enumerate(rows) if r.cohort == TREATMENT)
+    rows[index] = dataclasses.replace(rows[index], version_mismatches=2)
+    assert _verdict(rows) == "BLOCKED_INSTRUMENTATION"

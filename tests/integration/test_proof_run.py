@@ -36,6 +36,8 @@ def test_a_proof_rehearsal_plays_every_cohort_and_passes_every_check(tmp_path: P
     assert verdict["verdict"] == "REHEARSAL"
     failed = [c for c in verdict["checks"] if not c["passed"]]
     assert not failed, failed
+    assert "the treatment decided by the version it evaluates" in {c["check"] for c in verdict["checks"]}
+    assert all(p["version_mismatches"] == 0 for p in verdict["pairs"])
     pairs = verdict["pairs"]
     assert sorted({p["cohort"] for p in pairs}) == sorted(COHORT_ORDER)
     assert all(sum(1 for p in pairs if p["cohort"] == c) == 2 for c in COHORT_ORDER)
