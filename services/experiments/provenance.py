@@ -2,12 +2,24 @@
 
 from __future__ import annotations
 
+import os
 import platform
 import subprocess
 import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
+
+SECRET_PARTS = ("PASSWORD", "CREDS", "TOKEN", "TLS_KEY", "USER")
+
+
+def _settings_from_environment() -> list[str]:
+    """`ESPER_*=value` for every setting taken from the environment, secrets left out, in a stable order."""
+    return [
+        f"{key}={value}"
+        for key, value in sorted(os.environ.items())
+        if key.startswith("ESPER_") and not any(part in key for part in SECRET_PARTS)
+    ]
 
 
 def provenance(command: Sequence[str] | None = None) -> dict[str, str]:
@@ -27,12 +39,14 @@ def provenance(command: Sequence[str] | None = None) -> dict[str, str]:
     argv = list(command if command is not None else sys.argv)
     if argv and argv[0].endswith("esper"):
         argv[0] = "esper"
+    # Settings taken from the environment are part of the command: a report must say every knob it ran with.
+    argv = _settings_from_environment() + argv
     return {
         "command": " ".join(argv),
         "python": platform.python_version(),
         "torch": torch.__version__,
         "esper_commit": commit + (" (working tree had uncommitted changes)" if dirty else ""),
-        "machine": f"{platform.machine()}, {__import__('os').cpu_count()} CPU cores",
+        "machine": f"{platform.machine()}, {os.cpu_count()} CPU cores",
         "date_utc": time.strftime("%Y-%m-%d %H:%M", time.gmtime()),
     }
 

@@ -15,7 +15,9 @@ from pathlib import Path
 from typing import Annotated, Any
 
 from fastapi import FastAPI, HTTPException, Query, Request
+from fastapi import Path as PathParam
 from fastapi.responses import JSONResponse, StreamingResponse
+from pydantic import BaseModel
 
 from leyline_schemas import LeylineDecodeError, TelemetryEvent, decode, subjects, to_builtins
 from services import __version__
@@ -25,6 +27,18 @@ from services.karn.queries import UnknownRun
 from services.karn.store import RunStore
 
 KEEPALIVE_SECONDS = 15.0
+STORE_INT_MAX = 2**63 - 1  # the store is SQLite: an integer beyond 64 bits is a 422, never a 500
+
+
+class NotFound(BaseModel):
+    """A 404: what was not found, and the run it was looked for in."""
+
+    detail: str
+    run_id: str | None = None
+
+
+NOT_FOUND: dict[int | str, dict[str, Any]] = {404: {"model": NotFound, "description": "no such run (or seed)"}}
+StoreInt = Annotated[int, PathParam(ge=0, le=STORE_INT_MAX)]
 
 
 class StrictJSONResponse(JSONResponse):
@@ -76,35 +90,35 @@ def create_app(store_path: Path, nats_url: str | None = None, poll_seconds: floa
         """Every run in the store with its progress, oldest first."""
         return queries.list_runs(store())
 
-    @app.get("/runs/{run_id}", tags=["runs"])
+    @app.get("/runs/{run_id}", tags=["runs"], responses=NOT_FOUND)
     def run_status(run_id: str) -> dict[str, Any]:
         """One run: task, shape, state, episodes done, steps, best and mean accuracy, committed epochs."""
         return queries.run_status(store(), run_id)
 
-    @app.get("/runs/{run_id}/envs", tags=["runs"])
+    @app.get("/runs/{run_id}/envs", tags=["runs"], responses=NOT_FOUND)
     def envs(run_id: str) -> list[dict[str, Any]]:
         """Each env's latest epoch: accuracy, best, slots (stage:blueprint), contributions, last action."""
         return queries.envs(store(), run_id)
 
-    @app.get("/runs/{run_id}/seeds", tags=["seeds"])
+    @app.get("/runs/{run_id}/seeds", tags=["seeds"], responses=NOT_FOUND)
     def seeds(
         run_id: str,
-        env_id: int | None = None,
+        env_id: Annotated[int | None, Query(ge=0, le=STORE_INT_MAX)] = None,
         stage: Annotated[str | None, Query(description="GERMINATED, TRAINING, …, FOSSILIZED, PRUNED")] = None,
         blueprint: str | None = None,
     ) -> list[dict[str, Any]]:
         """Seeds of a run with how they ended (or where they are now)."""
         return queries.seeds(store(), run_id, env_id, stage, blueprint)
 
-    @app.get("/runs/{run_id}/seeds/{env_id}/{episode}/{seed_id}", tags=["seeds"])
-    def seed(run_id: str, env_id: int, episode: int, seed_id: str) -> dict[str, Any]:
+    @app.get("/runs/{run_id}/seeds/{env_id}/{episode}/{seed_id}", tags=["seeds"], responses=NOT_FOUND)
+    def seed(run_id: str, env_id: StoreInt, episode: StoreInt, seed_id: str) -> dict[str, Any]:
         """One seed and its lifecycle history: germination, stage changes, gates, fossilization or pruning."""
         found = queries.seed_lifecycle(store(), run_id, env_id, episode, seed_id)
         if found is None:
             raise HTTPException(404, f"run {run_id!r} has no seed {seed_id!r} in env {env_id} episode {episode}")
         return found
 
-    @app.get("/runs/{run_id}/policies", tags=["policies"])
+    @app.get("/runs/{run_id}/policies", tags=["policies"], responses=NOT_FOUND)
     def run_policies(run_id: str) -> list[dict[str, Any]]:
         """The policy lines a run acted with, the versions seen, and each version's PPO statistics."""
         return queries.policies(store(), run_id)
@@ -114,39 +128,43 @@ def create_app(store_path: Path, nats_url: str | None = None, poll_seconds: floa
         """Every policy line and version Karn has seen published or updated."""
         return queries.policies(store())
 
-    @app.get("/runs/{run_id}/episodes", tags=["runs"])
+    @app.get("/runs/{run_id}/episodes", tags=["runs"], responses=NOT_FOUND)
     def episodes(run_id: str) -> list[dict[str, Any]]:
         """Episode outcomes: final accuracy, parameter ratio, seeds, return under the run's reward mode."""
         return queries.episodes(store(), run_id)
 
-    @app.get("/runs/{run_id}/epochs", tags=["runs"])
+    @app.get("/runs/{run_id}/epochs", tags=["runs"], responses=NOT_FOUND)
     def epochs(run_id: str) -> list[dict[str, Any]]:
         """Committed epochs (the commit barrier across envs): one mean snapshot per round and epoch."""
         return queries.epochs(store(), run_id)
 
-    @app.get("/runs/{run_id}/analytics", tags=["analytics"])
+    @app.get("/runs/{run_id}/analytics", tags=["analytics"], responses=NOT_FOUND)
     def analytics(run_id: str) -> dict[str, Any]:
         """Per-blueprint statistics, per-env seed scoreboards, the Pareto frontier and its hypervolume."""
         return queries.analytics(store(), run_id)
 
-    @app.get("/runs/{run_id}/events", tags=["events"])
+    @app.get("/runs/{run_id}/events", tags=["events"], responses=NOT_FOUND)
     def events(
         run_id: str,
-        after: Annotated[int, Query(ge=0, description="only events stored after this sequence number")] = 0,
+        after: Annotated[
+            int, Query(ge=0, le=STORE_INT_MAX, description="only events stored after this sequence number")
+        ] = 0,
         kind: Annotated[list[str] | None, Query(description="payload kinds, e.g. epoch_completed")] = None,
         limit: Annotated[int, Query(ge=1, le=10_000)] = 500,
     ) -> list[dict[str, Any]]:
         """Stored events of a run, oldest first; page with `after` = the last `seq` you received."""
         return queries.events(store(), run_id, after, kind, limit)
 
-    @app.get("/runs/{run_id}/stream", tags=["events"], response_class=StreamingResponse)
+    @app.get("/runs/{run_id}/stream", tags=["events"], response_class=StreamingResponse, responses=NOT_FOUND)
     async def stream(
         request: Request,
         run_id: str,
         after: Annotated[
-            int | None, Query(ge=0, description="replay stored events after this seq (store mode)")
+            int | None, Query(ge=0, le=STORE_INT_MAX, description="replay stored events after this seq (store mode)")
         ] = None,
-        limit: Annotated[int | None, Query(ge=1, description="close the stream after this many events")] = None,
+        limit: Annotated[
+            int | None, Query(ge=1, le=STORE_INT_MAX, description="close the stream after this many events")
+        ] = None,
     ) -> StreamingResponse:
         """Server-sent events of a run as they happen: `event: <kind>`, `data: <event JSON>`."""
         if nats_url is not None:
@@ -155,12 +173,21 @@ def create_app(store_path: Path, nats_url: str | None = None, poll_seconds: floa
             body = _bus_events(request, nats_url, run_id, limit)
         else:
             await asyncio.to_thread(queries.require_run, store(), run_id)
-            last_id = request.headers.get("last-event-id")
-            start = after if after is not None else int(last_id) if last_id and last_id.isdigit() else None
+            start = after if after is not None else _last_event_id(request)
             body = _store_events(request, store(), run_id, start, limit, poll_seconds)
         return StreamingResponse(body, media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
 
     return app
+
+
+def _last_event_id(request: Request) -> int | None:
+    """The SSE `Last-Event-ID` a reconnecting client sent: a store seq, or None; anything else is a 422."""
+    raw = request.headers.get("last-event-id")
+    if raw is None or raw == "":
+        return None
+    if not raw.isascii() or not raw.isdigit() or int(raw) > STORE_INT_MAX:
+        raise HTTPException(422, f"Last-Event-ID must be a store sequence number in [0, {STORE_INT_MAX}], got {raw!r}")
+    return int(raw)
 
 
 async def _store_events(
