@@ -17,7 +17,7 @@ def add_proof_parser(esub: Any, policy_size_env: Callable[[int], dict[str, str]]
     p = esub.add_parser("proof", help="does growth earn its parameters? a trained line against the control cohorts")
     p.add_argument("--task", default="mnist1d")
     p.add_argument("--seeds", type=int, default=5, help="replicates (a fresh PPO line each); < 5 is a rehearsal")
-    p.add_argument("--episodes", type=int, default=64, help="training episodes of the treatment line per replicate")
+    p.add_argument("--episodes", type=int, default=32, help="training episodes of the treatment line per replicate")
     p.add_argument("--envs", type=int, default=4, help="envs per training round")
     p.add_argument("--eval-episodes", type=int, default=8, help="held-out pairs per replicate")
     p.add_argument("--episode-length", type=int, default=None, help="epochs per episode (default: the task's)")
@@ -27,12 +27,11 @@ def add_proof_parser(esub: Any, policy_size_env: Callable[[int], dict[str, str]]
     p.add_argument("--seed", type=int, default=42)
     p.add_argument("--synthetic", action="store_true")
     p.add_argument("--hidden", type=int, default=64, help="LSTM hidden size of the trained policy")
-    # The treatment line's PPO settings; the defaults are the ones docs/results/growth-log.md chose on tuning seeds
-    # (--seed 7001), never on the evaluation seeds. Simic's own defaults are sized for its 512-wide policy.
-    p.add_argument("--learning-rate", type=float, default=2e-3)
-    p.add_argument("--entropy-coef", type=float, default=0.01)
-    p.add_argument("--ppo-epochs", type=int, default=8)
-    p.add_argument("--ppo-minibatches", type=int, default=4)
+    # The treatment line's PPO knobs; unset, Simic's own defaults apply (docs/results/growth-log.md: what was tried).
+    p.add_argument("--learning-rate", type=float, default=None)
+    p.add_argument("--entropy-coef", type=float, default=None)
+    p.add_argument("--ppo-epochs", type=int, default=None)
+    p.add_argument("--ppo-minibatches", type=int, default=None)
     p.add_argument("--nats", default=None)
     p.add_argument("--timeout", type=float, default=7200.0)
     p.add_argument("--out", default=None)
@@ -41,13 +40,13 @@ def add_proof_parser(esub: Any, policy_size_env: Callable[[int], dict[str, str]]
 
 def learner_env(args: argparse.Namespace, policy_size_env: Callable[[int], dict[str, str]]) -> dict[str, str]:
     """Simic's settings for the treatment line: its size and PPO knobs, as the embedded services read them."""
-    return {
-        **policy_size_env(args.hidden),
-        "ESPER_LEARNING_RATE": repr(args.learning_rate),
-        "ESPER_ENTROPY_COEF": repr(args.entropy_coef),
-        "ESPER_PPO_EPOCHS": str(args.ppo_epochs),
-        "ESPER_PPO_MINIBATCHES": str(args.ppo_minibatches),
+    knobs = {
+        "ESPER_LEARNING_RATE": args.learning_rate,
+        "ESPER_ENTROPY_COEF": args.entropy_coef,
+        "ESPER_PPO_EPOCHS": args.ppo_epochs,
+        "ESPER_PPO_MINIBATCHES": args.ppo_minibatches,
     }
+    return {**policy_size_env(args.hidden), **{key: repr(value) for key, value in knobs.items() if value is not None}}
 
 
 def cmd_experiment_proof(args: argparse.Namespace, policy_size_env: Callable[[int], dict[str, str]]) -> int:

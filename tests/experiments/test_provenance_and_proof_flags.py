@@ -40,17 +40,11 @@ def _proof_args(argv: list[str]) -> argparse.Namespace:
 
 def test_the_proof_flags_set_the_treatment_lines_ppo_settings() -> None:
     defaults = learner_env(_proof_args([]), policy_size_env)
-    assert defaults == {
-        "ESPER_POLICY_HIDDEN": "64",
-        "ESPER_POLICY_HEAD_HIDDEN": "32",
-        "ESPER_LEARNING_RATE": "0.002",
-        "ESPER_ENTROPY_COEF": "0.01",
-        "ESPER_PPO_EPOCHS": "8",
-        "ESPER_PPO_MINIBATCHES": "4",
-    }
+    assert defaults == {"ESPER_POLICY_HIDDEN": "64", "ESPER_POLICY_HEAD_HIDDEN": "32"}  # Simic's PPO defaults
     given = learner_env(
-        _proof_args(["--learning-rate", "3e-4", "--entropy-coef", "0.05", "--ppo-epochs", "4", "--hidden", "128"]),
+        _proof_args(["--learning-rate", "3e-4", "--entropy-coef", "0.05", "--ppo-epochs", "8", "--hidden", "128"]),
         policy_size_env,
     )
+    assert "ESPER_PPO_MINIBATCHES" not in given
     assert given["ESPER_LEARNING_RATE"] == "0.0003" and given["ESPER_ENTROPY_COEF"] == "0.05"
-    assert given["ESPER_PPO_EPOCHS"] == "4" and given["ESPER_POLICY_HIDDEN"] == "128"
+    assert given["ESPER_PPO_EPOCHS"] == "8" and given["ESPER_POLICY_HIDDEN"] == "128"
