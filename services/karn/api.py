@@ -183,7 +183,7 @@ def create_app(store_path: Path, nats_url: str | None = None, poll_seconds: floa
 def _last_event_id(request: Request) -> int | None:
     """The SSE `Last-Event-ID` a reconnecting client sent: a store seq, or None; anything else is a 422."""
     raw = request.headers.get("last-event-id")
-    if raw is None or raw == "":
+    if not raw:
         return None
     if not raw.isascii() or not raw.isdigit() or int(raw) > STORE_INT_MAX:
         raise HTTPException(422, f"Last-Event-ID must be a store sequence number in [0, {STORE_INT_MAX}], got {raw!r}")

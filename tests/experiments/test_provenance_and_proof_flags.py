@@ -4,6 +4,7 @@ command's PPO flags reaching the learner's environment exactly as given."""
 from __future__ import annotations
 
 import argparse
+import os
 
 import pytest
 
@@ -25,8 +26,6 @@ def test_the_command_carries_every_setting_from_the_environment_and_no_secret(
 
 
 def test_without_settings_in_the_environment_the_command_is_the_argv(monkeypatch: pytest.MonkeyPatch) -> None:
-    import os
-
     for key in [k for k in os.environ if k.startswith("ESPER_")]:
         monkeypatch.delenv(key)
     assert provenance(["esper", "experiment", "proof"])["command"] == "esper experiment proof"

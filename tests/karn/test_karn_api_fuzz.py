@@ -7,8 +7,6 @@ The event stream is an endless response by design, so it is fuzzed only through 
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 import schemathesis
 from fastapi import FastAPI
@@ -20,16 +18,12 @@ from services.karn.api import STORE_INT_MAX, create_app
 from services.karn.store import RunStore
 
 
-def _seeded_app(directory: Path) -> FastAPI:
-    path = directory / "karn.sqlite"
+@pytest.fixture(scope="module")
+def app(tmp_path_factory: pytest.TempPathFactory) -> FastAPI:
+    path = tmp_path_factory.mktemp("fuzz") / "karn.sqlite"
     with RunStore.open(path) as store:
         store.ingest(script("run-fuzz", learn=True, policy_id="ppo-fuzz").items)
     return create_app(path, poll_seconds=0.05)
-
-
-@pytest.fixture(scope="module")
-def app(tmp_path_factory: pytest.TempPathFactory) -> FastAPI:
-    return _seeded_app(tmp_path_factory.mktemp("fuzz"))
 
 
 FUZZ = settings(
