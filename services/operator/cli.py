@@ -47,10 +47,14 @@ def cmd_up(args: argparse.Namespace) -> int:
     from services.operator.up import default_state_dir, supervise, up
 
     state_dir = Path(args.state_dir).resolve() if args.state_dir else default_state_dir()
-    if args.foreground:
-        asyncio.run(supervise(state_dir, args.nats_port, args.secure))
-        return 0
-    url = up(state_dir, args.nats_port, secure=args.secure)
+    try:
+        if args.foreground:
+            asyncio.run(supervise(state_dir, args.nats_port, args.secure))
+            return 0
+        url = up(state_dir, args.nats_port, secure=args.secure)
+    except (RuntimeError, TimeoutError) as error:  # PortInUse included: a clear line, not a traceback
+        print(f"esper: error: {error}", file=sys.stderr, flush=True)
+        return 2
     print(url)
     print(f"export ESPER_NATS_URL={url}", file=sys.stderr)
     if args.secure:

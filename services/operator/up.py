@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from services.operator.embedded import PortInUse, port_is_free
 from services.operator.registry import SERVICE_NAMES
 from services.operator.security import read_env_file
 from services.operator.stack import LocalStack
@@ -111,6 +112,8 @@ def up(state_dir: Path, nats_port: int | None = None, timeout: float = 120.0, se
     existing = read_bus(state_dir)
     if existing and _alive(int(existing["pid"])):
         return str(existing["url"])
+    if nats_port is not None and not port_is_free(nats_port):
+        raise PortInUse.found_at("127.0.0.1", nats_port)
     state_dir.mkdir(parents=True, exist_ok=True)
     argv = [sys.executable, "-m", "services.operator.cli", "up", "--foreground", "--state-dir", str(state_dir)]
     if nats_port is not None:
@@ -124,7 +127,10 @@ def up(state_dir: Path, nats_port: int | None = None, timeout: float = 120.0, se
     deadline = time.monotonic() + timeout
     while (bus := read_bus(state_dir)) is None or int(bus["pid"]) != process.pid:
         if process.poll() is not None:
-            raise RuntimeError(f"esper up failed (exit {process.returncode}); see {state_dir / 'esper.log'}")
+            raise RuntimeError(
+                f"esper up failed (exit {process.returncode}): {_last_error(state_dir / 'esper.log')}; "
+                f"see {state_dir / 'esper.log'}"
+            )
         if time.monotonic() > deadline:
             raise TimeoutError(f"the bus did not come up in {timeout:.0f}s; see {state_dir / 'esper.log'}")
         time.sleep(0.1)
@@ -145,6 +151,13 @@ def up(state_dir: Path, nats_port: int | None = None, timeout: float = 120.0, se
         down(state_dir)
         raise
     return url
+
+
+def _last_error(log_path: Path) -> str:
+    """The supervisor's last `esper: error:` line in its log (what made it exit), else a pointer to the log."""
+    lines = log_path.read_text(errors="replace").splitlines() if log_path.exists() else []
+    errors = [line.removeprefix("esper: error: ") for line in lines if line.startswith("esper: error: ")]
+    return errors[-1] if errors else "no error line"
 
 
 def down(state_dir: Path, timeout: float = 60.0) -> bool:
