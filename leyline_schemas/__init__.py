@@ -64,6 +64,7 @@ from leyline_schemas.runs import (
     RunStopRequest,
     ServedPolicies,
     ServedPolicyInfo,
+    WorkerPresence,
 )
 from leyline_schemas.steps import EpisodeSummary, StepRecord
 from leyline_schemas.telemetry import (
@@ -104,6 +105,7 @@ MESSAGES: tuple[type[Message], ...] = (
     RunStatusRequest,
     RunStatus,
     EnvLease,
+    WorkerPresence,
     ActivePolicy,
     ErrorReply,
     PolicyListRequest,
@@ -169,6 +171,7 @@ __all__ = [
     "Decision",
     "DecisionRequest",
     "EnvLease",
+    "WorkerPresence",
     "EnvProgress",
     "EpisodeOutcome",
     "CommittedSeed",

@@ -102,6 +102,15 @@ class EnvLease(Message, frozen=True, kw_only=True):
     final_from: int = 0
 
 
+class WorkerPresence(Message, frozen=True, kw_only=True):
+    """A Tolaria env worker present on the bus, under `worker.<worker_id>` in ESPER_RUNS, renewed every poll until
+    `expires_at`: the workers present split the unfinished envs of running runs between them (fair leasing)."""
+
+    worker_id: str
+    max_envs: int
+    expires_at: float
+
+
 class ActivePolicy(Message, frozen=True, kw_only=True):
     """The version a policy id currently points at; weights are in ESPER_WEIGHTS under `object_name`."""
 

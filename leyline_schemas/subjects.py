@@ -50,6 +50,14 @@ def lease_key(run_id: str, env_id: int) -> str:
     return f"lease.{_token(run_id)}.{env_id}"
 
 
+def worker_key(worker_id: str) -> str:
+    """A worker's presence key; its id (service-host-pid) may hold a dotted host name, so anything a KV key token
+    cannot hold becomes `_`."""
+    if not worker_id:
+        raise ValueError("empty worker id")
+    return "worker." + "".join(ch if ch.isascii() and (ch.isalnum() or ch in "-_=") else "_" for ch in worker_id)
+
+
 def policy_key(policy_id: str) -> str:
     return f"policy.{_token(policy_id)}"
 

@@ -14,8 +14,6 @@ from nats.js.kv import KeyValue
 
 from leyline_schemas import (
     DecisionOutcome,
-    EpochCompleted,
-    EpochReport,
     GovernorRollback,
     LifecycleConfig,
     LifecycleOp,
@@ -23,27 +21,24 @@ from leyline_schemas import (
     RunSpec,
     RunState,
     RunStatus,
-    SeedGerminated,
-    SeedStage,
     Severity,
-    StepDirective,
     StepRecord,
     StepRequest,
-    blueprint_name,
-    encode,
+    WorkerPresence,
     routes,
     subjects,
 )
 from leyline_schemas.rounds import arm_of_env, env_episodes, required_policy_version, round_of_episode
 from services.policy.pointers import read_pointer
 from services.runtime import jetstream
-from services.runtime.bus import BUS_ERRORS, request, retry_while_bus_fails
+from services.runtime.bus import BUS_ERRORS, request
 from services.runtime.service import ServiceContext
-from services.tolaria import leases
+from services.tolaria import fair_share, leases
 from services.tolaria.acceleration import Acceleration
 from services.tolaria.controls import morphogenesis_off_directive
 from services.tolaria.env import EpisodeEnv
 from services.tolaria.leases import LeaseKeeper, LeaseLost, lease_name
+from services.tolaria.publishing import publish_epoch, publish_step
 from services.tolaria.tasks import TaskData, TaskSpec, env_seed, get_task
 from services.tolaria.torch_thread import run_torch
 from services.tolaria.validation import shapley_event
@@ -64,7 +59,8 @@ def load_task_data(task_name: str, seed: int, synthetic: bool, data_dir: str) ->
 
 
 class EnvWorker:
-    """Leases up to `max_envs` envs and runs each as an asyncio task; training runs in worker threads."""
+    """Leases its fair share of envs (at most `max_envs`, services/tolaria/fair_share.py) and runs each as an asyncio
+    task; training runs in worker threads."""
 
     def __init__(
         self,
@@ -86,12 +82,15 @@ class EnvWorker:
         self.step_deadline = step_deadline
         self.acceleration = acceleration
         self.tasks: dict[tuple[str, int], asyncio.Task[None]] = {}
+        self.split = fair_share.Split(share=0, room_elsewhere=False)
+        self.giving_back: set[tuple[str, int]] = set()
 
     async def run(self) -> None:
         kv = await jetstream.runs_bucket(self.ctx.js)
         try:
             while not self.ctx.stopping.is_set():
                 try:
+                    await fair_share.announce(kv, self.ctx.settings.instance, self.max_envs, self.lease_ttl)
                     await self._claim(kv)
                 except BUS_ERRORS as exc:
                     # An outage is waited out (the client reconnects by itself); the envs already driven go on.
@@ -99,6 +98,7 @@ class EnvWorker:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self.ctx.stopping.wait(), timeout=self.poll_interval)
         finally:
+            await fair_share.withdraw(kv, self.ctx.settings.instance)
             for task in self.tasks.values():
                 task.cancel()
             for task in list(self.tasks.values()):
@@ -107,11 +107,13 @@ class EnvWorker:
 
     async def _claim(self, kv: KeyValue) -> None:
         self.tasks = {key: task for key, task in self.tasks.items() if not task.done()}
-        if len(self.tasks) >= self.max_envs:
-            return
-        for spec in await leases.run_specs(kv):
+        self.giving_back &= set(self.tasks)
+        specs = await leases.run_specs(kv)
+        me = WorkerPresence(worker_id=self.ctx.settings.instance, max_envs=self.max_envs, expires_at=time.time())
+        self.split = await fair_share.split_for(kv, specs, me)
+        for spec in specs:
             for env_id in range(spec.n_envs):
-                if len(self.tasks) >= self.max_envs:
+                if len(self.tasks) >= self.split.share:
                     return
                 if (spec.run_id, env_id) in self.tasks:
                     continue
@@ -155,6 +157,15 @@ class EnvWorker:
                 await leases.update_status(
                     kv, spec.run_id, lambda s: msgspec.structs.replace(s, episodes_done=s.episodes_done + 1)
                 )
+                if k + 1 < len(episodes) and self._gives_back((spec.run_id, env_id)):
+                    log.info(
+                        "env %d of %s: given back after episode %d (share %d)",
+                        env_id,
+                        spec.run_id,
+                        episodes[k],
+                        self.split.share,
+                    )
+                    return
             finished = True
         except LeaseLost as exc:
             log.warning("%s", exc)
@@ -176,6 +187,16 @@ class EnvWorker:
                     await keeper.release()
         if finished and await leases.all_envs_done(kv, spec):
             await self._finish_run(kv, spec, RunState.COMPLETED, "")
+
+    def _gives_back(self, key: tuple[str, int]) -> bool:
+        """At an episode boundary: whether this env goes back to the pool because this worker holds more than its
+        share and another present worker has room (a worker joined). Decided without an await, so two envs ending
+        together do not both go."""
+        kept = len([k for k, task in self.tasks.items() if not task.done() and k not in self.giving_back])
+        if kept <= self.split.share or not self.split.room_elsewhere:
+            return False
+        self.giving_back.add(key)
+        return True
 
     async def _wait_for_policy(self, spec: RunSpec, env_id: int, round_index: int, keeper: LeaseKeeper) -> bool:
         """Strictly on-policy by default: round r acts with a version trained on round r−1 (ARCHITECTURE.md §6).
@@ -326,7 +347,7 @@ class EnvWorker:
                 attempt=keeper.held.lease.attempt,
             )
             # The step record is the epoch's commit point, so it goes last: once it is stored, so is the telemetry.
-            await self._publish_epoch(spec, env, directive, report, where, refused=bool(refused))
+            await publish_epoch(ctx, spec.run_id, env, directive, report, where, refused=bool(refused))
             for refusal in refused:
                 await ctx.telemetry.emit(spec.run_id, refusal, severity=Severity.WARNING, **where)
             if done:
@@ -334,69 +355,7 @@ class EnvWorker:
                 if stored_seq == 0:
                     stored_seq = (await ctx.js.stream_info(subjects.STEPS_STREAM)).state.last_seq
                 await keeper.update(final_from=stored_seq)
-            stored_seq = await self._publish_step(record)
+            stored_seq = await publish_step(ctx, record, self.step_deadline)
             policy_state = directive.policy_state
             last_op = directive.effective_op
             last_ok = directive.outcome in SUCCEEDED and not refused
-
-    async def _publish_step(self, record: StepRecord) -> int:
-        """Publish a step record, retrying through a bus outage; the same Nats-Msg-Id makes a retry idempotent.
-
-        Returns the record's sequence in STEPS.
-        """
-        payload = encode(record)
-        ack = await retry_while_bus_fails(
-            lambda: self.ctx.js.publish(
-                subjects.steps_subject(record.run_id),
-                payload,
-                headers={"Nats-Msg-Id": record.dedup_id},
-                timeout=10.0,
-            ),
-            what=f"storing step {record.dedup_id}",
-            deadline=self.step_deadline,
-        )
-        return ack.seq
-
-    async def _publish_epoch(
-        self,
-        spec: RunSpec,
-        env: EpisodeEnv,
-        directive: StepDirective,
-        report: EpochReport,
-        where: dict[str, int],
-        refused: bool = False,
-    ) -> None:
-        ctx = self.ctx
-        for event in directive.lifecycle_events:
-            if refused and isinstance(event, SeedGerminated) and not env.model.slot(event.slot_id).has_seed:
-                continue  # the germination did not happen: Tolaria refused it (a MutationRefused event follows)
-            if isinstance(event, SeedGerminated):
-                slot = env.model.slot(event.slot_id)
-                event = msgspec.structs.replace(event, params=slot.seed_param_count)
-            await ctx.telemetry.emit(spec.run_id, event, **where)
-        slots = {
-            s.slot_id: f"{s.stage.name}:{blueprint_name(s.blueprint)}" if s.stage is not SeedStage.DORMANT else "empty"
-            for s in env.slot_states
-        }
-        decision = directive.decision
-        await ctx.telemetry.emit(
-            spec.run_id,
-            EpochCompleted(
-                val_accuracy=report.val_accuracy,
-                val_loss=report.val_loss,
-                train_accuracy=report.train_accuracy,
-                train_loss=report.train_loss,
-                slots=slots,
-                contributions={r.slot_id: r.contribution for r in report.slots if r.contribution is not None},
-                op=directive.effective_op.name,
-                target_slot=directive.target_slot,
-                outcome="refused" if refused else directive.outcome.value,
-                policy_id=decision.policy_id if decision else "",
-                policy_version=decision.policy_version if decision else -1,
-                host_params=report.host_params,
-                total_params=env.model.total_params,
-                epoch_seconds=report.epoch_seconds,
-                compute=report.compute,
-            ),
-            **where,
-        )
