@@ -18,6 +18,7 @@ from leyline_schemas.directives import StepDirective, StepRequest
 from leyline_schemas.runs import (
     PolicyListRequest,
     RunAccepted,
+    RunResumeRequest,
     RunSpec,
     RunStatus,
     RunStatusRequest,
@@ -44,11 +45,12 @@ TAMIYO_POLICIES = Route(subjects.TAMIYO_POLICIES, PolicyListRequest, ServedPolic
 RUNS_START = Route(subjects.RUNS_START, RunSpec, RunAccepted)
 RUNS_STOP = Route(subjects.RUNS_STOP, RunStopRequest, RunStatus)
 RUNS_STATUS = Route(subjects.RUNS_STATUS, RunStatusRequest, RunStatus)
+RUNS_RESUME = Route(subjects.RUNS_RESUME, RunResumeRequest, RunStatus)
 
 #: subject → route, for code that starts from a subject string (discovery, fuzzing, docs).
 ROUTES: Mapping[str, Route[Any, Any]] = MappingProxyType(
     {
         route.subject: route
-        for route in (KASMINA_STEP, TAMIYO_DECIDE, TAMIYO_POLICIES, RUNS_START, RUNS_STOP, RUNS_STATUS)
+        for route in (KASMINA_STEP, TAMIYO_DECIDE, TAMIYO_POLICIES, RUNS_START, RUNS_STOP, RUNS_STATUS, RUNS_RESUME)
     }
 )

@@ -68,6 +68,27 @@ class RunStatusRequest(Message, frozen=True, kw_only=True):
     run_id: str
 
 
+class RunResumeRequest(Message, frozen=True, kw_only=True):
+    """Put a STOPPED or FAILED run back to RUNNING: its envs are leased again and go on from the episodes done."""
+
+    run_id: str
+    by: str = ""
+
+
+class RunAttachment(Message, frozen=True, kw_only=True):
+    """A client following a run, under `attach.<run_id>` in ESPER_RUNS, renewed well before `expires_at`.
+
+    A run with an attachment belongs to that client: once the attachment has lapsed (the client was killed or lost
+    the bus for longer than `ttl`), Tolaria stops the run with the reason instead of running it on. A run without
+    one is detached and runs until it ends or is stopped.
+    """
+
+    run_id: str
+    client_id: str
+    ttl: float
+    expires_at: float
+
+
 class EnvProgress(Record, frozen=True, kw_only=True):
     env_id: int
     episodes_done: int = 0

@@ -10,6 +10,7 @@ TAMIYO_POLICIES = f"{PREFIX}.tamiyo.policies"
 RUNS_START = f"{PREFIX}.runs.start"
 RUNS_STOP = f"{PREFIX}.runs.stop"
 RUNS_STATUS = f"{PREFIX}.runs.status"
+RUNS_RESUME = f"{PREFIX}.runs.resume"
 
 STEPS_STREAM = "STEPS"
 STEPS_SUBJECTS = f"{PREFIX}.steps.>"
@@ -44,6 +45,10 @@ def run_key(run_id: str) -> str:
 
 def run_status_key(run_id: str) -> str:
     return f"status.{_token(run_id)}"
+
+
+def attach_key(run_id: str) -> str:
+    return f"attach.{_token(run_id)}"
 
 
 def lease_key(run_id: str, env_id: int) -> str:

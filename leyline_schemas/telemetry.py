@@ -196,6 +196,13 @@ class RunFinished(Record, frozen=True, kw_only=True, tag="run_finished", tag_fie
     message: str = ""
 
 
+class RunResumed(Record, frozen=True, kw_only=True, tag="run_resumed", tag_field="kind"):
+    """A stopped or failed run running again (`esper runs resume`)."""
+
+    previous_state: str
+    by: str = ""
+
+
 EventPayload = (
     SeedGerminated
     | SeedStageChanged
@@ -214,6 +221,7 @@ EventPayload = (
     | ServiceStopped
     | RunStarted
     | RunFinished
+    | RunResumed
 )
 
 

@@ -21,6 +21,7 @@ from leyline_schemas import (
     PolicyUpdated,
     PPOUpdateCompleted,
     RunFinished,
+    RunResumed,
     RunSpec,
     RunStarted,
     SeedFossilized,
@@ -125,6 +126,8 @@ class SanctumAggregator:
                 for policy_id in p.policy_id.split(","):
                     if policy_id:
                         self._policy(policy_id)
+            elif isinstance(p, RunResumed):
+                self._state = "running"
             elif isinstance(p, RunFinished):
                 self._state = p.state
                 if self._barrier is not None:

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from nats.aio.client import Client
-from nats.js.errors import BucketNotFoundError, NoKeysError, NotFoundError
+from nats.js.errors import BucketNotFoundError, NotFoundError
 
 from leyline_schemas import (
     LeylineDecodeError,
@@ -29,6 +29,7 @@ from leyline_schemas import (
 )
 from services.karn.aggregator import SanctumAggregator
 from services.karn.snapshot import EnvDetail, SanctumSnapshot
+from services.runtime.kv import bucket_keys
 
 log = logging.getLogger("esper.karn.feed")
 
@@ -202,8 +203,8 @@ class LiveFeed(Feed):
 async def _runs_on_bus(js: Any) -> tuple[dict[str, RunSpec], dict[str, RunStatus]]:
     try:
         kv = await js.key_value(subjects.RUNS_BUCKET)
-        keys = await kv.keys()
-    except (BucketNotFoundError, NotFoundError, NoKeysError):
+        keys = await bucket_keys(kv)
+    except (BucketNotFoundError, NotFoundError):
         return {}, {}
     specs: dict[str, RunSpec] = {}
     statuses: dict[str, RunStatus] = {}

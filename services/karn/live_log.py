@@ -13,6 +13,7 @@ from leyline_schemas import (
     PolicyUpdated,
     PPOUpdateCompleted,
     RunFinished,
+    RunResumed,
     RunStarted,
     SeedFossilized,
     SeedGateEvaluated,
@@ -101,6 +102,8 @@ def describe(event: TelemetryEvent) -> str | None:
         )
     elif isinstance(p, RunFinished):
         text = f"RUN {p.state}" + (f": {p.message}" if p.message else "")
+    elif isinstance(p, RunResumed):
+        text = f"RUN resumed (was {p.previous_state})" + (f" by {p.by}" if p.by else "")
     elif isinstance(p, ShapleyComputed):
         values = " ".join(f"{slot}={value:+.2f}" for slot, value in sorted(p.shapley.items())) or "no seeds"
         text = f"shapley ({p.strategy}): {values}"

@@ -28,6 +28,7 @@ from leyline_schemas import (
     PolicyUpdated,
     PPOUpdateCompleted,
     RunFinished,
+    RunResumed,
     RunStarted,
     SeedFossilized,
     SeedGateEvaluated,
@@ -247,6 +248,11 @@ class RunStore:
             self._run_started(event, p)
         elif isinstance(p, RunFinished):
             self._run_finished(event, p, stats)
+        elif isinstance(p, RunResumed):
+            self.conn.execute(
+                "UPDATE runs SET state = 'running', message = ?, finished_at = NULL WHERE run_id = ?",
+                (f"resumed from {p.previous_state}" + (f" by {p.by}" if p.by else ""), event.run_id),
+            )
         elif isinstance(p, EpochCompleted):
             self._epoch(event, p, stats)
         elif isinstance(p, EpisodeOutcome):

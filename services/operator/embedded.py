@@ -212,8 +212,8 @@ class EmbeddedNats:
         """Start the server again on the same port, config and JetStream directory (after stop or kill)."""
         if self.process.poll() is None:
             self.stop()
-        self.process = _spawn(self.config_path, self.env, self.log_path or self.state_dir / "nats-server.log")
-        _wait_ready(self.host, self.port, timeout, self.process, self.server_name)
+        self.process = spawn_server(self.config_path, self.env, self.log_path or self.state_dir / "nats-server.log")
+        wait_until_ours(self.host, self.port, timeout, self.process, self.server_name)
 
 
 def wait_for_port(host: str, port: int, timeout: float, process: subprocess.Popen[bytes] | None = None) -> None:
@@ -229,7 +229,7 @@ def wait_for_port(host: str, port: int, timeout: float, process: subprocess.Pope
     raise TimeoutError(f"nats-server did not listen on {host}:{port} within {timeout}s")
 
 
-def _spawn(config_path: Path, env: dict[str, str], log_path: Path) -> subprocess.Popen[bytes]:
+def spawn_server(config_path: Path, env: dict[str, str], log_path: Path) -> subprocess.Popen[bytes]:
     log_file = open(log_path, "ab")  # noqa: SIM115 - handed to the child process
     try:
         return subprocess.Popen(
@@ -243,7 +243,7 @@ def _spawn(config_path: Path, env: dict[str, str], log_path: Path) -> subprocess
         log_file.close()
 
 
-def _wait_ready(
+def wait_until_ours(
     host: str, port: int, timeout: float, process: subprocess.Popen[bytes], server_name: str | None = None
 ) -> None:
     """Wait until our server listens; with `server_name`, until the server answering is ours. A server of another
@@ -306,8 +306,8 @@ def start_nats(
     )
     server_env = dict(env or {})
     log = log_path or state_dir / "nats-server.log"
-    process = _spawn(config_path, server_env, log)
-    _wait_ready(host, port, timeout, process, server_name)
+    process = spawn_server(config_path, server_env, log)
+    wait_until_ours(host, port, timeout, process, server_name)
     scheme = "tls" if tls is not None else "nats"
     return EmbeddedNats(
         process=process,

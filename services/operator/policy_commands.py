@@ -114,29 +114,11 @@ async def list_policies(nc: Client, wait: float = 0.5) -> list[dict[str, Any]]:
     return rows
 
 
-def _connect_and(url: str, work: Any) -> Any:
-    from services.runtime.bus import connect
-    from services.runtime.settings import RuntimeSettings
-
-    async def run() -> Any:
-        nc = await connect(RuntimeSettings.from_env({"service": "cli", "nats_url": url, "connect_timeout": 5.0}))
-        try:
-            return await work(nc)
-        finally:
-            await nc.close()
-
-    return asyncio.run(run())
-
-
-def _bus(explicit: str | None) -> str:
-    from services.operator.up import bus_url
-
-    return bus_url(explicit)
-
-
 def cmd_policy_use(args: argparse.Namespace) -> int:
+    from services.operator.up import run_on_bus
+
     try:
-        pointer = _connect_and(_bus(args.nats), lambda nc: use_version(nc, args.policy_id, args.version))
+        pointer = run_on_bus(args.nats, lambda nc: use_version(nc, args.policy_id, args.version))
     except PolicyCommandError as exc:
         print(f"esper policy use: {exc}", file=sys.stderr)
         return 1
@@ -148,7 +130,9 @@ def cmd_policy_use(args: argparse.Namespace) -> int:
 
 
 def cmd_policy_list(args: argparse.Namespace) -> int:
-    rows = _connect_and(_bus(args.nats), lambda nc: list_policies(nc, args.wait))
+    from services.operator.up import run_on_bus
+
+    rows = run_on_bus(args.nats, lambda nc: list_policies(nc, args.wait))
     if args.json:
         print(json.dumps(rows, indent=2, sort_keys=True))
         return 0

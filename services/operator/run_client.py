@@ -40,6 +40,7 @@ from leyline_schemas import (
     to_builtins,
 )
 from services.operator.registry import SERVICE_NAMES
+from services.operator.run_attachment import attached
 from services.operator.stack import LocalStack
 from services.runtime.bus import connect, request
 from services.runtime.discovery import wait_for_services
@@ -86,6 +87,11 @@ def add_run_arguments(p: argparse.ArgumentParser) -> None:
         help="with --policy ppo: train this existing line on from its latest version instead of a fresh one",
     )
     p.add_argument("--no-progress", action="store_true")
+    p.add_argument(
+        "--detach",
+        action="store_true",
+        help="with --nats: submit the run and exit; it runs on its own (esper runs list|show|stop|resume)",
+    )
 
 
 def reward_choice(mode: str, family: str) -> tuple[RewardMode, RewardFamily]:
@@ -205,7 +211,27 @@ async def follow_run(
     show_progress: bool,
     until: Callable[[RunFollower], bool] | None = None,
 ) -> tuple[RunAccepted, RunFollower, float]:
-    """Submit `spec` and follow its telemetry until every episode has an outcome (and `until` holds, if given)."""
+    """Submit `spec` and follow its telemetry until every episode has an outcome (and `until` holds, if given).
+
+    The run is attached to this client (services/tolaria/run_control.py): a heartbeat renews the attachment while
+    it follows, so a client that is killed leaves a run that Tolaria stops, instead of one that runs on unseen. Leaving
+    early (the timeout, Ctrl-C, an error) stops the run with the reason; a run followed to its end is detached.
+    """
+    async with attached(nc, spec.run_id) as leaving:
+        accepted, follower, wall = await _follow(nc, spec, timeout=timeout, show_progress=show_progress, until=until)
+        finished = follower.done and (until is None or until(follower) or follower.failed)
+        leaving.reason = "" if finished else f"its client gave up after --timeout {timeout:.0f} s"
+    return accepted, follower, wall
+
+
+async def _follow(
+    nc: Client,
+    spec: RunSpec,
+    *,
+    timeout: float,
+    show_progress: bool,
+    until: Callable[[RunFollower], bool] | None,
+) -> tuple[RunAccepted, RunFollower, float]:
     js = nc.jetstream()
     follower = RunFollower(spec)
     # An ordered consumer from the start of the run's subjects: no event is missed, even one published
@@ -323,6 +349,8 @@ def run_from_args(args: argparse.Namespace, nats_url: str | None) -> int:
     except ValueError as exc:
         print(f"esper run: {exc}", file=sys.stderr)
         return 2
+    if getattr(args, "detach", False):
+        return submit_detached(spec, nats_url)
     out_dir = Path(args.out or f"runs/{spec.run_id}")
     try:
         report = asyncio.run(
@@ -344,3 +372,26 @@ def run_from_args(args: argparse.Namespace, nats_url: str | None) -> int:
         f"pruned {summary['seeds_pruned']}, {report['wall_seconds']}s -> {out_dir / 'report.json'}"
     )
     return 0 if report["state"] == "completed" else 1
+
+
+def submit_detached(spec: RunSpec, nats_url: str | None) -> int:
+    """Submit a run that no client follows: it runs until it ends or is stopped, across `esper down` / `esper up`."""
+    if nats_url is None:
+        print("esper run: --detach needs a bus that outlives this command (--nats, or `esper up`)", file=sys.stderr)
+        return 2
+
+    async def submit() -> RunAccepted:
+        nc = await connect(RuntimeSettings.from_env({"service": "cli", "nats_url": nats_url}))
+        try:
+            return await request(nc, routes.RUNS_START, spec, timeout=120.0, retries=3)
+        finally:
+            await nc.close()
+
+    try:
+        accepted = asyncio.run(submit())
+    except RemoteError as exc:
+        print(f"esper run: the run was refused: {exc.reply.message}", file=sys.stderr)
+        return 2
+    print(accepted.run_id)
+    print(f"esper: {accepted.run_id} runs detached; follow it with `esper karn` or `esper runs show`", file=sys.stderr)
+    return 0

@@ -10,8 +10,11 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
+
+from nats.aio.client import Client
 
 from services.operator.embedded import PortInUse, port_is_free
 from services.operator.registry import SERVICE_NAMES
@@ -20,6 +23,8 @@ from services.operator.stack import LocalStack
 from services.runtime.bus import connect
 from services.runtime.discovery import wait_for_services
 from services.runtime.settings import RuntimeSettings
+
+T = TypeVar("T")
 
 
 def default_state_dir() -> Path:
@@ -77,6 +82,20 @@ def bus_url(explicit: str | None) -> str:
     if bus and not os.environ.get("ESPER_NATS_USER"):
         os.environ.update(credentials(bus))
     return str(bus["url"]) if bus else DEFAULT_NATS_URL
+
+
+def run_on_bus(explicit: str | None, work: Callable[[Client], Awaitable[T]]) -> T:
+    """Run `work` with a connection to the bus a CLI command talks to (`bus_url`), closed afterwards."""
+    url = bus_url(explicit)
+
+    async def run() -> T:
+        nc = await connect(RuntimeSettings.from_env({"service": "cli", "nats_url": url, "connect_timeout": 5.0}))
+        try:
+            return await work(nc)
+        finally:
+            await nc.close()
+
+    return asyncio.run(run())
 
 
 async def supervise(state_dir: Path, nats_port: int | None = None, secure: bool = False) -> None:

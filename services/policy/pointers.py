@@ -11,12 +11,12 @@ import hashlib
 import re
 import time
 
-from nats.js.errors import KeyNotFoundError, NoKeysError, NotFoundError
+from nats.js.errors import KeyNotFoundError, NotFoundError
 from nats.js.kv import KeyValue
 from nats.js.object_store import ObjectStore
 
 from leyline_schemas import ActivePolicy, PolicyKind, encode, subjects
-from services.runtime.kv import read_message
+from services.runtime.kv import bucket_keys, read_message
 
 _VERSION = re.compile(r"^weights/(?P<policy>[^/]+)/(?P<version>\d+)\.safetensors$")
 
@@ -27,11 +27,8 @@ async def read_pointer(kv: KeyValue, policy_id: str) -> ActivePolicy | None:
 
 
 async def read_pointers(kv: KeyValue) -> list[ActivePolicy]:
-    try:
-        keys = await kv.keys()
-    except NoKeysError:
-        return []
     pointers = []
+    keys = await bucket_keys(kv)
     for key in sorted(keys):
         if key.startswith("policy."):
             pointer = await read_pointer(kv, key.removeprefix("policy."))

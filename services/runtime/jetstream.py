@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 
 from nats.js import JetStreamContext
@@ -17,6 +18,7 @@ from nats.js.kv import KeyValue
 from nats.js.object_store import ObjectStore
 
 from leyline_schemas import subjects
+from services.runtime.settings import RuntimeSettings
 
 log = logging.getLogger("esper.jetstream")
 
@@ -44,11 +46,18 @@ STREAMS = (
 )
 
 
+def stream_replicas() -> int:
+    """How many servers hold a copy of every stream, bucket and store: ESPER_STREAM_REPLICAS (RuntimeSettings)."""
+    return RuntimeSettings.from_env().stream_replicas
+
+
 async def ensure_streams(js: JetStreamContext) -> None:
-    for config in STREAMS:
-        assert config.name, "every stream in STREAMS is named"
+    replicas = stream_replicas()
+    for stream in STREAMS:
+        assert stream.name, "every stream in STREAMS is named"
+        config = dataclasses.replace(stream, num_replicas=replicas)
         try:
-            await js.stream_info(config.name)
+            await js.stream_info(stream.name)
         except NotFoundError:
             await js.add_stream(config)
             log.info("created stream %s", config.name)
@@ -57,11 +66,19 @@ async def ensure_streams(js: JetStreamContext) -> None:
 
 
 async def runs_bucket(js: JetStreamContext) -> KeyValue:
-    return await _bucket(js, KeyValueConfig(bucket=subjects.RUNS_BUCKET, history=5, storage=StorageType.FILE))
+    return await _bucket(
+        js,
+        KeyValueConfig(bucket=subjects.RUNS_BUCKET, history=5, storage=StorageType.FILE, replicas=stream_replicas()),
+    )
 
 
 async def policies_bucket(js: JetStreamContext) -> KeyValue:
-    return await _bucket(js, KeyValueConfig(bucket=subjects.POLICIES_BUCKET, history=20, storage=StorageType.FILE))
+    return await _bucket(
+        js,
+        KeyValueConfig(
+            bucket=subjects.POLICIES_BUCKET, history=20, storage=StorageType.FILE, replicas=stream_replicas()
+        ),
+    )
 
 
 async def weights_store(js: JetStreamContext) -> ObjectStore:
@@ -69,7 +86,10 @@ async def weights_store(js: JetStreamContext) -> ObjectStore:
         return await js.object_store(subjects.WEIGHTS_STORE)
     except (BucketNotFoundError, NotFoundError):
         return await js.create_object_store(
-            subjects.WEIGHTS_STORE, config=ObjectStoreConfig(storage=StorageType.FILE, description="policy weights")
+            subjects.WEIGHTS_STORE,
+            config=ObjectStoreConfig(
+                storage=StorageType.FILE, description="policy weights", replicas=stream_replicas()
+            ),
         )
 
 

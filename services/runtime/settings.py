@@ -57,6 +57,12 @@ class RuntimeSettings:
     nats_tls_ca: str = ""
     nats_tls_cert: str = ""
     nats_tls_key: str = ""
+    #: Copies of every stream, bucket and store (more than 1 needs a JetStream cluster of that many servers).
+    stream_replicas: int = 1
+
+    def __post_init__(self) -> None:
+        if not 1 <= self.stream_replicas <= 5:
+            raise ValueError(f"ESPER_STREAM_REPLICAS={self.stream_replicas} is outside 1-5, JetStream's range")
 
     @classmethod
     def env_names(cls) -> list[str]:

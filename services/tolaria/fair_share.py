@@ -15,7 +15,7 @@ from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError, NoKeysError
+from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
 from nats.js.kv import KeyValue
 
 from leyline_schemas import EnvLease, LeylineDecodeError, RunSpec, WorkerPresence, decode, encode, subjects
@@ -105,12 +105,8 @@ async def held_envs(kv: KeyValue, specs: Sequence[RunSpec]) -> tuple[int, Counte
     return unfinished, held
 
 
-async def split_for(kv: KeyValue, specs: Sequence[RunSpec], me: WorkerPresence) -> Split:
-    """This worker's split now, itself counted present even before its own presence is read back."""
-    try:
-        keys = list(await kv.keys())
-    except NoKeysError:
-        keys = []
+async def split_for(kv: KeyValue, keys: Sequence[str], specs: Sequence[RunSpec], me: WorkerPresence) -> Split:
+    """This worker's split now (`keys`: the bucket's keys), itself counted present before its presence is read."""
     workers = {w.worker_id: w for w in await present_workers(kv, keys)}
     workers[me.worker_id] = me
     unfinished, held = await held_envs(kv, specs)

@@ -6,12 +6,12 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 
 import msgspec
 from nats.js import JetStreamContext
-from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError, NoKeysError, NotFoundError
+from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError, NotFoundError
 from nats.js.kv import KeyValue
 
 from leyline_schemas import (
@@ -27,7 +27,7 @@ from leyline_schemas import (
 )
 from leyline_schemas.rounds import env_episodes
 from services.runtime.bus import BUS_ERRORS, retry_while_bus_fails
-from services.runtime.kv import read_message
+from services.runtime.kv import bucket_keys, read_message
 
 log = logging.getLogger("esper.tolaria.leases")
 
@@ -139,12 +139,10 @@ async def release(kv: KeyValue, held: HeldLease, **changes: object) -> HeldLease
     return HeldLease(lease, revision)
 
 
-async def run_specs(kv: KeyValue) -> list[RunSpec]:
-    """Every run in the bucket whose status is RUNNING."""
-    try:
-        keys = await kv.keys()
-    except NoKeysError:
-        return []
+async def run_specs(kv: KeyValue, keys: Sequence[str] | None = None) -> list[RunSpec]:
+    """Every run in the bucket whose status is RUNNING (`keys`: the bucket's keys, when already listed)."""
+    if keys is None:
+        keys = await bucket_keys(kv)
     specs = []
     for key in keys:
         if not key.startswith("run."):
@@ -298,6 +296,4 @@ class LeaseKeeper:
 
     async def _release(self, **changes: object) -> None:
         async with self.lock:
-            await self._write(
-                lambda held: release(self.kv, held, **changes), landed=lambda stored: stored.released
-            )
+            await self._write(lambda held: release(self.kv, held, **changes), landed=lambda stored: stored.released)

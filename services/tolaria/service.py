@@ -15,6 +15,7 @@ from leyline_schemas import (
     RewardFamily,
     RewardMode,
     RunAccepted,
+    RunResumeRequest,
     RunSpec,
     RunStarted,
     RunState,
@@ -31,7 +32,7 @@ from services.runtime import jetstream
 from services.runtime.service import Endpoint, RequestRejected, ServiceContext, ServiceDefinition
 from services.runtime.settings import RuntimeSettings
 from services.runtime.torch_threads import set_torch_threads
-from services.tolaria import leases
+from services.tolaria import leases, run_control
 from services.tolaria.acceleration import AMP_MODES, choose
 from services.tolaria.data import DatasetUnavailable
 from services.tolaria.tasks import get_task
@@ -211,14 +212,22 @@ async def handle_status(message: RunStatusRequest, ctx: TolariaContext) -> RunSt
 
 
 async def handle_stop(message: RunStopRequest, ctx: TolariaContext) -> RunStatus:
+    """Stop a running run with the reason given: its workers abandon the epoch in progress and give their leases
+    back (a stopped run can be resumed). A run that already ended is answered as it is."""
     kv = await jetstream.runs_bucket(ctx.js)
+    reason = message.reason or "stopped by request"
+    status = await run_control.end_run(kv, ctx.telemetry, message.run_id, RunState.STOPPED, reason)
+    if status is None:
+        raise RequestRejected(ErrorCode.UNKNOWN_RUN, f"no run {message.run_id!r}", "run_id")
+    return status
 
-    def stop(status: RunStatus) -> RunStatus | None:
-        if status.state is not RunState.RUNNING:
-            return None
-        return msgspec.structs.replace(status, state=RunState.STOPPED, message=message.reason, updated_at=time.time())
 
-    status = await leases.update_status(kv, message.run_id, stop)
+async def handle_resume(message: RunResumeRequest, ctx: TolariaContext) -> RunStatus:
+    kv = await jetstream.runs_bucket(ctx.js)
+    try:
+        status = await run_control.resume_run(kv, ctx.telemetry, message.run_id, message.by)
+    except run_control.NotResumable as exc:
+        raise RequestRejected(ErrorCode.INVALID_REQUEST, str(exc), "run_id") from None
     if status is None:
         raise RequestRejected(ErrorCode.UNKNOWN_RUN, f"no run {message.run_id!r}", "run_id")
     return status
@@ -250,6 +259,7 @@ def definition() -> ServiceDefinition[TolariaSettings, None]:
             Endpoint("runs-start", routes.RUNS_START, handle_start, max_concurrency=4),
             Endpoint("runs-status", routes.RUNS_STATUS, handle_status),
             Endpoint("runs-stop", routes.RUNS_STOP, handle_stop),
+            Endpoint("runs-resume", routes.RUNS_RESUME, handle_resume),
         ],
         background=[drive_envs],
         uses_torch=True,

@@ -17,10 +17,8 @@ from leyline_schemas import (
     GovernorRollback,
     LifecycleConfig,
     LifecycleOp,
-    RunFinished,
     RunSpec,
     RunState,
-    RunStatus,
     Severity,
     StepRecord,
     StepRequest,
@@ -32,8 +30,9 @@ from leyline_schemas.rounds import arm_of_env, env_episodes, required_policy_ver
 from services.policy.pointers import read_pointer
 from services.runtime import jetstream
 from services.runtime.bus import BUS_ERRORS, request
+from services.runtime.kv import bucket_keys
 from services.runtime.service import ServiceContext
-from services.tolaria import fair_share, leases
+from services.tolaria import fair_share, leases, run_control
 from services.tolaria.acceleration import Acceleration
 from services.tolaria.controls import morphogenesis_off_directive
 from services.tolaria.env import EpisodeEnv
@@ -56,6 +55,21 @@ async def _policy_version(policies: KeyValue, policy_id: str) -> int | None:
 def load_task_data(task_name: str, seed: int, synthetic: bool, data_dir: str) -> TaskData:
     """A task's data, loaded once per process and shared by every env of the run (the split is fixed by seed)."""
     return get_task(task_name).load_data(seed, synthetic, Path(data_dir) if data_dir else None)
+
+
+class RunHalted(RuntimeError):
+    """The run left RUNNING while one of its episodes was in progress."""
+
+
+async def _halt_if_not_running(kv: KeyValue, run_id: str, epoch: int) -> None:
+    """Raise RunHalted once the run was stopped (or failed elsewhere) mid-episode: this epoch is not trained and the
+    lease is given back. A bus outage is not a stop: the epoch goes on and waits for the bus where it must."""
+    try:
+        status = await leases.read_status(kv, run_id)
+    except BUS_ERRORS:
+        return
+    if status is None or status.state is not RunState.RUNNING:
+        raise RunHalted(f"the run is {status.state.value if status else 'gone'} before epoch {epoch}")
 
 
 class EnvWorker:
@@ -84,6 +98,7 @@ class EnvWorker:
         self.tasks: dict[tuple[str, int], asyncio.Task[None]] = {}
         self.split = fair_share.Split(share=0, room_elsewhere=False)
         self.giving_back: set[tuple[str, int]] = set()
+        self.abandoned = run_control.AbandonedRuns()
 
     async def run(self) -> None:
         kv = await jetstream.runs_bucket(self.ctx.js)
@@ -108,9 +123,12 @@ class EnvWorker:
     async def _claim(self, kv: KeyValue) -> None:
         self.tasks = {key: task for key, task in self.tasks.items() if not task.done()}
         self.giving_back &= set(self.tasks)
-        specs = await leases.run_specs(kv)
+        keys = await bucket_keys(kv)  # listed once per poll: runs, workers
+        specs = await leases.run_specs(kv, keys)
+        held_back = await self.abandoned.sweep(kv, self.ctx.telemetry, specs)
+        specs = [spec for spec in specs if spec.run_id not in held_back]
         me = WorkerPresence(worker_id=self.ctx.settings.instance, max_envs=self.max_envs, expires_at=time.time())
-        self.split = await fair_share.split_for(kv, specs, me)
+        self.split = await fair_share.split_for(kv, keys, specs, me)
         for spec in specs:
             for env_id in range(spec.n_envs):
                 if len(self.tasks) >= self.split.share:
@@ -169,6 +187,8 @@ class EnvWorker:
             finished = True
         except LeaseLost as exc:
             log.warning("%s", exc)
+        except RunHalted as exc:
+            log.info("env %d of %s: %s; its episode is left where it was", env_id, spec.run_id, exc)
         except asyncio.CancelledError:
             raise
         except BUS_ERRORS as exc:
@@ -225,23 +245,7 @@ class EnvWorker:
         return False
 
     async def _finish_run(self, kv: KeyValue, spec: RunSpec, state: RunState, message: str) -> None:
-        """Move the run out of RUNNING once; only the worker whose compare-and-set did it announces the end."""
-        transitioned: list[bool] = []
-
-        def finish(status: RunStatus) -> RunStatus | None:
-            # Called again after a lost compare-and-set: only the attempt that was written counts.
-            transitioned.clear()
-            if status.state is not RunState.RUNNING:
-                return None
-            transitioned.append(True)
-            return msgspec.structs.replace(status, state=state, message=message, updated_at=time.time())
-
-        await leases.update_status(kv, spec.run_id, finish)
-        if transitioned:
-            severity = Severity.INFO if state is RunState.COMPLETED else Severity.ERROR
-            await self.ctx.telemetry.emit(
-                spec.run_id, RunFinished(state=state.value, message=message), severity=severity
-            )
+        await run_control.end_run(kv, self.ctx.telemetry, spec.run_id, state, message)
 
     async def _run_episode(
         self, spec: RunSpec, task: TaskSpec, data: TaskData, env_id: int, episode: int, keeper: LeaseKeeper
@@ -277,6 +281,7 @@ class EnvWorker:
         for epoch in range(1, spec.episode_length + 1):
             if keeper.lost:
                 raise LeaseLost(f"lease on {lease_name(keeper.held)} lost")
+            await _halt_if_not_running(keeper.kv, spec.run_id, epoch)
             outcome = await run_torch(env.run_epoch, epoch)
             report = outcome.report
             where = {"env_id": env_id, "episode": episode, "epoch": epoch}

@@ -16,6 +16,7 @@ from services.runtime.settings import RuntimeSettings
 REPO = Path(__file__).resolve().parents[2]
 COMPOSE = REPO / "compose.yaml"
 COMPOSE_GPU = REPO / "compose.gpu.yaml"
+COMPOSE_CLUSTER = REPO / "compose.cluster.yaml"
 
 
 def vendor_dir() -> Path:

@@ -17,6 +17,7 @@ from services.operator.cli import build_parser
 from services.operator.embedded import DEFAULT_MAX_PAYLOAD
 from tests.compose.compose_model import (
     COMPOSE,
+    COMPOSE_CLUSTER,
     COMPOSE_GPU,
     REPO,
     InterpolationError,
@@ -54,7 +55,7 @@ def with_gpus(compose: dict[str, Any]) -> dict[str, Any]:
     return merged
 
 
-@pytest.mark.parametrize("path", [COMPOSE, COMPOSE_GPU], ids=lambda p: p.name)
+@pytest.mark.parametrize("path", [COMPOSE, COMPOSE_GPU, COMPOSE_CLUSTER], ids=lambda p: p.name)
 def test_the_files_follow_the_compose_specification(schema: dict[str, Any], path: Path) -> None:
     found = jsonschema.Draft7Validator(schema).iter_errors(load(path, dot_env()))
     errors = [f"{'/'.join(map(str, e.absolute_path))}: {e.message}" for e in found]
@@ -198,3 +199,26 @@ def test_the_image_builds_cpu_torch_by_default() -> None:
     assert re.search(r"^USER (?!root)\w+", dockerfile, re.M), "services run as an unprivileged user"
     for source in re.findall(r"^COPY (\S+)", dockerfile, re.M):
         assert (REPO / source).exists(), f"COPY {source}: no such file in the repository"
+
+
+def test_the_cluster_overlay_gives_every_service_three_routed_nodes_and_three_replicas(
+    compose: dict[str, Any],
+) -> None:
+    merged = merge(compose, load(COMPOSE_CLUSTER, dot_env()))
+    nodes = ["nats", "nats-2", "nats-3"]
+    for node in nodes:
+        command = merged["services"][node]["command"]
+        routes = command[command.index("--routes") + 1].split(",")
+        assert sorted(routes) == sorted(f"nats://{other}:6222" for other in nodes if other != node), (node, routes)
+        assert command[command.index("--cluster_name") + 1] == "esper"
+        assert set(merged["services"][node]["environment"]) == set(compose["services"]["nats"]["environment"])
+    names = [c[c.index("--name") + 1] for c in (merged["services"][n]["command"] for n in nodes)]
+    assert len(set(names)) == 3, "every node has its own server name (JetStream clustering needs it)"
+    for name, service in esper_services(merged).items():
+        env = environment(service)
+        if name == "karn-api":
+            continue  # reads the run store only
+        assert env["ESPER_NATS_URL"].split(",") == [f"nats://{n}:4222" for n in nodes], name
+        assert env["ESPER_STREAM_REPLICAS"] == "3", name
+        unread = {key for key in env if key.startswith("ESPER_")} - settings_names(service["command"])
+        assert not unread, f"{name} sets variables its settings never read: {sorted(unread)}"

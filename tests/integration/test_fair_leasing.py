@@ -4,19 +4,18 @@ that joins mid-run gets its share at episode boundaries, with no episode run twi
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 from collections import Counter
 from pathlib import Path
 
 import pytest
-from nats.js.errors import NoKeysError
 
 import leyline_schemas as L
 from leyline_schemas import routes
 from services.operator.embedded import EmbeddedNats
 from services.runtime import jetstream
 from services.runtime.bus import connect, request
+from services.runtime.kv import bucket_keys
 from services.runtime.settings import RuntimeSettings
 from services.tolaria import fair_share
 from services.tolaria.leases import read_status
@@ -40,9 +39,8 @@ async def _present(js, count: int, timeout: float = 60.0) -> None:  # type: igno
     kv = await jetstream.runs_bucket(js)
     deadline = time.monotonic() + timeout
     while True:
-        with contextlib.suppress(NoKeysError):
-            if len(await fair_share.present_workers(kv, list(await kv.keys()))) >= count:
-                return
+        if len(await fair_share.present_workers(kv, await bucket_keys(kv))) >= count:
+            return
         assert time.monotonic() < deadline, f"fewer than {count} workers announced themselves"
         await asyncio.sleep(0.2)
 

@@ -211,3 +211,18 @@ def test_a_restarted_episode_replaces_the_earlier_attempts_steps(store: RunStore
         "SELECT attempt, val_accuracy FROM steps WHERE run_id = ? AND step = ?", ("run-attempts", first.step)
     )
     assert [tuple(r) for r in rows] == [(1, 12.5)]
+
+
+def test_a_stopped_run_shows_stopped_with_its_reason_and_running_again_once_resumed(store: RunStore) -> None:
+    run = script("run-stopped", n_envs=1, episodes=1)
+    started = [
+        item for item in run.items if not isinstance(item, L.StepRecord) and isinstance(item.payload, L.RunStarted)
+    ]
+    store.ingest(started)
+    stopped = run.event(L.RunFinished(state="stopped", message="its client cli-x went away (no heartbeat for 40 s)"))
+    store.ingest([stopped])
+    status = queries.run_status(store, "run-stopped")
+    assert (status["state"], status["message"]) == ("stopped", "its client cli-x went away (no heartbeat for 40 s)")
+    store.ingest([run.event(L.RunResumed(previous_state="stopped", by="cli-y"))])
+    status = queries.run_status(store, "run-stopped")
+    assert (status["state"], status["message"]) == ("running", "resumed from stopped by cli-y")

@@ -36,7 +36,14 @@ ENDPOINTS: dict[str, tuple[str, type[msgspec.Struct], msgspec.Struct]] = {
     L.subjects.RUNS_START: ("tolaria", L.RunSpec, L.RunSpec(run_id="fuzz", episodes=1, episode_length=2)),
     L.subjects.RUNS_STATUS: ("tolaria", L.RunStatusRequest, L.RunStatusRequest(run_id="fuzz")),
     L.subjects.RUNS_STOP: ("tolaria", L.RunStopRequest, L.RunStopRequest(run_id="fuzz", reason="fuzz")),
+    L.subjects.RUNS_RESUME: ("tolaria", L.RunResumeRequest, L.RunResumeRequest(run_id="fuzz", by="fuzz")),
+    L.subjects.TAMIYO_POLICIES: ("tamiyo", L.PolicyListRequest, L.PolicyListRequest(policy_id="heuristic")),
 }
+
+
+def test_every_route_is_fuzzed() -> None:
+    """An endpoint added to leyline_schemas.routes is fuzzed here, or this fails."""
+    assert set(ENDPOINTS) == set(routes.ROUTES)
 
 
 def _leaves(value: Any, path: tuple[Any, ...] = ()) -> Iterator[tuple[tuple[Any, ...], Any]]:
@@ -214,3 +221,7 @@ async def _valid_requests_succeed(nc: Client) -> None:
     assert accepted.run_id == run_id
     stopped = await request(nc, routes.RUNS_STOP, L.RunStopRequest(run_id=run_id, reason="fuzz"))
     assert stopped.state in (L.RunState.STOPPED, L.RunState.COMPLETED)
+    if stopped.state is L.RunState.STOPPED:
+        resumed = await request(nc, routes.RUNS_RESUME, L.RunResumeRequest(run_id=run_id, by="fuzz"))
+        assert resumed.state is L.RunState.RUNNING
+        await request(nc, routes.RUNS_STOP, L.RunStopRequest(run_id=run_id, reason="fuzz again"))

@@ -87,6 +87,14 @@ def services(nats_url: str, tmp_path_factory: pytest.TempPathFactory) -> Iterato
         yield nats_url
 
 
+def _decodes(payload: bytes, request_type: type[L.Message]) -> bool:
+    try:
+        L.decode(payload, request_type)
+    except L.LeylineDecodeError:
+        return False
+    return True
+
+
 async def raw_request(nc: Any, subject: str, payload: bytes) -> L.ErrorReply:
     reply = await nc.request(subject, payload, timeout=15)
     assert reply.headers and "Nats-Service-Error" in reply.headers, f"{subject} accepted {payload[:20]!r}"
@@ -118,11 +126,20 @@ async def _garbage_then_valid(url: str) -> None:
             L.subjects.RUNS_START,
             L.subjects.RUNS_STATUS,
             L.subjects.RUNS_STOP,
+            L.subjects.RUNS_RESUME,
+            L.subjects.TAMIYO_POLICIES,
         ]
+        assert set(endpoints) == set(routes.ROUTES), "every route gets the garbage-then-valid treatment"
         sent = {"kasmina": 0, "tamiyo": 0, "tolaria": 0}
-        owner = {L.subjects.KASMINA_STEP: "kasmina", L.subjects.TAMIYO_DECIDE: "tamiyo"}
+        owner = {
+            L.subjects.KASMINA_STEP: "kasmina",
+            L.subjects.TAMIYO_DECIDE: "tamiyo",
+            L.subjects.TAMIYO_POLICIES: "tamiyo",
+        }
         for subject in endpoints:
             for payload in GARBAGE:
+                if _decodes(payload, routes.ROUTES[subject].request):
+                    continue  # e.g. {"hello": "world"} is a PolicyListRequest: every field has a default
                 error = await raw_request(nc, subject, payload)
                 assert error.code is L.ErrorCode.MALFORMED or error.code is L.ErrorCode.WRONG_TYPE
                 assert error.subject == subject and error.message

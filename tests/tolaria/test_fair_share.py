@@ -13,6 +13,7 @@ from hypothesis import strategies as st
 import leyline_schemas as L
 from services.runtime import jetstream
 from services.runtime.bus import connect
+from services.runtime.kv import bucket_keys
 from services.runtime.settings import RuntimeSettings
 from services.tolaria import fair_share, leases
 from services.tolaria.fair_share import shares
@@ -89,14 +90,14 @@ async def test_the_split_read_from_kv_counts_live_workers_and_held_unfinished_en
 
         unfinished, holders = await fair_share.held_envs(kv, [spec])
         assert unfinished == 3 and holders == Counter({other: 1})
-        split = await fair_share.split_for(kv, [spec], me)
+        split = await fair_share.split_for(kv, await bucket_keys(kv), [spec], me)
         # 3 unfinished over me and the other (the stale one is not counted): the other keeps the larger part.
         assert split.share == 1 and split.room_elsewhere, split
-        keys = list(await kv.keys())
+        keys = await bucket_keys(kv)
         assert L.subjects.worker_key(stale) not in keys, "an expired presence is cleared by whoever reads it"
 
         await fair_share.withdraw(kv, other)
-        split = await fair_share.split_for(kv, [spec], me)
+        split = await fair_share.split_for(kv, await bucket_keys(kv), [spec], me)
         assert split.share == 3 and not split.room_elsewhere
     finally:
         await nc.close()
