@@ -122,12 +122,15 @@ def report_markdown(
     result: dict[str, Any], table: list[dict[str, Any]], judgement: Judgement, info: dict[str, str]
 ) -> str:
     s = result["settings"]
+    rehearsal = (
+        " Fewer than 5 replicates is a REHEARSAL: every number is printed, no verdict." if s["replicates"] < 5 else ""
+    )
     lines = [
         f"# Proof of growth on {s['task']}: {judgement.verdict}",
         "",
         f"{s['replicates']} replicate(s) × {s['eval_episodes']} held-out pairs; treatment = a PPO line trained on "
         f"{s['episodes']} episodes ({s['envs']} envs per round, reward {s['reward_mode']}); wall "
-        f"{result['wall_seconds']} s. Fewer than 5 replicates is a REHEARSAL: every number is printed, no verdict.",
+        f"{result['wall_seconds']} s.{rehearsal}",
         "",
         "## Integrity checks",
         "",

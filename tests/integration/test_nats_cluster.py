@@ -16,9 +16,15 @@ from leyline_schemas import routes
 from services.operator.cluster import NatsCluster, start_cluster
 from services.policy.pointers import read_pointer
 from services.runtime import jetstream
-from services.runtime.bus import connect, request
+from services.runtime.bus import BUS_ERRORS, connect, request
 from services.runtime.settings import RuntimeSettings
-from tests.resilience.run_probes import audit_attempts, digits_learning_spec, step_records
+from tests.resilience.run_probes import (
+    audit_attempts,
+    digits_learning_spec,
+    read_events,
+    step_records,
+    wait_learner_drained,
+)
 from tests.service_processes import start_service, stop_service, wait_services
 
 pytestmark = pytest.mark.integration
@@ -43,12 +49,18 @@ def cluster(tmp_path: Path) -> Iterator[NatsCluster]:
 
 
 async def _wait(predicate, timeout: float, what: str):  # type: ignore[no-untyped-def]
+    """Poll until `predicate` holds; this client's reads fail over like the services' do (a read that times out
+    while the cluster elects a leader is tried again)."""
     deadline = time.monotonic() + timeout
-    while not (value := await predicate()):
+    while True:
+        try:
+            if value := await predicate():
+                return value
+        except BUS_ERRORS:
+            pass
         if time.monotonic() > deadline:
             raise TimeoutError(f"timed out waiting for {what}")
         await asyncio.sleep(0.25)
-    return value
 
 
 @pytest.mark.timeout(420)
@@ -86,28 +98,14 @@ def test_a_learning_run_outlives_a_killed_cluster_node(cluster: NatsCluster, tmp
             await asyncio.to_thread(cluster.restart, index)
             await _wait(lambda: version(EPISODES // N_ENVS), 240, "the last update")
 
-            async def drained() -> bool:
-                info = await js.consumer_info(L.subjects.STEPS_STREAM, "simic")
-                return info.num_pending == 0 and info.num_ack_pending == 0
-
-            await _wait(drained, 60, "the learner to acknowledge every record")
-            learned = []
-            sub = await js.subscribe(
-                L.subjects.telemetry_subject(spec.run_id, "ppo_update_completed"), ordered_consumer=True
-            )
-            try:
-                while True:
-                    try:
-                        msg = await sub.next_msg(timeout=1.0)
-                    except Exception:
-                        break
-                    payload = L.decode(msg.data, L.TelemetryEvent).payload
-                    assert isinstance(payload, L.PPOUpdateCompleted)
-                    learned.append((payload.version, payload.steps))
-            finally:
-                await sub.unsubscribe()
+            drained = await wait_learner_drained(js, spec, timeout=60)
+            assert drained.pending == 0 and drained.ack_pending == 0, drained
+            learned = {}
+            for event in await read_events(js, spec.run_id, "ppo_update_completed"):
+                assert isinstance(event.payload, L.PPOUpdateCompleted)
+                learned[event.payload.version] = event.payload.steps  # a replayed announcement: the same update
             records = await step_records(js, spec.run_id)
-            return records, index, [steps for _, steps in sorted(dict(learned).items())]
+            return records, index, [steps for _, steps in sorted(learned.items())]
         finally:
             await nc.close()
 

@@ -23,7 +23,7 @@ from services.runtime.bus import connect, request
 from services.runtime.kv import bucket_keys
 from services.runtime.settings import RuntimeSettings
 from services.tolaria.leases import read_status
-from tests.resilience.run_probes import audit_attempts, env_leases, step_records
+from tests.resilience.run_probes import audit_attempts, env_leases, step_records, steps_published
 from tests.service_processes import REPO, running_services
 
 pytestmark = pytest.mark.integration
@@ -56,15 +56,9 @@ async def _wait_state(js, run_id: str, state: L.RunState, timeout: float) -> L.R
     return status
 
 
-async def _stored_steps(js, run_id: str) -> int:  # type: ignore[no-untyped-def]
-    subject = L.subjects.steps_subject(run_id)
-    info = await js.stream_info(L.subjects.STEPS_STREAM, subjects_filter=subject)
-    return int((info.state.subjects or {}).get(subject, 0))
-
-
 async def _steps_seen(js, run_id: str, count: int, timeout: float = 120) -> None:  # type: ignore[no-untyped-def]
     deadline = time.monotonic() + timeout
-    while await _stored_steps(js, run_id) < count:
+    while await steps_published(js, run_id) < count:
         assert time.monotonic() < deadline, f"fewer than {count} steps of {run_id}"
         await asyncio.sleep(0.1)
 
@@ -95,7 +89,7 @@ def test_stop_mid_episode_releases_every_lease_and_resume_finishes_with_no_step_
                 stop = L.RunStopRequest(run_id=spec.run_id, reason="operator test")
                 status = await request(nc, routes.RUNS_STOP, stop, timeout=10)
                 assert status.state is L.RunState.STOPPED, status
-                return await _stored_steps(js, spec.run_id)
+                return await steps_published(js, spec.run_id)
             finally:
                 await nc.close()
 
@@ -109,9 +103,9 @@ def test_stop_mid_episode_releases_every_lease_and_resume_finishes_with_no_step_
             nc, js = await _session(url)
             try:
                 await asyncio.sleep(3.0)  # the workers notice at the next epoch and let go
-                settled = await _stored_steps(js, spec.run_id)
+                settled = await steps_published(js, spec.run_id)
                 await asyncio.sleep(2.0)
-                later = await _stored_steps(js, spec.run_id)
+                later = await steps_published(js, spec.run_id)
                 return settled, later, await env_leases(js, spec)
             finally:
                 await nc.close()
