@@ -112,13 +112,9 @@ def cmd_run(args: argparse.Namespace) -> int:
 
     # An explicit bus (flag or ESPER_NATS_URL) is used as is; otherwise `esper run` brings its own.
     explicit = args.nats or os.environ.get("ESPER_NATS_URL") or None
-    if args.detach:
-        if args.policy == "ppo":
-            print("esper run: --detach submits one run; --policy ppo trains, so it follows", file=sys.stderr)
-            return 2
-        from services.operator.up import bus_url
-
-        explicit = bus_url(args.nats)  # a detached run needs a bus that outlives it: `esper up`'s, if no other
+    if args.detach and args.policy == "ppo":
+        print("esper run: --detach submits one run; --policy ppo trains, so it follows", file=sys.stderr)
+        return 2
     if args.policy == "ppo":
         from services.experiments.training import train_from_args
 

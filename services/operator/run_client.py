@@ -375,20 +375,12 @@ def run_from_args(args: argparse.Namespace, nats_url: str | None) -> int:
 
 
 def submit_detached(spec: RunSpec, nats_url: str | None) -> int:
-    """Submit a run that no client follows: it runs until it ends or is stopped, across `esper down` / `esper up`."""
-    if nats_url is None:
-        print("esper run: --detach needs a bus that outlives this command (--nats, or `esper up`)", file=sys.stderr)
-        return 2
-
-    async def submit() -> RunAccepted:
-        nc = await connect(RuntimeSettings.from_env({"service": "cli", "nats_url": nats_url}))
-        try:
-            return await request(nc, routes.RUNS_START, spec, timeout=120.0, retries=3)
-        finally:
-            await nc.close()
+    """Submit a run that no client follows: it runs until it ends or is stopped, across `esper down` / `esper up`.
+    Without `nats_url`, the bus is the one every CLI command finds (`bus_url`: ESPER_NATS_URL, else `esper up`'s)."""
+    from services.operator.up import run_on_bus
 
     try:
-        accepted = asyncio.run(submit())
+        accepted = run_on_bus(nats_url, lambda nc: request(nc, routes.RUNS_START, spec, timeout=120.0, retries=3))
     except RemoteError as exc:
         print(f"esper run: the run was refused: {exc.reply.message}", file=sys.stderr)
         return 2

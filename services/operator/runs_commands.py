@@ -28,6 +28,7 @@ from services.operator.run_attachment import CLIENT_ID
 from services.runtime import jetstream
 from services.runtime.bus import request
 from services.runtime.kv import bucket_keys, read_message
+from services.tolaria import leases, run_control
 
 
 async def run_rows(nc: Client) -> list[dict[str, Any]]:
@@ -40,7 +41,7 @@ async def run_rows(nc: Client) -> list[dict[str, Any]]:
         if spec is None:
             continue
         status = await read_message(kv, subjects.run_status_key(spec.run_id), RunStatus)
-        attachment = await read_message(kv, subjects.attach_key(spec.run_id), RunAttachment)
+        attachment = await run_control.read_attachment(kv, spec.run_id)
         rows.append(_row(spec, status, attachment))
     return sorted(rows, key=lambda row: (-row["created_at"], row["run_id"]))
 
@@ -69,11 +70,11 @@ async def run_detail(nc: Client, run_id: str) -> dict[str, Any] | None:
     if spec is None:
         return None
     status = await read_message(kv, subjects.run_status_key(run_id), RunStatus)
-    attachment = await read_message(kv, subjects.attach_key(run_id), RunAttachment)
+    attachment = await run_control.read_attachment(kv, run_id)
     envs = []
     for env_id in range(spec.n_envs):
         lease = await read_message(kv, subjects.lease_key(run_id, env_id), EnvLease)
-        live = lease is not None and not lease.released and lease.expires_at > time.time()
+        live = lease is not None and leases.held_now(lease, time.time())
         envs.append(
             {
                 "env_id": env_id,

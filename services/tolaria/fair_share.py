@@ -19,8 +19,8 @@ from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError
 from nats.js.kv import KeyValue
 
 from leyline_schemas import EnvLease, LeylineDecodeError, RunSpec, WorkerPresence, decode, encode, subjects
-from leyline_schemas.rounds import env_episodes
 from services.runtime.bus import BUS_ERRORS
+from services.tolaria import leases
 
 
 def shares(unfinished_envs: int, workers: Sequence[WorkerPresence], held: Mapping[str, int]) -> dict[str, int]:
@@ -97,10 +97,10 @@ async def held_envs(kv: KeyValue, specs: Sequence[RunSpec]) -> tuple[int, Counte
                 lease: EnvLease | None = decode(entry.value or b"", EnvLease)
             except (KeyNotFoundError, LeylineDecodeError):
                 lease = None
-            if lease is not None and lease.episodes_done >= len(env_episodes(spec, env_id)):
+            if lease is not None and leases.env_finished(spec, lease):
                 continue
             unfinished += 1
-            if lease is not None and not lease.released and lease.expires_at > now:
+            if lease is not None and leases.held_now(lease, now):
                 held[lease.worker_id] += 1
     return unfinished, held
 

@@ -27,7 +27,7 @@ from leyline_schemas import (
 )
 from leyline_schemas.rounds import env_episodes
 from services.runtime.bus import BUS_ERRORS, retry_while_bus_fails
-from services.runtime.kv import bucket_keys, read_message
+from services.runtime.kv import read_message
 
 log = logging.getLogger("esper.tolaria.leases")
 
@@ -36,6 +36,16 @@ log = logging.getLogger("esper.tolaria.leases")
 class HeldLease:
     lease: EnvLease
     revision: int
+
+
+def env_finished(spec: RunSpec, lease: EnvLease) -> bool:
+    """Whether the env of this lease has run every episode it owes the run."""
+    return lease.episodes_done >= len(env_episodes(spec, lease.env_id))
+
+
+def held_now(lease: EnvLease, now: float) -> bool:
+    """Whether a worker holds this lease at `now`: not given back, not expired."""
+    return not lease.released and lease.expires_at > now
 
 
 async def try_lease(kv: KeyValue, spec: RunSpec, env_id: int, worker_id: str, ttl: float) -> HeldLease | None:
@@ -58,9 +68,7 @@ async def try_lease(kv: KeyValue, spec: RunSpec, env_id: int, worker_id: str, tt
         held = decode(entry.value, EnvLease)
     except LeylineDecodeError:
         held = fresh
-    if held.episodes_done >= len(env_episodes(spec, env_id)):
-        return None
-    if not held.released and held.expires_at > now:
+    if env_finished(spec, held) or held_now(held, now):
         return None
     taken = msgspec.structs.replace(held, worker_id=worker_id, expires_at=now + ttl, released=False)
     try:
@@ -139,10 +147,8 @@ async def release(kv: KeyValue, held: HeldLease, **changes: object) -> HeldLease
     return HeldLease(lease, revision)
 
 
-async def run_specs(kv: KeyValue, keys: Sequence[str] | None = None) -> list[RunSpec]:
-    """Every run in the bucket whose status is RUNNING (`keys`: the bucket's keys, when already listed)."""
-    if keys is None:
-        keys = await bucket_keys(kv)
+async def run_specs(kv: KeyValue, keys: Sequence[str]) -> list[RunSpec]:
+    """Every run in the bucket whose status is RUNNING (`keys`: the bucket's keys, `runtime.kv.bucket_keys`)."""
     specs = []
     for key in keys:
         if not key.startswith("run."):
@@ -198,8 +204,7 @@ async def all_envs_done(kv: KeyValue, spec: RunSpec) -> bool:
             return False
         if not entry.value:
             return False
-        lease = decode(entry.value, EnvLease)
-        if lease.episodes_done < len(env_episodes(spec, env_id)):
+        if not env_finished(spec, decode(entry.value, EnvLease)):
             return False
     return True
 
