@@ -49,6 +49,9 @@ class RunSpec(Message, frozen=True, kw_only=True):
     env_topologies: dict[int, TopologyManifest] = {}
     #: A label carried into reports (e.g. "static-final"); it changes nothing.
     cohort: str = ""
+    #: Tolaria writes a host checkpoint of each env after every `checkpoint_every` epochs (0: never), and a worker
+    #: that takes an interrupted episode over resumes it from there: the default loses at most one epoch.
+    checkpoint_every: int = 1
 
 
 class RunAccepted(Message, frozen=True, kw_only=True):

@@ -26,14 +26,20 @@ class EpisodeSummary(Record, frozen=True, kw_only=True):
     #: Σ over epochs of params_in_forward, and of training FLOPs (plans/proof-baselines.md §4).
     parameter_epochs: int = 0
     train_flops: int = 0
+    #: sha256 over the final model's state dict (services/tolaria/host_checkpoint.py `state_sha256`): two episodes
+    #: that end in the same weights, e.g. one resumed from a host checkpoint and one run straight through, agree.
+    state_sha256: str = ""
 
 
 class StepRecord(Message, frozen=True, kw_only=True):
     """One RL transition as Tolaria executed it; dedup id is `run/env/episode/attempt/step`.
 
-    `attempt` is 0 for an episode's first run. An episode whose worker died or lost the bus is run again from its
-    start by whichever worker leases the env next, with `attempt` one higher; consumers keep the records of the
-    highest attempt of an episode, so a trajectory is never spliced from two runs.
+    `attempt` is 0 for an episode's first run. An episode whose worker died, lost the bus or was stopped is taken
+    up by whichever worker leases the env next, with `attempt` one higher; consumers keep the records of the
+    highest attempt of an episode. The new attempt resumes from the episode's latest host checkpoint (epoch
+    `resumed_from`, 0 for none) and first stores again, under its own attempt, the records of steps
+    1..`resumed_from` that the checkpoint carries, so the highest attempt is always a whole trajectory of one
+    model's training.
     """
 
     run_id: str
@@ -52,6 +58,7 @@ class StepRecord(Message, frozen=True, kw_only=True):
     summary: EpisodeSummary | None = None
     worker_id: str = ""
     attempt: int = 0
+    resumed_from: int = 0
 
     @property
     def dedup_id(self) -> str:

@@ -67,5 +67,10 @@ def policy_key(policy_id: str) -> str:
     return f"policy.{_token(policy_id)}"
 
 
+def host_checkpoint_object(run_id: str, env_id: int) -> str:
+    """The one host checkpoint an env of a run has at a time (services/tolaria/checkpoint_store.py)."""
+    return f"hosts/{_token(run_id)}/env-{env_id}.pt"
+
+
 def weights_object(policy_id: str, version: int) -> str:
     return f"weights/{_token(policy_id)}/{version:06d}.safetensors"

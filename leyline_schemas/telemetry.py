@@ -203,6 +203,15 @@ class RunResumed(Record, frozen=True, kw_only=True, tag="run_resumed", tag_field
     by: str = ""
 
 
+class EpisodeResumed(Record, frozen=True, kw_only=True, tag="episode_resumed", tag_field="kind"):
+    """An interrupted episode taken up again from its host checkpoint, not from epoch 1 (envelope: env, episode)."""
+
+    from_epoch: int
+    attempt: int
+    checkpoint_attempt: int
+    worker_id: str = ""
+
+
 EventPayload = (
     SeedGerminated
     | SeedStageChanged
@@ -222,6 +231,7 @@ EventPayload = (
     | RunStarted
     | RunFinished
     | RunResumed
+    | EpisodeResumed
 )
 
 

@@ -155,6 +155,14 @@ class ComputeLedger:
         self._train_samples = 0
         self._order_hash = ""
 
+    def state(self) -> dict[str, list[int]]:
+        """The per-epoch figures so far (a host checkpoint; the FLOP cache is measured again when needed)."""
+        return {"params_in_forward": list(self.params_in_forward), "train_flops": list(self.train_flops)}
+
+    def load_state(self, state: dict[str, list[int]]) -> None:
+        self.params_in_forward = [int(v) for v in state["params_in_forward"]]
+        self.train_flops = [int(v) for v in state["train_flops"]]
+
     def trained(self, samples: int, order_hash: str) -> None:
         """Record the epoch's training pass: samples seen and the hash of their order."""
         self._train_samples, self._order_hash = samples, order_hash

@@ -39,7 +39,7 @@ from services.kasmina.mechanics.slot import GerminationError, SlotSyncError
 from services.tolaria.acceleration import Acceleration, choose
 from services.tolaria.compute import ComputeLedger
 from services.tolaria.data import BatchStream
-from services.tolaria.governor import Governor, GovernorConfig
+from services.tolaria.governor import Governor, GovernorConfig, state_digest
 from services.tolaria.signals import SignalTracker
 from services.tolaria.tasks import TaskData, TaskSpec
 from services.tolaria.topology import parameter_split, record_topology, replay_topology
@@ -161,7 +161,8 @@ class EpisodeEnv:
 
     # ------------------------------------------------------------------ one epoch
 
-    def _seed_optimizer(self, slot_id: str) -> torch.optim.Optimizer | None:
+    def seed_optimizer(self, slot_id: str) -> torch.optim.Optimizer | None:
+        """The optimizer of the seed in `slot_id`, made on first use; None (and dropped) while the slot is not active."""
         slot = self.model.slot(slot_id)
         if not slot.is_active:
             self.seed_optimizers.pop(slot_id, None)
@@ -187,7 +188,7 @@ class EpisodeEnv:
     def train_epoch(self) -> tuple[float, float]:
         """One pass over the training data; host and each seed are clipped and stepped separately (§3.2)."""
         self.model.train()
-        optimizers = {sid: opt for sid in self.slot_ids if (opt := self._seed_optimizer(sid)) is not None}
+        optimizers = {sid: opt for sid in self.slot_ids if (opt := self.seed_optimizer(sid)) is not None}
         host_params = self.model.host_parameters()
         loss_total, correct, count, batches = 0.0, 0.0, 0, 0
         order = hashlib.sha256()
@@ -401,4 +402,5 @@ class EpisodeEnv:
             topology=topology,
             parameter_epochs=sum(self.ledger.params_in_forward),
             train_flops=sum(self.ledger.train_flops),
+            state_sha256=state_digest(self.model.state_dict()),
         )

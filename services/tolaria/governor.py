@@ -8,6 +8,8 @@ calls `rollback`, prunes the slots the report names, and clears its optimizers (
 from __future__ import annotations
 
 import copy
+import hashlib
+import json
 import math
 import statistics
 from collections import deque
@@ -209,6 +211,42 @@ class Governor:
         self._pending = None
         self._snapshot = None
 
+    def state(self) -> dict[str, Any]:
+        """History, anomaly count, pending panic and snapshot as plain values and CPU tensors (a host checkpoint)."""
+        pending = self._pending
+        return {
+            "history": list(self._history),
+            "consecutive": self._consecutive,
+            "pending": None
+            if pending is None
+            else {
+                "reason": None if pending.reason is None else pending.reason.value,
+                "loss_at_panic": pending.loss_at_panic,
+                "threshold": pending.threshold,
+                "consecutive_anomalies": pending.consecutive_anomalies,
+            },
+            "snapshot": None if self._snapshot is None else dict(self._snapshot),
+        }
+
+    def load_state(self, state: Mapping[str, Any]) -> None:
+        """Adopt `state()` of another governor with the same config; the snapshot's tensors are used as they are."""
+        self._history = deque((float(v) for v in state["history"]), maxlen=self.config.window)
+        self._consecutive = int(state["consecutive"])
+        pending = state["pending"]
+        self._pending = (
+            None
+            if pending is None
+            else GovernorVerdict(
+                panic=True,
+                reason=None if pending["reason"] is None else PanicReason(pending["reason"]),
+                loss_at_panic=pending["loss_at_panic"],
+                threshold=pending["threshold"],
+                consecutive_anomalies=int(pending["consecutive_anomalies"]),
+            )
+        )
+        self._snapshot = None if state["snapshot"] is None else dict(state["snapshot"])
+        self._buffers = {}
+
     def _healthy(self, loss: float) -> None:
         self._history.append(loss)
         self._consecutive = 0
@@ -246,6 +284,21 @@ def state_equal(a: Mapping[str, torch.Tensor], b: Mapping[str, torch.Tensor]) ->
         if not torch.equal(_bits(x), _bits(y)):
             return False
     return True
+
+
+def state_digest(state: Mapping[str, Any]) -> str:
+    """sha256 over a state_dict's keys, tensor dtypes, shapes and bits, and any extra state as sorted JSON: equal
+    exactly when `state_equal` holds for the tensors and the extra states match."""
+    digest = hashlib.sha256()
+    for key in sorted(state):
+        value = state[key]
+        digest.update(key.encode())
+        if isinstance(value, torch.Tensor):
+            digest.update(f"{value.dtype}{tuple(value.shape)}".encode())
+            digest.update(_bits(value).numpy().tobytes())
+        else:
+            digest.update(json.dumps(value, sort_keys=True, default=repr).encode())
+    return digest.hexdigest()
 
 
 def _bits(t: torch.Tensor) -> torch.Tensor:

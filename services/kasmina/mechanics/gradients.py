@@ -7,8 +7,8 @@ from __future__ import annotations
 
 import math
 from collections.abc import Sequence
-from dataclasses import dataclass
-from typing import NamedTuple
+from dataclasses import asdict, dataclass
+from typing import Any, NamedTuple
 
 import torch
 from torch import Tensor
@@ -136,6 +136,13 @@ class GradientMonitor:
             has_vanishing=entry.has_vanishing,
             has_exploding=entry.has_exploding,
         )
+
+    def state(self) -> dict[str, dict[str, Any]]:
+        """Each measured slot's EMAs and latest flags as plain values (a host checkpoint)."""
+        return {slot_id: asdict(entry) for slot_id, entry in self._slots.items()}
+
+    def load_state(self, state: dict[str, dict[str, Any]]) -> None:
+        self._slots = {slot_id: _SlotGradients(**fields) for slot_id, fields in state.items()}
 
     def reset(self, slot_id: str | None = None) -> None:
         """Forget one slot's history (on prune or germination), or every slot's."""
