@@ -72,6 +72,7 @@ from leyline_schemas.steps import EpisodeSummary, StepRecord
 from leyline_schemas.telemetry import (
     CoalitionValue,
     EpisodeOutcome,
+    EpisodeResumed,
     EpochCompleted,
     EventPayload,
     GovernorRollback,
@@ -82,7 +83,6 @@ from leyline_schemas.telemetry import (
     PPOUpdateCompleted,
     RunFinished,
     RunResumed,
-    EpisodeResumed,
     RunStarted,
     SeedFossilized,
     SeedGateEvaluated,

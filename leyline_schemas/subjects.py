@@ -20,6 +20,7 @@ TELEMETRY_SUBJECTS = f"{PREFIX}.telemetry.>"
 RUNS_BUCKET = "ESPER_RUNS"
 POLICIES_BUCKET = "ESPER_POLICIES"
 WEIGHTS_STORE = "ESPER_WEIGHTS"
+HOSTS_STORE = "ESPER_HOSTS"
 
 QUEUE_GROUP = "esper"
 
@@ -68,7 +69,7 @@ def policy_key(policy_id: str) -> str:
 
 
 def host_checkpoint_object(run_id: str, env_id: int) -> str:
-    """The one host checkpoint an env of a run has at a time (services/tolaria/checkpoint_store.py)."""
+    """The one host checkpoint an env of a run has at a time, in HOSTS_STORE (services/tolaria/checkpoint_store.py)."""
     return f"hosts/{_token(run_id)}/env-{env_id}.pt"
 
 

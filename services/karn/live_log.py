@@ -6,6 +6,7 @@ import time
 
 from leyline_schemas import (
     EpisodeOutcome,
+    EpisodeResumed,
     EpochCompleted,
     GovernorRollback,
     MutationRefused,
@@ -104,6 +105,8 @@ def describe(event: TelemetryEvent) -> str | None:
         text = f"RUN {p.state}" + (f": {p.message}" if p.message else "")
     elif isinstance(p, RunResumed):
         text = f"RUN resumed (was {p.previous_state})" + (f" by {p.by}" if p.by else "")
+    elif isinstance(p, EpisodeResumed):
+        text = f"episode resumed from its checkpoint of epoch {p.from_epoch} (attempt {p.attempt})"
     elif isinstance(p, ShapleyComputed):
         values = " ".join(f"{slot}={value:+.2f}" for slot, value in sorted(p.shapley.items())) or "no seeds"
         text = f"shapley ({p.strategy}): {values}"

@@ -26,6 +26,7 @@ TELEMETRY = subjects.TELEMETRY_STREAM
 RUNS_KV = f"KV_{subjects.RUNS_BUCKET}"
 POLICIES_KV = f"KV_{subjects.POLICIES_BUCKET}"
 WEIGHTS_OBJ = f"OBJ_{subjects.WEIGHTS_STORE}"
+HOSTS_OBJ = f"OBJ_{subjects.HOSTS_STORE}"
 
 #: Read-side JetStream API: stream/consumer info, message gets, ephemeral consumers and pulls.
 JS_READ = (
@@ -45,7 +46,7 @@ JS_READ = (
 #: Every service bootstraps the streams, buckets and store it may find missing (services/runtime/jetstream.py),
 #: so each may create Esper's own streams and bring STEPS/TELEMETRY up to date; none may delete or purge them.
 JS_BOOTSTRAP = (
-    *(f"$JS.API.STREAM.CREATE.{name}" for name in (STEPS, TELEMETRY, RUNS_KV, POLICIES_KV, WEIGHTS_OBJ)),
+    *(f"$JS.API.STREAM.CREATE.{name}" for name in (STEPS, TELEMETRY, RUNS_KV, POLICIES_KV, WEIGHTS_OBJ, HOSTS_OBJ)),
     *(f"$JS.API.STREAM.UPDATE.{name}" for name in (STEPS, TELEMETRY)),
     "$JS.API.CONSUMER.DURABLE.CREATE.>",
 )
@@ -86,10 +87,17 @@ def _service(
 
 
 USERS: dict[str, Permissions] = {
-    # Tolaria drives envs: it alone writes step records and run/lease state, and asks Kasmina for each step.
-    # It may also submit runs, so that `docker compose run --rm tolaria esper run ...` works.
+    # Tolaria drives envs: it alone writes step records, run/lease state and host checkpoints, and asks Kasmina for
+    # each step. It may also submit runs, so that `docker compose run --rm tolaria esper run ...` works.
     "tolaria": _service(
-        publish=(f"{P}.steps.>", subjects.KASMINA_STEP, f"{P}.runs.>", f"$KV.{subjects.RUNS_BUCKET}.>"),
+        publish=(
+            f"{P}.steps.>",
+            subjects.KASMINA_STEP,
+            f"{P}.runs.>",
+            f"$KV.{subjects.RUNS_BUCKET}.>",
+            f"$O.{subjects.HOSTS_STORE}.>",
+            f"$JS.API.STREAM.PURGE.{HOSTS_OBJ}",
+        ),
         serve=(f"{P}.runs.>",),
         answers=("cli", "tolaria"),
     ),
@@ -118,7 +126,12 @@ USERS: dict[str, Permissions] = {
             FLOW_CONTROL,
             DISCOVERY,
         ),
-        publish_deny=(f"{P}.steps.>", TELEMETRY_WRITE, f"$O.{subjects.WEIGHTS_STORE}.>"),
+        publish_deny=(
+            f"{P}.steps.>",
+            TELEMETRY_WRITE,
+            f"$O.{subjects.WEIGHTS_STORE}.>",
+            f"$O.{subjects.HOSTS_STORE}.>",
+        ),
         subscribe=(f"{P}.>",),
         allow_responses=False,
     ),

@@ -93,6 +93,19 @@ async def weights_store(js: JetStreamContext) -> ObjectStore:
         )
 
 
+async def hosts_store(js: JetStreamContext) -> ObjectStore:
+    """Tolaria's host checkpoints: at most one per env of an unfinished run (services/tolaria/checkpoint_store.py)."""
+    try:
+        return await js.object_store(subjects.HOSTS_STORE)
+    except (BucketNotFoundError, NotFoundError):
+        return await js.create_object_store(
+            subjects.HOSTS_STORE,
+            config=ObjectStoreConfig(
+                storage=StorageType.FILE, description="host checkpoints", replicas=stream_replicas()
+            ),
+        )
+
+
 async def _bucket(js: JetStreamContext, config: KeyValueConfig) -> KeyValue:
     try:
         return await js.key_value(config.bucket)
@@ -106,3 +119,4 @@ async def bootstrap(js: JetStreamContext) -> None:
     await runs_bucket(js)
     await policies_bucket(js)
     await weights_store(js)
+    await hosts_store(js)

@@ -162,7 +162,7 @@ class EpisodeEnv:
     # ------------------------------------------------------------------ one epoch
 
     def seed_optimizer(self, slot_id: str) -> torch.optim.Optimizer | None:
-        """The optimizer of the seed in `slot_id`, made on first use; None (and dropped) while the slot is not active."""
+        """The optimizer of the seed in `slot_id`, made on first use; None (and dropped) while it is not active."""
         slot = self.model.slot(slot_id)
         if not slot.is_active:
             self.seed_optimizers.pop(slot_id, None)

@@ -192,4 +192,3 @@ def _key(payload: dict[str, Any]) -> EpisodeKey:
         return EpisodeKey(**payload["key"])
     except (KeyError, TypeError) as exc:
         raise CheckpointError(f"the checkpoint names no episode: {exc}") from exc
-

@@ -100,6 +100,10 @@ def _check_spec(spec: RunSpec) -> tuple[RunSpec, int]:
             )
     if spec.max_seeds < 0 or spec.max_batches < 0:
         raise RequestRejected(ErrorCode.INVALID_REQUEST, "max_seeds and max_batches must be >= 0", "max_seeds")
+    if spec.checkpoint_every < 0:
+        raise RequestRejected(
+            ErrorCode.INVALID_REQUEST, "checkpoint_every must be >= 0 (0: no host checkpoints)", "checkpoint_every"
+        )
     try:
         task = get_task(spec.task)
     except ValueError as exc:

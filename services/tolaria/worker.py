@@ -14,33 +14,22 @@ from nats.js.kv import KeyValue
 
 from leyline_schemas import (
     DecisionOutcome,
-    GovernorRollback,
-    LifecycleConfig,
-    LifecycleOp,
     RunSpec,
     RunState,
-    Severity,
-    StepRecord,
-    StepRequest,
     WorkerPresence,
-    routes,
-    subjects,
 )
 from leyline_schemas.rounds import arm_of_env, env_episodes, required_policy_version, round_of_episode
 from services.policy.pointers import read_pointer
 from services.runtime import jetstream
-from services.runtime.bus import BUS_ERRORS, request
+from services.runtime.bus import BUS_ERRORS
 from services.runtime.kv import bucket_keys
 from services.runtime.service import ServiceContext
-from services.tolaria import fair_share, leases, run_control
+from services.tolaria import checkpoint_store, fair_share, leases, run_control
 from services.tolaria.acceleration import Acceleration
-from services.tolaria.controls import morphogenesis_off_directive
-from services.tolaria.env import EpisodeEnv
-from services.tolaria.leases import LeaseKeeper, LeaseLost, lease_name
-from services.tolaria.publishing import publish_epoch, publish_step
-from services.tolaria.tasks import TaskData, TaskSpec, env_seed, get_task
+from services.tolaria.episode_loop import EpisodeLoop, EpisodeTimings, RunHalted
+from services.tolaria.leases import LeaseKeeper, LeaseLost
+from services.tolaria.tasks import TaskData, get_task
 from services.tolaria.torch_thread import run_torch
-from services.tolaria.validation import shapley_event
 
 log = logging.getLogger("esper.tolaria.worker")
 SUCCEEDED = (DecisionOutcome.APPLIED, DecisionOutcome.WAITED, DecisionOutcome.MORPHOGENESIS_OFF)
@@ -55,21 +44,6 @@ async def _policy_version(policies: KeyValue, policy_id: str) -> int | None:
 def load_task_data(task_name: str, seed: int, synthetic: bool, data_dir: str) -> TaskData:
     """A task's data, loaded once per process and shared by every env of the run (the split is fixed by seed)."""
     return get_task(task_name).load_data(seed, synthetic, Path(data_dir) if data_dir else None)
-
-
-class RunHalted(RuntimeError):
-    """The run left RUNNING while one of its episodes was in progress."""
-
-
-async def _halt_if_not_running(kv: KeyValue, run_id: str, epoch: int) -> None:
-    """Raise RunHalted once the run was stopped (or failed elsewhere) mid-episode: this epoch is not trained and the
-    lease is given back. A bus outage is not a stop: the epoch goes on and waits for the bus where it must."""
-    try:
-        status = await leases.read_status(kv, run_id)
-    except BUS_ERRORS:
-        return
-    if status is None or status.state is not RunState.RUNNING:
-        raise RunHalted(f"the run is {status.state.value if status else 'gone'} before epoch {epoch}")
 
 
 class EnvWorker:
@@ -148,6 +122,7 @@ class EnvWorker:
         try:
             task = get_task(spec.task)
             data = await run_torch(load_task_data, task.name, spec.seed, spec.synthetic, self.data_dir)
+            hosts = await jetstream.hosts_store(self.ctx.js)
             episodes = env_episodes(spec, env_id)
             for k in range(keeper.held.lease.episodes_done, len(episodes)):
                 status = await leases.read_status(kv, spec.run_id)
@@ -170,8 +145,14 @@ class EnvWorker:
                     await keeper.update(episode=episodes[k], attempt=attempt, final_from=0)
                     if not await self._wait_for_policy(spec, env_id, round_of_episode(spec, episodes[k]), keeper):
                         return
-                    await self._run_episode(spec, task, data, env_id, episodes[k], keeper)
+                    timings = EpisodeTimings(self.step_timeout, self.step_deadline)
+                    loop = EpisodeLoop(
+                        self.ctx, spec, task, data, env_id, episodes[k], keeper, timings, self.acceleration
+                    )
+                    await loop.run()
                 await keeper.update(episodes_done=k + 1, final_from=0)
+                # The episode is recorded done: its checkpoint is garbage (services/tolaria/checkpoint_store.py).
+                await checkpoint_store.discard(hosts, spec.run_id, env_id)
                 await leases.update_status(
                     kv, spec.run_id, lambda s: msgspec.structs.replace(s, episodes_done=s.episodes_done + 1)
                 )
@@ -246,121 +227,7 @@ class EnvWorker:
 
     async def _finish_run(self, kv: KeyValue, spec: RunSpec, state: RunState, message: str) -> None:
         await run_control.end_run(kv, self.ctx.telemetry, spec.run_id, state, message)
-
-    async def _run_episode(
-        self, spec: RunSpec, task: TaskSpec, data: TaskData, env_id: int, episode: int, keeper: LeaseKeeper
-    ) -> None:
-        ctx = self.ctx
-        round_index = round_of_episode(spec, episode)
-        min_policy_version = required_policy_version(spec, round_index, arm_of_env(spec, env_id))
-        lifecycle = LifecycleConfig(
-            max_seeds=spec.max_seeds,
-            permissive_gates=spec.permissive_gates,
-            auto_forward_gates=list(spec.auto_forward_gates),
-            max_epochs=spec.episode_length,
-        )
-        env = await run_torch(
-            EpisodeEnv,
-            task,
-            data,
-            list(spec.slots) if spec.morphogenesis else [],
-            seed=env_seed(spec.seed, round_index, spec.n_envs, env_id),
-            episode_length=spec.episode_length,
-            batch_size=spec.batch_size,
-            max_batches=spec.max_batches,
-            device=ctx.device,
-            lifecycle=lifecycle,
-            acceleration=self.acceleration,
-            replay=spec.env_topologies.get(env_id),
-        )
-        slot_config = env.slot_config()
-        arm = arm_of_env(spec, env_id)
-        policy_state = b""
-        last_op, last_ok = LifecycleOp.WAIT, True
-        stored_seq = 0  # STEPS sequence of this episode's latest stored record
-        for epoch in range(1, spec.episode_length + 1):
-            if keeper.lost:
-                raise LeaseLost(f"lease on {lease_name(keeper.held)} lost")
-            await _halt_if_not_running(keeper.kv, spec.run_id, epoch)
-            outcome = await run_torch(env.run_epoch, epoch)
-            report = outcome.report
-            where = {"env_id": env_id, "episode": episode, "epoch": epoch}
-            if outcome.rollback is not None:
-                # The policy's memory is reset for a rolled-back env, as its LSTM hidden state is (§4.6).
-                policy_state, last_op, last_ok = b"", LifecycleOp.WAIT, False
-                rb = outcome.rollback
-                await ctx.telemetry.emit(
-                    spec.run_id,
-                    GovernorRollback(
-                        reason=rb.reason,
-                        loss_at_panic=rb.loss_at_panic,
-                        loss_threshold=rb.loss_threshold,
-                        pruned_slots=rb.pruned_slots,
-                    ),
-                    severity=Severity.WARNING,
-                    **where,
-                )
-                for event in outcome.rollback_events:
-                    await ctx.telemetry.emit(spec.run_id, event, **where)
-            if outcome.attribution is not None:
-                await ctx.telemetry.emit(spec.run_id, shapley_event(outcome.attribution), **where)
-            step = StepRequest(
-                run_id=spec.run_id,
-                env_id=env_id,
-                episode=episode,
-                epoch=epoch,
-                policy_id=arm.policy_id,
-                slot_config=slot_config,
-                lifecycle=lifecycle,
-                report=report,
-                slots=env.slot_states,
-                policy_state=policy_state,
-                last_op=last_op,
-                last_action_succeeded=last_ok,
-                total_seeds=env.total_seeds,
-                min_policy_version=min_policy_version,
-            )
-            if spec.morphogenesis:
-                directive = await request(
-                    ctx.nc,
-                    routes.KASMINA_STEP,
-                    step,
-                    timeout=self.step_timeout,
-                    retries=1000,
-                    deadline=self.step_deadline,
-                )
-            else:
-                directive = morphogenesis_off_directive(step)
-            refused = await run_torch(env.apply, directive)
-            done = epoch == spec.episode_length
-            record = StepRecord(
-                run_id=spec.run_id,
-                arm=arm.arm_id,
-                env_id=env_id,
-                episode=episode,
-                step=epoch,
-                policy_id=arm.policy_id,
-                policy_version=directive.decision.policy_version if directive.decision else -1,
-                report=report,
-                directive=directive,
-                applied=not refused,
-                refused_reason="; ".join(r.reason for r in refused),
-                done=done,
-                truncated=done,
-                summary=env.summary(spec.run_id, env_id, episode) if done else None,
-                worker_id=ctx.settings.instance,
-                attempt=keeper.held.lease.attempt,
-            )
-            # The step record is the epoch's commit point, so it goes last: once it is stored, so is the telemetry.
-            await publish_epoch(ctx, spec.run_id, env, directive, report, where, refused=bool(refused))
-            for refusal in refused:
-                await ctx.telemetry.emit(spec.run_id, refusal, severity=Severity.WARNING, **where)
-            if done:
-                # Whoever takes this lease over looks for the final record after this point (leases.final_step_stored).
-                if stored_seq == 0:
-                    stored_seq = (await ctx.js.stream_info(subjects.STEPS_STREAM)).state.last_seq
-                await keeper.update(final_from=stored_seq)
-            stored_seq = await publish_step(ctx, record, self.step_deadline)
-            policy_state = directive.policy_state
-            last_op = directive.effective_op
-            last_ok = directive.outcome in SUCCEEDED and not refused
+        if state is RunState.COMPLETED:
+            # A stopped or failed run keeps its checkpoints for `esper runs resume`; a completed one needs none.
+            with contextlib.suppress(*BUS_ERRORS):
+                await checkpoint_store.discard_run(await jetstream.hosts_store(self.ctx.js), spec.run_id, spec.n_envs)
