@@ -61,6 +61,13 @@ def add_run_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--batch-size", type=int, default=None)
     p.add_argument("--max-batches", type=int, default=0, help="train/val batches per epoch; 0 = all")
     p.add_argument("--seed", type=int, default=42)
+    p.add_argument(
+        "--checkpoint-every",
+        type=int,
+        default=1,
+        metavar="N",
+        help="host checkpoint after every N epochs, which an interrupted episode resumes from (0: none)",
+    )
     p.add_argument("--synthetic", action="store_true", help="synthetic data of the task's shape")
     p.add_argument("--out", default=None, help="report directory (default: runs/<run id>)")
     p.add_argument("--nats", default=None, help="use this bus instead of starting an embedded one")
@@ -289,6 +296,7 @@ def spec_from_args(args: argparse.Namespace) -> RunSpec:
         permissive_gates=not getattr(args, "strict_gates", False),
         synthetic=args.synthetic,
         created_at=time.time(),
+        checkpoint_every=getattr(args, "checkpoint_every", 1),
     )
 
 

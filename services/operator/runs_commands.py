@@ -28,7 +28,7 @@ from services.operator.run_attachment import CLIENT_ID
 from services.runtime import jetstream
 from services.runtime.bus import request
 from services.runtime.kv import bucket_keys, read_message
-from services.tolaria import leases, run_control
+from services.tolaria import checkpoint_store, leases, run_control
 
 
 async def run_rows(nc: Client) -> list[dict[str, Any]]:
@@ -71,6 +71,7 @@ async def run_detail(nc: Client, run_id: str) -> dict[str, Any] | None:
         return None
     status = await read_message(kv, subjects.run_status_key(run_id), RunStatus)
     attachment = await run_control.read_attachment(kv, run_id)
+    checkpoints = await checkpoint_store.stored(await jetstream.hosts_store(nc.jetstream()), run_id, spec.n_envs)
     envs = []
     for env_id in range(spec.n_envs):
         lease = await read_message(kv, subjects.lease_key(run_id, env_id), EnvLease)
@@ -83,6 +84,7 @@ async def run_detail(nc: Client, run_id: str) -> dict[str, Any] | None:
                 "worker": lease.worker_id if live and lease else None,
                 "episode": lease.episode if lease else -1,
                 "attempt": lease.attempt if lease else 0,
+                "checkpoint": checkpoints.get(env_id),
             }
         )
     return {**_row(spec, status, attachment), "envs": envs, "spec": to_builtins(spec)}
@@ -132,7 +134,8 @@ def cmd_runs_show(args: argparse.Namespace) -> int:
     for env in detail["envs"]:
         where = f"episode {env['episode']} attempt {env['attempt']}" if env["episode"] >= 0 else "not started"
         held = f"held by {env['worker']}" if env["worker"] else "not leased"
-        print(f"  env {env['env_id']}: {env['episodes_done']}/{env['episodes']} episodes, {where}, {held}")
+        checkpoint = f", host checkpoint of {env['checkpoint']}" if env["checkpoint"] else ""
+        print(f"  env {env['env_id']}: {env['episodes_done']}/{env['episodes']} episodes, {where}, {held}{checkpoint}")
     return 0
 
 

@@ -9,7 +9,7 @@ import threading
 import time
 import urllib.request
 from collections.abc import Awaitable, Callable, Coroutine, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -173,6 +173,9 @@ class AttemptAudit:
     superseded: int  # records of earlier attempts of restarted episodes
     restarted: dict[tuple[int, int], int]  # (env, episode) → latest attempt, for episodes that restarted
     problems: list[str]
+    #: (env, episode, attempt) → epochs trained again: the steps the attempt before it had stored beyond the host
+    #: checkpoint this one resumed from (`resumed_from`; 0 when it started over).
+    redone: dict[tuple[int, int, int], int] = field(default_factory=dict)
 
 
 def audit_attempts(records: list[L.StepRecord], episode_length: int) -> AttemptAudit:
@@ -198,7 +201,13 @@ def audit_attempts(records: list[L.StepRecord], episode_length: int) -> AttemptA
             if sorted(steps) != list(range(1, len(steps) + 1)):
                 problems.append(f"{where}: earlier attempt is not a prefix ({sorted(steps)})")
     restarted = {key: attempt for key, attempt in latest.items() if attempt > 0}
-    return AttemptAudit(kept, superseded, restarted, problems)
+    resumed_from = {(r.env_id, r.episode, r.attempt): r.resumed_from for r in records}
+    redone = {
+        (env, episode, attempt): max(by_attempt[(env, episode, attempt - 1)]) - start
+        for (env, episode, attempt), start in resumed_from.items()
+        if attempt > 0 and (env, episode, attempt - 1) in by_attempt
+    }
+    return AttemptAudit(kept, superseded, restarted, problems, redone)
 
 
 async def run_status(js: JetStreamContext, run_id: str) -> L.RunStatus | None:

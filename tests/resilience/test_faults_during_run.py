@@ -113,9 +113,12 @@ async def _kill_each_service(stack: BackgroundStack, run: L.RunSpec) -> None:
         assert stack.restarts(name) > restarts_before[name], f"the supervisor did not restart {name}"
     assert status.episodes_done == run.episodes
     assert complete, "an env did not finish all of its episodes"
-    # Tolaria's kill interrupts an episode: it runs again from its start as a new attempt, and the steps the dead
-    # worker had stored stay behind as an earlier attempt that consumers set aside.
+    # Tolaria's kill interrupts an episode: the worker that takes it over resumes it, as a new attempt, from its
+    # latest host checkpoint (written after every epoch by default), and the steps the dead worker had stored stay
+    # behind as an earlier attempt that consumers set aside. At most one epoch is trained again: the one whose
+    # record was stored just before the kill, with its checkpoint not yet written.
     assert attempts.kept == total and not attempts.problems, attempts
+    assert max(attempts.redone.values(), default=0) <= 1, attempts.redone
     assert audit.published == total + attempts.superseded, f"{audit.published} step records stored: {attempts}"
     assert audit.pending == 0 and audit.ack_pending == 0, f"the learner left records unacknowledged: {audit}"
     assert audit.distinct_episodes == run.episodes, f"episodes left unscored: {audit}"
@@ -163,7 +166,8 @@ async def _restart_nats(stack: BackgroundStack, run: L.RunSpec) -> None:
     assert restarted_at and restarted_at[0] < total, f"the restart was not mid-run: {restarted_at}"
     assert status.state is L.RunState.COMPLETED, (status, log_tail(stack))
     assert complete, "an env did not finish all of its episodes"
-    # A worker that loses the bus mid-episode gives the env back and the episode restarts as a new attempt.
+    # A worker that loses the bus mid-episode gives the env back, and the episode goes on from its latest host
+    # checkpoint as a new attempt (`attempts.redone`: epochs trained again, printed above).
     assert attempts.kept == total and not attempts.problems, f"step records lost across the restart: {attempts}"
     assert audit.published == total + attempts.superseded, (audit, attempts)
     assert audit.pending == 0 and audit.ack_pending == 0, audit

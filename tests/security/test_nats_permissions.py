@@ -136,6 +136,24 @@ async def test_only_simic_writes_weights(
         await simic_store.get_info(f"forged-{user}.safetensors")
 
 
+@pytest.mark.parametrize("user", ["kasmina", "tamiyo", "simic", "karn", "cli", "viewer"])
+async def test_only_tolaria_writes_host_checkpoints(
+    as_user: dict[str, Client], user: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.WARNING, "esper.bus")
+    name = L.subjects.host_checkpoint_object(f"forged-{user}", 0)
+    store = await as_user[user].jetstream(timeout=0.5).object_store(L.subjects.HOSTS_STORE)
+    with pytest.raises((NatsError, TimeoutError)):
+        await store.put(name, b"\x00" * 64)
+    assert any(f'publish to "$o.{L.subjects.HOSTS_STORE.lower()}.' in m.lower() for m in violations(caplog))
+    tolaria_store = await as_user["tolaria"].jetstream().object_store(L.subjects.HOSTS_STORE)
+    real = L.subjects.host_checkpoint_object(f"real-{user}", 0)
+    await tolaria_store.put(real, b"\x01" * 64)
+    await tolaria_store.delete(real)  # and it removes them (garbage collection)
+    with pytest.raises(NotFoundError):
+        await tolaria_store.get_info(name)
+
+
 async def test_run_state_and_step_requests_belong_to_tolaria(
     as_user: dict[str, Client], caplog: pytest.LogCaptureFixture
 ) -> None:
