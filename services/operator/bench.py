@@ -70,6 +70,22 @@ def cmd_epochs(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_checkpoint(args: argparse.Namespace) -> int:
+    """A host checkpoint's capture and restore beside the epoch it follows, and its size."""
+    from services.tolaria.bench import checkpoint_cost
+
+    result = checkpoint_cost(
+        task_name=args.task,
+        synthetic=args.synthetic,
+        epochs=args.epochs,
+        batches=args.batches,
+        batch=args.batch,
+        seed=args.seed,
+    )
+    _emit(result, args)
+    return 0
+
+
 def cmd_decision(args: argparse.Namespace) -> int:
     from services.operator.system_bench import decision_on_stack
 
@@ -218,6 +234,13 @@ def _summary(result: dict[str, Any]) -> str:
             f"{statistics.median(result['without_seeds_s']):.3f}s/epoch, with {len(result['seeds'])} blending seeds "
             f"{statistics.median(result['with_seeds_s']):.3f}s/epoch (x{result['median_ratio']:.2f})"
         )
+    if result["benchmark"] == "checkpoint":
+        epoch, captured, restored = (statistics.median(result[k]) for k in ("epoch_s", "capture_s", "restore_s"))
+        return (
+            f"{result['task']} ({result['total_params']:,} params, seeds in every slot): epoch {epoch:.3f}s, "
+            f"checkpoint capture {captured:.4f}s (x{result['capture_over_epoch']:.4f} of the epoch), "
+            f"restore {restored:.4f}s (x{result['restore_over_epoch']:.4f}), {result['blob_bytes'] / 1e6:.2f} MB"
+        )
     if result["benchmark"] == "decision":
         d, e = result["decision_ms"], result["echo_ms"]
         return (
@@ -285,6 +308,17 @@ def register(sub: Any) -> None:
     p.add_argument("--batch", type=int, default=128)
     p.add_argument("--seed", type=int, default=42)
     p.set_defaults(func=cmd_epochs)
+
+    p = bsub.add_parser("checkpoint", help="a host checkpoint's capture and restore vs the epoch it follows")
+    p.add_argument("--json", action="store_true")
+    p.add_argument("--out", default=None)
+    p.add_argument("--task", default="cifar_baseline")
+    p.add_argument("--synthetic", action="store_true", help="synthetic data of the task's shape")
+    p.add_argument("--epochs", type=int, default=5)
+    p.add_argument("--batches", type=int, default=50)
+    p.add_argument("--batch", type=int, default=128)
+    p.add_argument("--seed", type=int, default=42)
+    p.set_defaults(func=cmd_checkpoint)
 
     p = bsub.add_parser("decision", help="decision round trip tolaria→kasmina→tamiyo (LSTM, CPU) vs a nats echo")
     p.add_argument("--json", action="store_true")

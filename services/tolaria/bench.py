@@ -132,6 +132,27 @@ def epoch_times(
         return times
 
     without = timed_epochs(1)
+    states = blend_a_seed_in_every_slot(env)
+    with_seeds = timed_epochs(epochs + 1)
+    return {
+        "benchmark": "epochs",
+        "task": task.name,
+        "device": device,
+        "device_name": torch.cuda.get_device_name() if device.startswith("cuda") else "cpu",
+        "autocast": str(acceleration.autocast_dtype),
+        "compile": acceleration.compile,
+        "batches": batches,
+        "batch": batch,
+        "without_seeds_s": without,
+        "with_seeds_s": with_seeds,
+        "seeds": [s.slot_id for s in states],
+        "seed_params": env.model.active_seed_params,
+        "median_ratio": statistics.median(with_seeds[1:] or with_seeds) / statistics.median(without[1:] or without),
+    }
+
+
+def blend_a_seed_in_every_slot(env: EpisodeEnv) -> list[L.SlotState]:
+    """Seat a CONV_LIGHT seed, BLENDING at α 0.5, in every slot of `env` (as Kasmina would have moved it there)."""
     states = []
     for state in env.slot_states:
         env.model.germinate(
@@ -160,19 +181,60 @@ def epoch_times(
         states.append(blending)
     env.slot_states = states
     env.model.apply_states(states)
-    with_seeds = timed_epochs(epochs + 1)
+    return states
+
+
+def checkpoint_cost(
+    *, task_name: str, synthetic: bool, epochs: int, batches: int, batch: int, seed: int
+) -> dict[str, Any]:
+    """A host checkpoint's cost beside the epoch it follows, on one env with a blending seed in every slot: epoch,
+    capture and restore times (medians, measured alternately in one process) and the blob's size."""
+    from services.tolaria.host_checkpoint import EpisodeKey, EpisodeProgress, capture, restore
+
+    task = get_task(task_name)
+    data = task.load_data(seed, synthetic, None)
+
+    def build() -> EpisodeEnv:
+        return EpisodeEnv(
+            task,
+            data,
+            list(task.default_slots),
+            seed=seed,
+            episode_length=epochs + 2,
+            batch_size=batch,
+            max_batches=batches,
+        )
+
+    env = build()
+    blend_a_seed_in_every_slot(env)
+    key = EpisodeKey(run_id="bench", env_id=0, episode=0, task=task.name, seed=seed)
+    epoch_s, capture_s, restore_s, size = [], [], [], 0
+    for epoch in range(1, epochs + 1):
+        started = time.perf_counter()
+        env.run_epoch(epoch)
+        trained = time.perf_counter()
+        blob = capture(env, EpisodeProgress(epoch=0), key)
+        captured = time.perf_counter()
+        fresh = build()  # a worker that takes the episode over builds its env anyway
+        loading = time.perf_counter()
+        restore(fresh, blob, key)
+        restored = time.perf_counter()
+        epoch_s.append(trained - started)
+        capture_s.append(captured - trained)
+        restore_s.append(restored - loading)
+        size = len(blob)
+    epoch_median = statistics.median(epoch_s)
     return {
-        "benchmark": "epochs",
+        "benchmark": "checkpoint",
         "task": task.name,
-        "device": device,
-        "device_name": torch.cuda.get_device_name() if device.startswith("cuda") else "cpu",
-        "autocast": str(acceleration.autocast_dtype),
-        "compile": acceleration.compile,
         "batches": batches,
         "batch": batch,
-        "without_seeds_s": without,
-        "with_seeds_s": with_seeds,
-        "seeds": [s.slot_id for s in states],
         "seed_params": env.model.active_seed_params,
-        "median_ratio": statistics.median(with_seeds[1:] or with_seeds) / statistics.median(without[1:] or without),
+        "total_params": env.model.total_params,
+        "epoch_s": epoch_s,
+        "capture_s": capture_s,
+        "restore_s": restore_s,
+        "blob_bytes": size,
+        "capture_over_epoch": statistics.median(capture_s) / epoch_median,
+        "restore_over_epoch": statistics.median(restore_s) / epoch_median,
     }

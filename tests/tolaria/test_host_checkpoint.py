@@ -201,3 +201,12 @@ def test_last_op_survives_the_round_trip(digits: tuple[TaskSpec, TaskData]) -> N
     progress.last_op, progress.last_ok = LifecycleOp.PRUNE, False
     back = restore(fresh_env(digits), capture(env, progress, KEY), KEY)
     assert (back.last_op, back.last_ok, back.policy_state) == (LifecycleOp.PRUNE, False, progress.policy_state)
+
+
+def test_the_checkpoint_benchmark_measures_each_epoch_and_its_checkpoint_side_by_side() -> None:
+    from services.tolaria.bench import checkpoint_cost
+
+    result = checkpoint_cost(task_name="digits", synthetic=False, epochs=2, batches=2, batch=32, seed=3)
+    assert len(result["epoch_s"]) == len(result["capture_s"]) == len(result["restore_s"]) == 2
+    assert result["seed_params"] > 0 and result["blob_bytes"] > 4 * result["total_params"]
+    assert 0 < result["capture_over_epoch"] and 0 < result["restore_over_epoch"]
