@@ -118,6 +118,8 @@ def test_stop_mid_episode_releases_every_lease_and_resume_finishes_with_no_step_
         (row,) = [r for r in json.loads(listed.stdout) if r["run_id"] == spec.run_id]
         assert (row["state"], row["message"], row["followed_by"]) == ("stopped", "operator test", None)
 
+        while_stopped = esper(url, "runs", "show", spec.run_id)  # names each cut env's host checkpoint
+        assert while_stopped.returncode == 0, while_stopped.stderr
         resumed = esper(url, "runs", "resume", spec.run_id)
         assert resumed.returncode == 0 and f"{spec.run_id}: running" in resumed.stdout, resumed.stderr
 
@@ -139,6 +141,13 @@ def test_stop_mid_episode_releases_every_lease_and_resume_finishes_with_no_step_
     audit = audit_attempts(records, LENGTH)
     assert audit.kept == spec.episodes * LENGTH and not audit.problems, audit
     assert audit.restarted, "the episodes cut by the stop run again as their next attempt"
+    # ... from the host checkpoint of the last epoch they stored: a stop costs no epoch.
+    assert audit.redone and set(audit.redone.values()) == {0}, audit.redone
+    for (env, episode, attempt), _ in audit.redone.items():
+        start = next(r.resumed_from for r in records if (r.env_id, r.episode, r.attempt) == (env, episode, attempt))
+        if start:
+            assert f"host checkpoint of episode {episode} epoch {start}" in while_stopped.stdout, while_stopped.stdout
+    assert "host checkpoint" not in shown.stdout, "a completed run kept its host checkpoints"
 
 
 def test_a_killed_client_and_a_timed_out_client_leave_no_run_running(fresh_nats: EmbeddedNats, tmp_path: Path) -> None:
