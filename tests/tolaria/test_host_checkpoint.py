@@ -209,4 +209,4 @@ def test_the_checkpoint_benchmark_measures_each_epoch_and_its_checkpoint_side_by
     result = checkpoint_cost(task_name="digits", synthetic=False, epochs=2, batches=2, batch=32, seed=3)
     assert len(result["epoch_s"]) == len(result["capture_s"]) == len(result["restore_s"]) == 2
     assert result["seed_params"] > 0 and result["blob_bytes"] > 4 * result["total_params"]
-    assert 0 < result["capture_over_epoch"] and 0 < result["restore_over_epoch"]
+    assert result["capture_over_epoch"] > 0 and result["restore_over_epoch"] > 0
