@@ -1,4 +1,9 @@
-"""Fused validation: main, each slot off, solo-on, all-off and pairs in one pass (tolaria_karn.md §3.6–3.7)."""
+"""Fused validation: main, each slot off, solo-on, all-off and pairs per batch (tolaria_karn.md §3.6–3.7).
+
+The configurations are walked as a tree over the slots (`MorphogeneticModel.forward_configs`) rather than
+stacked on the batch axis: what they share upstream of a slot runs once, so K configurations cost far less than
+K forwards, and each tensor stays one batch in size (K stacked batches made the pass memory-bound on a CPU).
+"""
 
 from __future__ import annotations
 
@@ -10,11 +15,8 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from leyline_schemas import CoalitionValue, SeedStage, ShapleyComputed
-from services.kasmina.mechanics.model import MorphogeneticModel, build_alpha_overrides, expand_for_configs
+from services.kasmina.mechanics.model import MorphogeneticModel
 from services.tolaria.shapley import ShapleyEstimate, coalitions_for, shapley_values
-
-#: Coalitions evaluated together in one fused pass (bounds the batch-axis blow-up for many seeds).
-MAX_CONFIGS_PER_PASS = 16
 
 
 @dataclass
@@ -85,29 +87,25 @@ def _per_sample_loss(logits: Tensor, y: Tensor) -> tuple[Tensor, Tensor]:
 def evaluate_configs(
     model: MorphogeneticModel, batches: list[tuple[Tensor, Tensor]], device: torch.device, configs: list[ConfigResult]
 ) -> list[ConfigResult]:
-    """One fused pass per batch over every alpha configuration; accumulates loss and accuracy per config."""
-    k = len(configs)
+    """Every alpha configuration on every batch, sharing what configurations have in common
+    (`MorphogeneticModel.forward_configs`); accumulates loss and accuracy per config."""
+    alphas = [c.alphas for c in configs]
     was_training = model.training
     model.eval()
     try:
         for x, y in batches:
             x = x.to(device, non_blocking=True)
             y = y.to(device, non_blocking=True)
-            b = x.shape[0]
-            if k == 1 and not configs[0].alphas:
-                logits = model(x)
-            else:
-                overrides = build_alpha_overrides(model, [c.alphas for c in configs], b)
-                logits = model.fused_forward(expand_for_configs(x, k), overrides)
-            loss, correct = _per_sample_loss(logits.float(), y.repeat(k, *([1] * (y.dim() - 1))))
-            per_token = y[0].numel() if y.dim() > 1 else 1
-            loss_k = loss.view(k, b).mean(dim=1).tolist()
-            correct_k = correct.view(k, b).sum(dim=1).tolist()
-            for config, l_i, c_i in zip(configs, loss_k, correct_k, strict=True):
-                config.loss_sum += l_i
-                config.batches += 1
-                config.correct += c_i
-                config.count += b * per_token
+            samples = x.shape[0] * (y[0].numel() if y.dim() > 1 else 1)
+            for members, logits in model.forward_configs(x, alphas):
+                loss, correct = _per_sample_loss(logits.float(), y)
+                loss_mean, correct_sum = loss.mean().item(), correct.sum().item()
+                for index in members:
+                    config = configs[index]
+                    config.loss_sum += loss_mean
+                    config.batches += 1
+                    config.correct += correct_sum
+                    config.count += samples
     finally:
         model.train(was_training)
     return configs
@@ -168,12 +166,9 @@ def terminal_attribution(
     if not active:
         return None
     strategy, coalitions = coalitions_for(active, seed=seed)
-    accuracies: dict[frozenset[str], float] = {}
-    for start in range(0, len(coalitions), MAX_CONFIGS_PER_PASS):
-        chunk = coalitions[start : start + MAX_CONFIGS_PER_PASS]
-        configs = [ConfigResult(",".join(sorted(c)), {s: 1.0 if s in c else 0.0 for s in active}) for c in chunk]
-        for coalition, result in zip(chunk, evaluate_configs(model, batches, device, configs), strict=True):
-            accuracies[coalition] = result.accuracy
+    configs = [ConfigResult(",".join(sorted(c)), {s: 1.0 if s in c else 0.0 for s in active}) for c in coalitions]
+    evaluated = evaluate_configs(model, batches, device, configs)
+    accuracies = {coalition: result.accuracy for coalition, result in zip(coalitions, evaluated, strict=True)}
     estimates = shapley_values(active, accuracies.get, seed=seed)
     return TerminalAttribution(strategy=strategy, slot_ids=active, coalitions=accuracies, shapley=estimates)
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Protocol, runtime_checkable
 
 import torch
@@ -155,6 +155,60 @@ class MorphogeneticModel(nn.Module):
             if tuple(alpha.shape) != expected:
                 raise ValueError(f"alpha override for {sid} must have shape {expected}, got {tuple(alpha.shape)}")
         return self._route(x_expanded, alpha_overrides)
+
+    def forward_configs(self, x: Tensor, configs: Sequence[Mapping[str, float]]) -> Iterator[tuple[list[int], Tensor]]:
+        """The logits of K alpha configurations on one batch, computing what configurations share only once.
+
+        Yields `(indices, logits)` once per distinct configuration: `indices` are the positions in `configs` that
+        those logits answer. Configurations agree on everything upstream of the first slot where their alphas
+        differ, so the forward is walked as a tree, depth first: the host before the first slot runs once, a
+        seed once per distinct input, a host segment once per distinct input, and a configuration equal to
+        another costs nothing more. A slot at amplitude 0 passes its input through without running its seed.
+
+        Alphas mean what `build_alpha_overrides` makes them mean in `fused_forward`: a slot named by some
+        configuration is blended at that configuration's amplitude (its current alpha where one is silent); a
+        slot named by none runs its own forward. Every tensor keeps the batch's size, so a configuration's
+        logits are what its own pass computes, and memory holds one activation per slot depth, not K batches.
+        """
+        if not configs:
+            raise ValueError("need at least one alpha config")
+        named = {sid for config in configs for sid in config}
+        unknown = sorted(named - set(self.slots))
+        if unknown:
+            raise ValueError(f"alpha configs name slots that are not enabled: {unknown}")
+        if not self._execution:
+            yield list(range(len(configs))), self.host(x)
+            return
+        paths = [
+            tuple(
+                min(1.0, max(0.0, config.get(sid, self.slot(sid).alpha))) if sid in named else None
+                for sid in self._execution
+            )
+            for config in configs
+        ]
+        yield from self._walk(x, 0, list(range(len(configs))), paths)
+
+    def _walk(
+        self, h: Tensor, depth: int, members: list[int], paths: list[tuple[float | None, ...]]
+    ) -> Iterator[tuple[list[int], Tensor]]:
+        previous = self._execution[depth - 1] if depth else None
+        if depth == len(self._execution):
+            assert previous is not None
+            yield members, self.host.forward_from_segment(previous, h)
+            return
+        sid = self._execution[depth]
+        h = self.host.forward_to_segment(sid, h, previous)
+        branches: dict[float | None, list[int]] = {}
+        for index in members:
+            branches.setdefault(paths[index][depth], []).append(index)
+        slot = self.slot(sid)
+        amplitudes = [a for a in branches if a is not None]
+        outputs: dict[float | None, Tensor] = dict(zip(amplitudes, slot.blend_at(h, amplitudes), strict=True))
+        if None in branches:
+            outputs[None] = slot(h)
+        del h
+        for amplitude, group in branches.items():
+            yield from self._walk(outputs.pop(amplitude), depth + 1, group, paths)
 
 
 def expand_for_configs(x: Tensor, k: int) -> Tensor:

@@ -7,6 +7,7 @@ forward path (reference/kasmina.md §2.6, §4.5, §4.6, §5).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import torch
@@ -312,6 +313,27 @@ class SeedSlot(nn.Module):
         seed_input = _detached_input(h) if self.isolate_gradients else h
         alpha = alpha_override if alpha_override is not None else self._alpha_tensor(h)
         return blend(self.alpha_algorithm, h, seed(seed_input), seed_input, alpha, self.gate)
+
+    def blend_at(self, h: Tensor, amplitudes: Sequence[float]) -> list[Tensor]:
+        """h blended with the seed at each amplitude, the seed run once for all of them (counterfactual passes).
+
+        An amplitude is clamped to [0, 1], as a fused pass's override is. Amplitude 0 is the slot switched off:
+        h itself, for which the seed does not run (every blend operator returns h at amplitude 0). Each result
+        equals `forward(h, alpha_override)` with that amplitude for every sample.
+        """
+        seed = self.seed
+        levels = [min(1.0, max(0.0, float(a))) for a in amplitudes]
+        if seed is None or self.stage not in ACTIVE_STAGES or not any(levels):
+            return [h for _ in levels]
+        seed_input = _detached_input(h) if self.isolate_gradients else h
+        s = seed(seed_input)
+        shape = (h.shape[0], *([1] * (self.feature_rank - 1)))
+        return [
+            blend(self.alpha_algorithm, h, s, seed_input, torch.full(shape, a, device=h.device), self.gate)
+            if a > 0.0
+            else h
+            for a in levels
+        ]
 
     # ------------------------------------------------------------------ checkpoint (§6 item 111)
 
