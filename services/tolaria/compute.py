@@ -7,7 +7,7 @@ convolutions and attention are counted (bias adds, activations and normalisation
 from __future__ import annotations
 
 import itertools
-from collections.abc import Callable, Hashable, Iterable, Iterator
+from collections.abc import Callable, Hashable, Iterable, Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, contextmanager
 from dataclasses import asdict, dataclass
 
@@ -59,6 +59,38 @@ def forward_flops_per_sample(model: nn.Module, sample: Tensor) -> int:
     return int(counter.get_total_flops())
 
 
+def validation_flops_per_sample(
+    model: MorphogeneticModel, sample: Tensor, configs: Sequence[Mapping[str, float]]
+) -> int:
+    """FLOPs per sample of evaluating alpha `configs` as validation does (`MorphogeneticModel.forward_configs`).
+
+    What the configurations share runs once and a slot at amplitude 0 skips its seed, so K configurations cost
+    between one forward and K forwards. Measured like `forward_flops_per_sample`, on a batch of one.
+    """
+    if sample.dim() == 0 or sample.shape[0] != 1:
+        raise ValueError(f"validation FLOPs are measured on a batch of one sample, got shape {tuple(sample.shape)}")
+    counter = FlopCounterMode(display=False)
+    with _forked_rng(sample.device), _eval_mode(model), torch.no_grad(), counter:
+        for _ in model.forward_configs(sample, configs):
+            pass
+    return int(counter.get_total_flops())
+
+
+def config_tree_shape(paths: Sequence[tuple[float | None, ...]]) -> tuple[tuple[int | None, ...], ...]:
+    """What the cost of a config walk depends on: per slot, which configs agree, which are off and which run alone.
+
+    Amplitudes become labels per slot (None: own forward, 0: off, 1, 2, …: distinct amplitudes in order of first
+    appearance), so configs at other nonzero alphas with the same agreements cost the same and share a cache entry.
+    """
+    shape = []
+    for column in zip(*paths, strict=True):
+        labels: dict[float, int] = {}
+        shape.append(
+            tuple(None if a is None else 0 if a == 0.0 else labels.setdefault(a, len(labels) + 1) for a in column)
+        )
+    return tuple(shape)
+
+
 class FlopCache:
     """Forward FLOPs per sample, measured once per topology signature (e.g. task and slot → blueprint in forward)."""
 
@@ -69,10 +101,14 @@ class FlopCache:
 
     def forward_flops(self, signature: Hashable, model: nn.Module, sample: Tensor) -> int:
         """The cached figure for `signature`, measuring `model` on `sample` the first time it is seen."""
-        if signature not in self._flops_by_signature:
-            self._flops_by_signature[signature] = self._measure(model, sample)
+        return self.flops(signature, lambda: self._measure(model, sample))
+
+    def flops(self, key: Hashable, measure: Callable[[], int]) -> int:
+        """The cached figure for `key`, calling `measure` the first time it is seen."""
+        if key not in self._flops_by_signature:
+            self._flops_by_signature[key] = measure()
             self.measurements += 1
-        return self._flops_by_signature[signature]
+        return self._flops_by_signature[key]
 
     def __contains__(self, signature: Hashable) -> bool:
         return signature in self._flops_by_signature
@@ -102,12 +138,18 @@ class EpochComputeFigures:
 
 
 def epoch_compute_figures(
-    *, params_in_forward: int, train_samples: int, val_samples: int, fwd_flops_per_sample: int, configs: int = 1
+    *,
+    params_in_forward: int,
+    train_samples: int,
+    val_samples: int,
+    fwd_flops_per_sample: int,
+    val_flops_per_sample: int | None = None,
 ) -> EpochComputeFigures:
-    """Figures for an epoch whose validation pass evaluated `configs` alpha configurations (the main one included).
+    """Figures for an epoch whose validation pass cost `val_flops_per_sample` (one forward when None: main only).
 
-    Counterfactual configurations cost a full forward each: alpha overrides do not skip compute in a fused pass.
+    `val_flops_counterfactual` is what validation cost beyond the main configuration's forward.
     """
+    val_flops = fwd_flops_per_sample if val_flops_per_sample is None else val_flops_per_sample
     counts = {
         "params_in_forward": params_in_forward,
         "train_samples": train_samples,
@@ -117,8 +159,10 @@ def epoch_compute_figures(
     negative = [name for name, value in counts.items() if value < 0]
     if negative:
         raise ValueError(f"compute counts cannot be negative: {', '.join(negative)}")
-    if configs < 1:
-        raise ValueError(f"a validation pass evaluates at least the main configuration, got configs={configs}")
+    if val_flops < fwd_flops_per_sample:
+        raise ValueError(
+            f"a validation pass costs at least the main forward ({fwd_flops_per_sample} FLOPs), got {val_flops}"
+        )
     return EpochComputeFigures(
         params_in_forward=params_in_forward,
         train_samples=train_samples,
@@ -126,7 +170,7 @@ def epoch_compute_figures(
         fwd_flops_per_sample=fwd_flops_per_sample,
         train_flops=TRAIN_FLOPS_PER_FORWARD_FLOP * fwd_flops_per_sample * train_samples,
         val_flops_main=fwd_flops_per_sample * val_samples,
-        val_flops_counterfactual=(configs - 1) * fwd_flops_per_sample * val_samples,
+        val_flops_counterfactual=(val_flops - fwd_flops_per_sample) * val_samples,
     )
 
 
@@ -143,7 +187,8 @@ def cumulative(train_flops_per_epoch: Iterable[int]) -> list[int]:
 class ComputeLedger:
     """One episode's compute, epoch by epoch: what `EpochReport.compute` and the episode summary carry.
 
-    Forward FLOPs are measured once per set of seeds in forward (a topology signature) on a one-sample batch.
+    Forward FLOPs are measured once per set of seeds in forward (a topology signature) on a one-sample batch, and
+    validation FLOPs once per signature and shape of the config walk (`config_tree_shape`).
     """
 
     def __init__(self, model: MorphogeneticModel, sample: Tensor) -> None:
@@ -167,8 +212,21 @@ class ComputeLedger:
         """Record the epoch's training pass: samples seen and the hash of their order."""
         self._train_samples, self._order_hash = samples, order_hash
 
-    def epoch(self, configs: int, val_samples: int, train_seconds: float, validate_seconds: float) -> EpochCompute:
-        fwd = self.flops.forward_flops(forward_signature(self.model), self.model, self.sample)
+    def epoch(
+        self,
+        configs: Sequence[Mapping[str, float]],
+        val_samples: int,
+        train_seconds: float,
+        validate_seconds: float,
+    ) -> EpochCompute:
+        """The epoch's figures, validation having evaluated alpha `configs` (the main one, `{}`, first)."""
+        signature = forward_signature(self.model)
+        fwd = self.flops.forward_flops(signature, self.model, self.sample)
+        configs = list(configs) or [{}]
+        val = fwd
+        if len(configs) > 1:
+            key = ("validation", signature, config_tree_shape(self.model.config_paths(configs)))
+            val = self.flops.flops(key, lambda: validation_flops_per_sample(self.model, self.sample, configs))
         in_forward = self.model.host_param_count + sum(
             slot.seed_param_count for slot in self.model.seed_slots() if slot.is_active
         )
@@ -177,13 +235,13 @@ class ComputeLedger:
             train_samples=self._train_samples,
             val_samples=val_samples,
             fwd_flops_per_sample=fwd,
-            configs=configs,
+            val_flops_per_sample=val,
         )
         self.params_in_forward.append(in_forward)
         self.train_flops.append(figures.train_flops)
         return EpochCompute(
             **figures.as_dict(),
-            validation_configs=configs,
+            validation_configs=len(configs),
             train_seconds=train_seconds,
             validate_seconds=validate_seconds,
             data_order_hash=self._order_hash,

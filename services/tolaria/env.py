@@ -228,8 +228,8 @@ class EpisodeEnv:
         trained = time.perf_counter()
         with self.acceleration.autocast():
             validation = fused_validate(self.model, self.val_batches, self.device)
-        configs = max(1, len(validation.configs))
-        compute = self.ledger.epoch(configs, self.val_samples, trained - started, time.perf_counter() - trained)
+        validated = time.perf_counter()
+        compute = self.ledger.epoch(validation.config_alphas, self.val_samples, trained - started, validated - trained)
         verdict = self.governor.check(validation.val_loss)
         rollback: GovernorReport | None = None
         events: list[SeedPruned] = []

@@ -44,6 +44,8 @@ class ValidationResult:
     all_off_accuracy: float | None = None
     interactions: dict[tuple[str, str], float] = field(default_factory=dict)
     configs: dict[str, float] = field(default_factory=dict)
+    #: The alpha configurations evaluated, main (`{}`) first, in the order `configs` lists their accuracies.
+    config_alphas: list[dict[str, float]] = field(default_factory=list)
 
 
 def measured_slots(model: MorphogeneticModel, include_fossils: bool = False) -> list[str]:
@@ -127,6 +129,7 @@ def fused_validate(
         val_loss=main.loss_sum / max(1, main.batches),
         val_accuracy=main.accuracy,
         configs=by_name,
+        config_alphas=[c.alphas for c in configs],
     )
     for sid in active:
         result.contributions[sid] = main.accuracy - by_name[f"off:{sid}"]

@@ -10,13 +10,21 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from torch import Tensor, nn
 
+from leyline_schemas.enums import AlphaAlgorithm, AlphaMode, BlendId, BlueprintAction, SeedStage
+from leyline_schemas.lifecycle import AlphaControllerState, SlotState
+from services.kasmina.mechanics.model import MorphogeneticModel
 from services.tolaria.compute import (
+    ComputeLedger,
     FlopCache,
+    config_tree_shape,
     cumulative,
     epoch_compute_figures,
     forward_flops_per_sample,
     parameter_epochs,
+    validation_flops_per_sample,
 )
+from services.tolaria.hosts import CNNHost
+from services.tolaria.validation import counterfactual_configs
 
 
 def test_linear_model_costs_two_flops_per_weight() -> None:
@@ -100,26 +108,117 @@ def test_cache_measures_once_per_topology_signature() -> None:
 @settings(max_examples=60, deadline=None)
 @given(
     fwd=st.integers(0, 10**9),
+    extra=st.integers(0, 10**10),
     train=st.integers(0, 10**6),
     val=st.integers(0, 10**5),
-    configs=st.integers(1, 17),
 )
-def test_epoch_figures_follow_the_section_4_formulas(fwd: int, train: int, val: int, configs: int) -> None:
+def test_epoch_figures_follow_the_section_4_formulas(fwd: int, extra: int, train: int, val: int) -> None:
     figures = epoch_compute_figures(
-        params_in_forward=1000, train_samples=train, val_samples=val, fwd_flops_per_sample=fwd, configs=configs
+        params_in_forward=1000,
+        train_samples=train,
+        val_samples=val,
+        fwd_flops_per_sample=fwd,
+        val_flops_per_sample=fwd + extra,
     )
     assert figures.train_flops == 3 * fwd * train
     assert figures.val_flops_main == fwd * val
-    assert figures.val_flops_counterfactual == (configs - 1) * fwd * val
-    assert figures.all_in_flops == figures.train_flops + configs * fwd * val
+    assert figures.val_flops_counterfactual == extra * val
+    assert figures.all_in_flops == figures.train_flops + (fwd + extra) * val
     assert figures.as_dict()["train_flops"] == figures.train_flops
+    main_only = epoch_compute_figures(
+        params_in_forward=1, train_samples=train, val_samples=val, fwd_flops_per_sample=fwd
+    )
+    assert main_only.val_flops_counterfactual == 0
 
 
 def test_epoch_figures_reject_impossible_counts() -> None:
     with pytest.raises(ValueError, match="train_samples"):
         epoch_compute_figures(params_in_forward=1, train_samples=-1, val_samples=0, fwd_flops_per_sample=1)
-    with pytest.raises(ValueError, match="configs"):
-        epoch_compute_figures(params_in_forward=1, train_samples=1, val_samples=1, fwd_flops_per_sample=1, configs=0)
+    with pytest.raises(ValueError, match="at least the main forward"):
+        epoch_compute_figures(
+            params_in_forward=1, train_samples=1, val_samples=1, fwd_flops_per_sample=5, val_flops_per_sample=4
+        )
+
+
+SEEDED = ["r0c0", "r0c1", "r0c2"]
+
+
+def _blending(seeded: list[str], alpha: float = 0.5) -> MorphogeneticModel:
+    torch.manual_seed(0)
+    model = MorphogeneticModel(CNNHost(base_channels=4), SEEDED)
+    for sid in seeded:
+        model.germinate(sid, BlueprintAction.CONV_LIGHT, BlendId.LINEAR, AlphaAlgorithm.ADD, seed_id=f"s-{sid}")
+        model.slot(sid).sync(
+            SlotState(
+                slot_id=sid,
+                stage=SeedStage.BLENDING,
+                seed_id=f"s-{sid}",
+                blueprint=BlueprintAction.CONV_LIGHT,
+                blend=BlendId.LINEAR,
+                alpha_algorithm=AlphaAlgorithm.ADD,
+                controller=AlphaControllerState(alpha=alpha, alpha_target=1.0, mode=AlphaMode.UP),
+            )
+        )
+    return model
+
+
+SAMPLE = torch.zeros(1, 3, 32, 32)
+
+
+def test_validation_of_the_main_config_alone_costs_one_forward() -> None:
+    model = _blending(SEEDED)
+    assert validation_flops_per_sample(model, SAMPLE, [{}]) == forward_flops_per_sample(model, SAMPLE)
+
+
+@settings(max_examples=20, deadline=None)
+@given(seeded=st.lists(st.sampled_from(SEEDED), min_size=1, max_size=3, unique=True))
+def test_counterfactual_configs_share_work_and_duplicates_cost_nothing(seeded: list[str]) -> None:
+    model = _blending(seeded)
+    configs = [alphas for _, alphas in counterfactual_configs(seeded)]
+    together = validation_flops_per_sample(model, SAMPLE, configs)
+    alone = [validation_flops_per_sample(model, SAMPLE, [c]) for c in configs]
+    assert validation_flops_per_sample(model, SAMPLE, configs + configs) == together
+    # The host before the first seeded slot runs once for all configs, so sharing is strictly cheaper.
+    assert max(alone) <= together < sum(alone)
+    # A config with a seed switched off skips that seed: cheaper than the main forward.
+    assert all(cost < alone[0] for cost in alone[1:])
+
+
+def test_ledger_measures_validation_once_per_shape_of_the_config_walk() -> None:
+    model = _blending(SEEDED[:2])
+    ledger = ComputeLedger(model, SAMPLE)
+    ledger.trained(100, "order")
+    configs = [alphas for _, alphas in counterfactual_configs(SEEDED[:2])]
+    first = ledger.epoch(configs, 10, 1.0, 0.5)
+    expected = validation_flops_per_sample(model, SAMPLE, configs) - first.fwd_flops_per_sample
+    assert first.val_flops_counterfactual == expected * 10
+    assert first.validation_configs == len(configs) == 6
+    measured = ledger.flops.measurements
+    for sid in SEEDED[:2]:  # alphas move while blending; the walk keeps its shape and its cost
+        model.slot(sid).sync(
+            SlotState(
+                slot_id=sid,
+                stage=SeedStage.BLENDING,
+                seed_id=f"s-{sid}",
+                blueprint=BlueprintAction.CONV_LIGHT,
+                blend=BlendId.LINEAR,
+                alpha_algorithm=AlphaAlgorithm.ADD,
+                controller=AlphaControllerState(alpha=0.9, alpha_target=1.0, mode=AlphaMode.UP),
+            )
+        )
+    again = ledger.epoch(configs, 10, 1.0, 0.5)
+    assert ledger.flops.measurements == measured
+    assert again.val_flops_counterfactual == first.val_flops_counterfactual
+    main_only = ledger.epoch([{}], 10, 1.0, 0.5)
+    assert main_only.val_flops_counterfactual == 0 and main_only.validation_configs == 1
+
+
+def test_tree_shape_keeps_agreements_and_offs_but_not_alpha_values() -> None:
+    assert config_tree_shape([(0.3, None), (0.0, None), (0.3, None)]) == config_tree_shape(
+        [(0.8, None), (0.0, None), (0.8, None)]
+    )
+    assert config_tree_shape([(0.3,), (0.7,)]) != config_tree_shape([(0.3,), (0.3,)])
+    assert config_tree_shape([(0.3,), (0.0,)]) != config_tree_shape([(0.3,), (0.3,)])
 
 
 @given(params=st.integers(0, 10**7), epochs=st.integers(0, 50))

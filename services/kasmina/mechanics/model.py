@@ -170,23 +170,30 @@ class MorphogeneticModel(nn.Module):
         slot named by none runs its own forward. Every tensor keeps the batch's size, so a configuration's
         logits are what its own pass computes, and memory holds one activation per slot depth, not K batches.
         """
+        paths = self.config_paths(configs)
+        if not self._execution:
+            yield list(range(len(configs))), self.host(x)
+            return
+        yield from self._walk(x, 0, list(range(len(configs))), paths)
+
+    def config_paths(self, configs: Sequence[Mapping[str, float]]) -> list[tuple[float | None, ...]]:
+        """Each configuration as the amplitude it gives every slot in execution order (`forward_configs`).
+
+        An amplitude is clamped to [0, 1]; None is a slot no configuration names, which runs its own forward.
+        """
         if not configs:
             raise ValueError("need at least one alpha config")
         named = {sid for config in configs for sid in config}
         unknown = sorted(named - set(self.slots))
         if unknown:
             raise ValueError(f"alpha configs name slots that are not enabled: {unknown}")
-        if not self._execution:
-            yield list(range(len(configs))), self.host(x)
-            return
-        paths = [
+        return [
             tuple(
                 min(1.0, max(0.0, config.get(sid, self.slot(sid).alpha))) if sid in named else None
                 for sid in self._execution
             )
             for config in configs
         ]
-        yield from self._walk(x, 0, list(range(len(configs))), paths)
 
     def _walk(
         self, h: Tensor, depth: int, members: list[int], paths: list[tuple[float | None, ...]]
