@@ -70,6 +70,27 @@ def cmd_epochs(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_seeds(args: argparse.Namespace) -> int:
+    """Epochs with 0, 1 and 3 blending seeds interleaved, and the 3-seed validation by config walk vs stacked."""
+    import torch
+
+    from services.tolaria.seed_cost import seed_cost
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    result = seed_cost(
+        task_name=args.task,
+        synthetic=args.synthetic,
+        rounds=args.rounds,
+        batches=args.batches,
+        batch=args.batch,
+        seed=args.seed,
+        validation_repeats=args.validation_repeats,
+    )
+    _emit(result, args)
+    return 0
+
+
 def cmd_checkpoint(args: argparse.Namespace) -> int:
     """A host checkpoint's capture and restore beside the epoch it follows, and its size."""
     from services.tolaria.bench import checkpoint_cost
@@ -103,6 +124,7 @@ ALL_BENCHMARKS: dict[str, list[str]] = {
     "workers": ["--envs", "2", "--epochs", "5", "--batches", "10"],
     "learning": ["--rounds", "30", "--envs", "8", "--eval-episodes", "40"],
     "decision": ["--iterations", "300"],
+    "seeds": ["--synthetic", "--rounds", "4", "--validation-repeats", "2"],
 }
 
 
@@ -166,6 +188,18 @@ def summary_rows(results: dict[str, Any]) -> list[tuple[str, str, str]]:
                 (name, "nats echo p50 / p99 ms", f"{result['echo_ms']['p50']:.3f} / {result['echo_ms']['p99']:.3f}")
             )
             rows.append((name, "p50 ratio decision / echo", f"x{result['p50_ratio']:.1f}"))
+        elif name == "seeds":
+            for n, ratio in result["ratio"].items():
+                target, reference = result["target_ratio"][n], result["reference_ratio"][n]
+                rows.append(
+                    (
+                        name,
+                        f"epoch with {n} seeds / seedless (target <= {target}, reference {reference})",
+                        f"x{ratio:.2f}",
+                    )
+                )
+            walk = result["validation_3_seeds"]
+            rows.append((name, "3-seed validation stacked pass / config walk", f"x{walk['stacked_over_walk']:.1f}"))
     return rows
 
 
@@ -234,6 +268,10 @@ def _summary(result: dict[str, Any]) -> str:
             f"{statistics.median(result['without_seeds_s']):.3f}s/epoch, with {len(result['seeds'])} blending seeds "
             f"{statistics.median(result['with_seeds_s']):.3f}s/epoch (x{result['median_ratio']:.2f})"
         )
+    if result["benchmark"] == "seeds":
+        from services.tolaria.seed_cost import summary
+
+        return summary(result)
     if result["benchmark"] == "checkpoint":
         epoch, captured, restored = (statistics.median(result[k]) for k in ("epoch_s", "capture_s", "restore_s"))
         return (
@@ -308,6 +346,19 @@ def register(sub: Any) -> None:
     p.add_argument("--batch", type=int, default=128)
     p.add_argument("--seed", type=int, default=42)
     p.set_defaults(func=cmd_epochs)
+
+    p = bsub.add_parser("seeds", help="epochs with 0, 1 and 3 blending seeds side by side, validation split out")
+    p.add_argument("--json", action="store_true")
+    p.add_argument("--out", default=None)
+    p.add_argument("--task", default="cifar_baseline")
+    p.add_argument("--synthetic", action="store_true", help="synthetic data of the task's shape")
+    p.add_argument("--rounds", type=int, default=6, help="epochs per env, interleaved (the first is warm-up)")
+    p.add_argument("--batches", type=int, default=50)
+    p.add_argument("--batch", type=int, default=128)
+    p.add_argument("--seed", type=int, default=42)
+    p.add_argument("--validation-repeats", type=int, default=3)
+    p.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+    p.set_defaults(func=cmd_seeds)
 
     p = bsub.add_parser("checkpoint", help="a host checkpoint's capture and restore vs the epoch it follows")
     p.add_argument("--json", action="store_true")

@@ -151,10 +151,16 @@ def epoch_times(
     }
 
 
-def blend_a_seed_in_every_slot(env: EpisodeEnv) -> list[L.SlotState]:
-    """Seat a CONV_LIGHT seed, BLENDING at α 0.5, in every slot of `env` (as Kasmina would have moved it there)."""
-    states = []
+def blend_a_seed_in_every_slot(env: EpisodeEnv, slots: list[str] | None = None) -> list[L.SlotState]:
+    """Seat a CONV_LIGHT seed, BLENDING at α 0.5, in every slot of `env` or those named (as Kasmina would have).
+
+    Returns the seeded slots' states; the others keep theirs.
+    """
+    states, seeded = [], []
     for state in env.slot_states:
+        if slots is not None and state.slot_id not in slots:
+            states.append(state)
+            continue
         env.model.germinate(
             state.slot_id,
             L.BlueprintAction.CONV_LIGHT,
@@ -179,9 +185,10 @@ def blend_a_seed_in_every_slot(env: EpisodeEnv) -> list[L.SlotState]:
             training, stage=L.SeedStage.BLENDING, controller=msgspec.structs.replace(training.controller, alpha=0.5)
         )
         states.append(blending)
+        seeded.append(blending)
     env.slot_states = states
     env.model.apply_states(states)
-    return states
+    return seeded
 
 
 def checkpoint_cost(

@@ -186,6 +186,22 @@ def test_channels_last_input_is_blended_correctly() -> None:
     assert torch.allclose(out, slot(h), atol=1e-6)
 
 
+def test_isolated_seed_runs_on_a_detached_copy_in_the_hosts_layout() -> None:
+    slot = _grown(B.CONV_LIGHT)
+    assert slot.seed is not None
+    slot.sync(_state(slot, SeedStage.BLENDING, alpha=0.5))
+    seen: list[torch.Tensor] = []
+    slot.seed.register_forward_pre_hook(lambda _module, args: seen.append(args[0]))
+    h = _features().contiguous(memory_format=torch.channels_last).requires_grad_()
+    upstream = _features(3).contiguous(memory_format=torch.channels_last)
+    (slot(h) * upstream).sum().backward()
+    (seed_input,) = seen
+    assert seed_input.is_contiguous(memory_format=torch.channels_last) and not seed_input.is_contiguous()
+    assert not seed_input.requires_grad and seed_input.data_ptr() != h.data_ptr()
+    # Isolation: only the direct (1 − a) path reaches h.
+    assert h.grad is not None and torch.allclose(h.grad, 0.5 * upstream, atol=1e-6)
+
+
 def test_blend_out_freeze_and_exact_restore() -> None:
     slot = _grown(B.CONV_LIGHT, AlphaAlgorithm.GATE)
     slot.sync(_state(slot, SeedStage.BLENDING, alpha=0.6))
