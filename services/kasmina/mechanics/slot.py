@@ -64,15 +64,11 @@ class SlotCheckpointError(ValueError):
 
 
 def _detached_input(h: Tensor) -> Tensor:
-    # A detached copy avoids the channels_last + detach fault (§5 item 97). The copy keeps h's memory format, so
-    # the seed runs in the host's layout: a seed in NCHW under a channels_last host takes every gradient in the
-    # other format, which made its backward ~25 % slower on CPU (`esper bench seeds`, issue 16).
+    # A contiguous (NCHW) detached copy avoids the channels_last + detach fault while h keeps its own layout
+    # (§5 item 97). A copy kept in channels_last instead was tried for speed (issue 16) and segfaults in the
+    # backward of a TRAINING norm seed on the digits host (tests/kasmina/mechanics/test_mech_slot.py).
     x = h.detach()
-    if x.is_contiguous():
-        return x
-    if x.dim() == 4 and x.is_contiguous(memory_format=torch.channels_last):
-        return x.clone(memory_format=torch.channels_last)
-    return x.contiguous()
+    return x if x.is_contiguous() else x.contiguous()
 
 
 class SeedSlot(nn.Module):

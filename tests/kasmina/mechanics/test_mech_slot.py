@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import io
+import subprocess
+import sys
 
 import pytest
 import torch
@@ -186,7 +188,7 @@ def test_channels_last_input_is_blended_correctly() -> None:
     assert torch.allclose(out, slot(h), atol=1e-6)
 
 
-def test_isolated_seed_runs_on_a_detached_copy_in_the_hosts_layout() -> None:
+def test_isolated_seed_runs_on_a_contiguous_detached_copy_of_a_channels_last_input() -> None:
     slot = _grown(B.CONV_LIGHT)
     assert slot.seed is not None
     slot.sync(_state(slot, SeedStage.BLENDING, alpha=0.5))
@@ -196,10 +198,43 @@ def test_isolated_seed_runs_on_a_detached_copy_in_the_hosts_layout() -> None:
     upstream = _features(3).contiguous(memory_format=torch.channels_last)
     (slot(h) * upstream).sum().backward()
     (seed_input,) = seen
-    assert seed_input.is_contiguous(memory_format=torch.channels_last) and not seed_input.is_contiguous()
-    assert not seed_input.requires_grad and seed_input.data_ptr() != h.data_ptr()
+    assert seed_input.is_contiguous() and not seed_input.requires_grad and seed_input.data_ptr() != h.data_ptr()
     # Isolation: only the direct (1 − a) path reaches h.
     assert h.grad is not None and torch.allclose(h.grad, 0.5 * upstream, atol=1e-6)
+
+
+# GroupNorm's CPU backward on a channels_last input that needs no gradient dies with SIGSEGV (torch 2.13); an
+# isolated seed's input is exactly that unless it is copied to NCHW (§5 item 97). A crash would take pytest with
+# it, so every CNN blueprint trains, isolated, under a channels_last host in a child process.
+_EVERY_ISOLATED_SEED_UNDER_CHANNELS_LAST = """
+import torch
+from torch import nn
+from leyline_schemas.enums import AlphaAlgorithm, AlphaMode, BlendId, SeedStage, Topology
+from leyline_schemas.lifecycle import AlphaControllerState, SlotState
+from services.kasmina.mechanics.blueprints import blueprints_of
+from services.kasmina.mechanics.slot import SeedSlot
+
+conv = nn.Conv2d(1, 32, 3, padding=1).to(memory_format=torch.channels_last)
+x = torch.randn(3, 1, 8, 8).contiguous(memory_format=torch.channels_last)
+for blueprint in blueprints_of(Topology.CNN):
+    for stage, alpha in ((SeedStage.TRAINING, 0.0), (SeedStage.BLENDING, 0.5)):
+        slot = SeedSlot("r0c0", 32, Topology.CNN)
+        slot.germinate(blueprint.action, BlendId.LINEAR, AlphaAlgorithm.ADD)
+        controller = AlphaControllerState(alpha=alpha, alpha_target=alpha, mode=AlphaMode.HOLD)
+        slot.sync(SlotState(slot_id="r0c0", stage=stage, seed_id=slot.seed_id, blueprint=blueprint.action,
+                            blend=BlendId.LINEAR, alpha_algorithm=AlphaAlgorithm.ADD, controller=controller,
+                            isolate_gradients=True))
+        slot(conv(x)).sum().backward()
+        print(blueprint.name, stage.name, flush=True)
+"""
+
+
+def test_every_isolated_cnn_seed_trains_under_a_channels_last_host_without_crashing() -> None:
+    result = subprocess.run(
+        [sys.executable, "-c", _EVERY_ISOLATED_SEED_UNDER_CHANNELS_LAST], capture_output=True, text=True, timeout=120
+    )
+    assert result.returncode == 0, f"exit {result.returncode} after:\n{result.stdout}{result.stderr[-2000:]}"
+    assert "norm TRAINING" in result.stdout and "conv_light BLENDING" in result.stdout
 
 
 def test_blend_out_freeze_and_exact_restore() -> None:
