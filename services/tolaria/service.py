@@ -53,11 +53,16 @@ class TolariaSettings(RuntimeSettings):
     data_dir: str = ""
     step_timeout: float = 30.0
     step_deadline: float = 180.0
+    #: An episode started this many times without ending fails its run (a fault that kills the worker at the same
+    #: point every time would otherwise restart it forever).
+    max_episode_attempts: int = 10
     torch_threads: int = 0
     amp: str = "auto"
     compile: bool = False
 
     def __post_init__(self) -> None:
+        if self.max_episode_attempts < 1:
+            raise ValueError(f"ESPER_MAX_EPISODE_ATTEMPTS must be at least 1, got {self.max_episode_attempts}")
         if self.amp not in AMP_MODES:
             raise ValueError(f"ESPER_AMP must be one of {', '.join(AMP_MODES)}, got {self.amp!r}")
 
@@ -249,6 +254,7 @@ async def drive_envs(ctx: TolariaContext) -> None:
         settings.data_dir,
         settings.step_timeout,
         settings.step_deadline,
+        max_episode_attempts=settings.max_episode_attempts,
         # ESPER_AMP (auto, bf16, off) and ESPER_COMPILE reach every env this worker drives.
         acceleration=choose(ctx.device, settings.amp, settings.compile),
     )

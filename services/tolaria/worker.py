@@ -32,6 +32,12 @@ from services.tolaria.tasks import TaskData, get_task
 from services.tolaria.torch_thread import run_torch
 
 log = logging.getLogger("esper.tolaria.worker")
+
+
+class EpisodeKeepsFailing(RuntimeError):
+    """An episode reached its attempt limit (`TolariaSettings.max_episode_attempts`): its run fails."""
+
+
 SUCCEEDED = (DecisionOutcome.APPLIED, DecisionOutcome.WAITED, DecisionOutcome.MORPHOGENESIS_OFF)
 
 
@@ -59,6 +65,8 @@ class EnvWorker:
         data_dir: str,
         step_timeout: float,
         step_deadline: float,
+        *,
+        max_episode_attempts: int = 10,
         acceleration: Acceleration | None = None,
     ) -> None:
         self.ctx = ctx
@@ -68,6 +76,7 @@ class EnvWorker:
         self.data_dir = data_dir
         self.step_timeout = step_timeout
         self.step_deadline = step_deadline
+        self.max_episode_attempts = max_episode_attempts
         self.acceleration = acceleration
         self.tasks: dict[tuple[str, int], asyncio.Task[None]] = {}
         self.split = fair_share.Split(share=0, room_elsewhere=False)
@@ -138,6 +147,11 @@ class EnvWorker:
                     )
                 else:
                     attempt = leases.episode_attempt(lease, episodes[k])
+                    if attempt >= self.max_episode_attempts:
+                        raise EpisodeKeepsFailing(
+                            f"episode {episodes[k]} was started {attempt} times and never ended (its worker died or "
+                            f"gave it back each time); raise ESPER_MAX_EPISODE_ATTEMPTS to try it again"
+                        )
                     if attempt:
                         log.info(
                             "env %d of %s: episode %d restarts, attempt %d", env_id, spec.run_id, episodes[k], attempt
@@ -176,6 +190,9 @@ class EnvWorker:
             # A bus outage is not the run's fault: give the env back unfinished, it is leased again and its
             # episode restarts (the episode is the unit of recovery, ARCHITECTURE.md §6).
             log.warning("env %d of %s: bus fault (%s: %s); releasing it", env_id, spec.run_id, type(exc).__name__, exc)
+        except EpisodeKeepsFailing as exc:
+            log.error("env %d of %s: %s; the run fails", env_id, spec.run_id, exc)
+            await self._finish_run(kv, spec, RunState.FAILED, f"env {env_id}: {exc}")
         except Exception as exc:
             log.exception("env %d of %s failed", env_id, spec.run_id)
             await self._finish_run(kv, spec, RunState.FAILED, f"env {env_id}: {type(exc).__name__}: {exc}")

@@ -59,9 +59,9 @@ class System:
         self.nats, self.log_dir = nats, log_dir
         self.processes: dict[str, subprocess.Popen[bytes]] = {}
 
-    def start(self, *names: str) -> None:
+    def start(self, *names: str, **env: str) -> None:
         for name in names:
-            self.processes[name] = start_service(name, self.nats.url, self.log_dir, **FAST)
+            self.processes[name] = start_service(name, self.nats.url, self.log_dir, **FAST, **env)
         asyncio.run(wait_services(self.nats.url, list(names)))
 
     def stop(self, name: str, sig: int = signal.SIGTERM) -> None:
@@ -86,6 +86,15 @@ async def submit(url: str, run: L.RunSpec) -> None:
     nc = await connect(RuntimeSettings.from_env({"service": "test", "nats_url": url}))
     try:
         await request(nc, routes.RUNS_START, run, timeout=30, retries=3)
+    finally:
+        await nc.close()
+
+
+async def read_status(url: str, run_id: str) -> L.RunStatus:
+    nc = await connect(RuntimeSettings.from_env({"service": "test", "nats_url": url}))
+    try:
+        entry = await (await jetstream.runs_bucket(nc.jetstream())).get(L.subjects.run_status_key(run_id))
+        return L.decode(entry.value or b"", L.RunStatus)
     finally:
         await nc.close()
 
@@ -198,3 +207,32 @@ def test_an_interrupted_episode_resumes_from_its_checkpoints_and_ends_as_if_neve
     assert final is not None and expected is not None and final.state_sha256
     assert final.state_sha256 == expected.state_sha256
     assert not checkpoint_left, "the finished episode's host checkpoint was not removed"
+
+
+@pytest.mark.timeout(300)
+def test_an_episode_whose_worker_dies_at_every_attempt_fails_its_run_at_the_attempt_limit(system: System) -> None:
+    system.stop("tolaria")
+    limit = {"ESPER_MAX_EPISODE_ATTEMPTS": "2"}
+    system.start("tolaria", **limit)
+    url, run = system.nats.url, msgspec.structs.replace(spec(), episode_length=400)  # long enough to kill twice
+    asyncio.run(submit(url, run))
+    stored = 0
+    for _ in range(2):  # attempts 0 and 1 each die mid-episode, once they have stored a record
+        asyncio.run(wait_for(url, run.run_id, stored=stored + 1))
+        stored = asyncio.run(stored_now(url, run.run_id))
+        system.stop("tolaria", signal.SIGKILL)
+        system.start("tolaria", **limit)
+    assert asyncio.run(wait_for(url, run.run_id, timeout=120)) is L.RunState.FAILED
+    status = asyncio.run(read_status(url, run.run_id))
+    assert "env 0: episode 0 was started 2 times and never ended" in status.message, status.message
+    records, _, checkpoint_left = asyncio.run(read_back(url, run.run_id))
+    assert {r.attempt for r in records} == {0, 1}, "a third attempt ran past the limit"
+    assert checkpoint_left, "a failed run keeps its checkpoint for `esper runs resume`"
+
+
+async def stored_now(url: str, run_id: str) -> int:
+    nc = await connect(RuntimeSettings.from_env({"service": "test", "nats_url": url}))
+    try:
+        return await steps_published(nc.jetstream(), run_id)
+    finally:
+        await nc.close()
