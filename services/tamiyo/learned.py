@@ -10,9 +10,9 @@ from __future__ import annotations
 import hashlib
 import math
 
+import numpy as np
 import torch
 
-from leyline_schemas.codec import pack_float32, unpack_float32
 from leyline_schemas.decisions import Decision, DecisionRequest, FactoredAction, HeadValues
 from leyline_schemas.enums import (
     AlphaCurveAction,
@@ -28,6 +28,8 @@ from services.policy.normalization import ObservationNormalizer
 from services.policy.sampling import SampledAction, sample_action
 from services.policy.weights import PolicyWeights
 from services.tamiyo.inference import DecisionKernel
+
+_WIRE_FLOAT32 = np.dtype("<f4")
 
 
 class PolicyInputError(ValueError):
@@ -50,7 +52,9 @@ def unpack_state(policy_state: bytes, layers: int, hidden: int) -> LSTMState:
             f"policy_state has {len(policy_state)} bytes; this policy's recurrent state is {expected} float32 "
             f"values ({4 * expected} bytes) or empty at an episode start",
         )
-    values = torch.tensor(unpack_float32(policy_state), dtype=torch.float32)
+    # The wire format is little-endian float32 (leyline_schemas.codec.pack_float32); read as an array, not a list
+    # of Python floats (~55 µs of a decision at hidden 512, `esper bench decision`).
+    values = torch.from_numpy(np.frombuffer(policy_state, dtype=_WIRE_FLOAT32).astype(np.float32))
     if not bool(torch.isfinite(values).all()):
         raise PolicyInputError("policy_state", "policy_state holds non-finite values")
     h, c = values.view(2, layers, 1, hidden).unbind(0)
@@ -58,7 +62,9 @@ def unpack_state(policy_state: bytes, layers: int, hidden: int) -> LSTMState:
 
 
 def pack_state(state: LSTMState) -> bytes:
-    return pack_float32(torch.cat([state[0].reshape(-1), state[1].reshape(-1)]).tolist())
+    """(h, c) as the bytes `unpack_state` reads: what `leyline_schemas.codec.pack_float32` writes, without a list."""
+    flat = torch.cat([state[0].reshape(-1), state[1].reshape(-1)]).float()
+    return flat.numpy().astype(_WIRE_FLOAT32, copy=False).tobytes()
 
 
 def request_generator(request: DecisionRequest, version: int) -> torch.Generator:

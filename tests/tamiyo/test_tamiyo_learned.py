@@ -8,6 +8,8 @@ import pickle
 import msgspec
 import pytest
 import torch
+from hypothesis import given
+from hypothesis import strategies as st
 from safetensors.torch import save as save_tensors
 
 import leyline_schemas as L
@@ -54,6 +56,18 @@ def test_empty_state_means_zeros_and_a_wrong_size_names_policy_state() -> None:
     with pytest.raises(PolicyInputError) as nan:
         policy.decide(decision_request("line", observation=[float("nan")] * 85))
     assert nan.value.field == "observation"
+
+
+@given(st.lists(st.floats(width=32, allow_nan=False, allow_infinity=False), min_size=8, max_size=8), st.integers(1, 2))
+def test_recurrent_state_bytes_are_the_codecs_float32_both_ways(values: list[float], layers: int) -> None:
+    hidden = 4 // layers
+    h = torch.tensor(values[: layers * hidden]).view(layers, 1, hidden)
+    c = torch.tensor(values[layers * hidden : 2 * layers * hidden]).view(layers, 1, hidden)
+    packed = pack_state((h, c))
+    assert packed == L.pack_float32(values[: 2 * layers * hidden])
+    back_h, back_c = unpack_state(L.pack_float32(values[: 2 * layers * hidden]), layers, hidden)
+    assert torch.equal(back_h, h) and torch.equal(back_c, c)
+    assert back_h.is_contiguous() and back_c.is_contiguous() and back_h.dtype is torch.float32
 
 
 def test_rollout_and_full_sequence_log_probs_agree(seed: int = 7) -> None:
