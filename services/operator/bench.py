@@ -40,7 +40,7 @@ def cmd_kasmina(args: argparse.Namespace) -> int:
 def cmd_overhead(args: argparse.Namespace) -> int:
     from services.operator.system_bench import overhead
 
-    _emit(overhead(args.epochs, args.batches, args.batch, args.seed, args.nats), args)
+    _emit(overhead(args.epochs, args.batches, args.batch, args.seed, args.nats, args.repeats), args)
     return 0
 
 
@@ -153,6 +153,9 @@ def summary_rows(results: dict[str, Any]) -> list[tuple[str, str, str]]:
             rows.append((name, "bare loop s/epoch (median)", f"{result['bare_epoch_s']['median']:.3f}"))
             rows.append((name, "system s/epoch (median)", f"{result['system_epoch_s']['median']:.3f}"))
             rows.append((name, "ratio (target <= 1.05)", f"{result['ratio']:.3f}"))
+            if "ratio_range" in result:
+                low, high = result["ratio_range"]
+                rows.append((name, f"range over {result['repeats']} trials", f"{low:.3f} - {high:.3f}"))
         elif name == "kasmina":
             for slots, stats in result["lifecycle_step"].items():
                 rows.append(
@@ -255,6 +258,13 @@ def _emit(result: dict[str, Any], args: argparse.Namespace) -> None:
         print(_summary(result))
 
 
+def _range(result: dict[str, Any]) -> str:
+    if "ratio_range" not in result:
+        return ""
+    low, high = result["ratio_range"]
+    return f", median of {result['repeats']} trials ranging {low:.3f}-{high:.3f}"
+
+
 def _summary(result: dict[str, Any]) -> str:
     if result["benchmark"] == "workers":
         return (
@@ -289,7 +299,7 @@ def _summary(result: dict[str, Any]) -> str:
         bare, system = result["bare_epoch_s"]["median"], result["system_epoch_s"]["median"]
         return (
             f"bare loop {bare:.3f}s/epoch, system {system:.3f}s/epoch"
-            f" -> ratio {result['ratio']:.3f} (target <= {result['target_ratio']})"
+            f" -> ratio {result['ratio']:.3f}{_range(result)} (target <= {result['target_ratio']})"
         )
     lines = []
     for name, stats in result["lifecycle_step"].items():
@@ -322,6 +332,7 @@ def register(sub: Any) -> None:
     p.add_argument("--batch", type=int, default=128)
     p.add_argument("--seed", type=int, default=42)
     p.add_argument("--nats", default=None, help="an existing bus (default: an embedded one)")
+    p.add_argument("--repeats", type=int, default=3, help="trials (bare, system, bare); the ratio is their median")
     p.set_defaults(func=cmd_overhead)
 
     p = bsub.add_parser("workers", help="env-worker scaling: steps/s with 1 and 2 Tolaria workers on one run")

@@ -33,12 +33,17 @@ def test_rows_and_table_include_failures_and_headlines() -> None:
             "bare_epoch_s": {"median": 1.0},
             "system_epoch_s": {"median": 1.02},
             "ratio": 1.02,
+            "repeats": 3,
+            "ratio_range": [0.98, 1.07],
+            "target_ratio": 1.05,
         },
     }
     rows = summary_rows(results)
     assert ("decision", "decision round trip p50 / p99 ms (budget p99 < 5)", "6.00 / 12.00") in rows
     assert ("workers", "error", "TimeoutError: no tolaria") in rows
     assert ("overhead", "ratio (target <= 1.05)", "1.020") in rows
+    assert ("overhead", "range over 3 trials", "0.980 - 1.070") in rows
+    assert "ratio 1.020, median of 3 trials ranging 0.980-1.070" in _summary(results["overhead"])
     table = markdown_table(results, "# bench")
     assert table.startswith("# bench\n\n| benchmark | figure | value |")
     assert "| decision | p50 ratio decision / echo | x15.0 |" in table
