@@ -48,7 +48,18 @@ def provenance(command: Sequence[str] | None = None) -> dict[str, str]:
         "esper_commit": commit + (" (working tree had uncommitted changes)" if dirty else ""),
         "machine": f"{platform.machine()}, {os.cpu_count()} CPU cores",
         "date_utc": time.strftime("%Y-%m-%d %H:%M", time.gmtime()),
+        "load": _machine_load(),
     }
+
+
+def _machine_load() -> str:
+    """Uptime and the 1/5/15-minute load averages when the run began: how busy the machine was."""
+    try:
+        uptime = float(Path("/proc/uptime").read_text().split()[0])
+        one, five, fifteen = os.getloadavg()
+    except (OSError, ValueError, IndexError):
+        return "unknown"
+    return f"up {uptime / 60:.0f} min, load {one:.2f} / {five:.2f} / {fifteen:.2f}"
 
 
 def provenance_markdown(info: dict[str, str]) -> str:
@@ -61,6 +72,6 @@ def provenance_markdown(info: dict[str, str]) -> str:
             "```",
             "",
             f"python {info['python']}, torch {info['torch']}, esper commit `{info['esper_commit']}`, "
-            f"{info['machine']}, {info['date_utc']} UTC.",
+            f"{info['machine']}, {info['date_utc']} UTC" + (f", {info['load']}." if info.get("load") else "."),
         ]
     )

@@ -5,12 +5,13 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 
 import pytest
 
 from services.experiments.commands import policy_size_env, register_proof
 from services.experiments.proof_command import learner_env
-from services.experiments.provenance import provenance
+from services.experiments.provenance import provenance, provenance_markdown
 
 
 def test_the_command_carries_every_setting_from_the_environment_and_no_secret(
@@ -29,6 +30,14 @@ def test_without_settings_in_the_environment_the_command_is_the_argv(monkeypatch
     for key in [k for k in os.environ if k.startswith("ESPER_")]:
         monkeypatch.delenv(key)
     assert provenance(["esper", "experiment", "proof"])["command"] == "esper experiment proof"
+
+
+def test_a_report_says_how_busy_the_machine_was() -> None:
+    one_minute = os.getloadavg()[0]
+    info = provenance(["esper", "bench", "all"])
+    assert re.fullmatch(r"up \d+ min, load \d+\.\d\d / \d+\.\d\d / \d+\.\d\d", info["load"]), info["load"]
+    assert abs(float(info["load"].split()[4]) - one_minute) < 2.0
+    assert info["load"] in provenance_markdown(info)
 
 
 def _proof_args(argv: list[str]) -> argparse.Namespace:
