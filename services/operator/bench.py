@@ -129,14 +129,24 @@ ALL_BENCHMARKS: dict[str, list[str]] = {
 
 
 def _run_captured(parser: argparse.ArgumentParser, argv: list[str]) -> dict[str, Any]:
-    """Run one `esper bench` subcommand with --json and return the JSON it prints."""
+    """Run one `esper bench` subcommand with --json and return the JSON it prints.
+
+    The torch thread count a benchmark sets (`--threads`) is put back afterwards: in one process, `kasmina
+    --threads 1` would otherwise run every later benchmark on one thread.
+    """
     import contextlib
     import io
 
+    import torch
+
     args = parser.parse_args(["bench", *argv, "--json"])
     buffer = io.StringIO()
-    with contextlib.redirect_stdout(buffer):
-        code = args.func(args)
+    threads = torch.get_num_threads()
+    try:
+        with contextlib.redirect_stdout(buffer):
+            code = args.func(args)
+    finally:
+        torch.set_num_threads(threads)
     text = buffer.getvalue()
     result: dict[str, Any] = json.loads(text[text.index("{") :])
     result.setdefault("exit_code", code)

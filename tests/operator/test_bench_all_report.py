@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from services.operator.bench import ALL_BENCHMARKS, _summary, markdown_table, summary_rows
+from services.operator.bench import ALL_BENCHMARKS, _run_captured, _summary, markdown_table, summary_rows
 from services.operator.cli import build_parser
 
 
@@ -67,3 +67,17 @@ def test_worker_scaling_says_when_the_machine_has_too_few_cores_for_the_target()
     assert ("workers", "scaling (target >= 1.8 while cores last; 16 cores)", "x1.50") in summary_rows(
         {"workers": workers(16, True)}
     )
+
+
+def test_a_benchmark_run_by_all_leaves_the_torch_thread_count_as_it_found_it() -> None:
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        argv = ["kasmina", "--iterations", "3", "--torch-iterations", "1", "--batch", "4", "--threads", "1"]
+        result = _run_captured(build_parser(), argv)
+        assert result["benchmark"] == "kasmina" and result["exit_code"] == 0
+        assert torch.get_num_threads() == 2, "kasmina --threads 1 would run every later benchmark on one thread"
+    finally:
+        torch.set_num_threads(before)
