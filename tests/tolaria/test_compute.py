@@ -148,18 +148,20 @@ def _blending(seeded: list[str], alpha: float = 0.5) -> MorphogeneticModel:
     model = MorphogeneticModel(CNNHost(base_channels=4), SEEDED)
     for sid in seeded:
         model.germinate(sid, BlueprintAction.CONV_LIGHT, BlendId.LINEAR, AlphaAlgorithm.ADD, seed_id=f"s-{sid}")
-        model.slot(sid).sync(
-            SlotState(
-                slot_id=sid,
-                stage=SeedStage.BLENDING,
-                seed_id=f"s-{sid}",
-                blueprint=BlueprintAction.CONV_LIGHT,
-                blend=BlendId.LINEAR,
-                alpha_algorithm=AlphaAlgorithm.ADD,
-                controller=AlphaControllerState(alpha=alpha, alpha_target=1.0, mode=AlphaMode.UP),
-            )
-        )
+        model.slot(sid).sync(_blending_state(sid, alpha))
     return model
+
+
+def _blending_state(sid: str, alpha: float) -> SlotState:
+    return SlotState(
+        slot_id=sid,
+        stage=SeedStage.BLENDING,
+        seed_id=f"s-{sid}",
+        blueprint=BlueprintAction.CONV_LIGHT,
+        blend=BlendId.LINEAR,
+        alpha_algorithm=AlphaAlgorithm.ADD,
+        controller=AlphaControllerState(alpha=alpha, alpha_target=1.0, mode=AlphaMode.UP),
+    )
 
 
 SAMPLE = torch.zeros(1, 3, 32, 32)
@@ -195,17 +197,7 @@ def test_ledger_measures_validation_once_per_shape_of_the_config_walk() -> None:
     assert first.validation_configs == len(configs) == 6
     measured = ledger.flops.measurements
     for sid in SEEDED[:2]:  # alphas move while blending; the walk keeps its shape and its cost
-        model.slot(sid).sync(
-            SlotState(
-                slot_id=sid,
-                stage=SeedStage.BLENDING,
-                seed_id=f"s-{sid}",
-                blueprint=BlueprintAction.CONV_LIGHT,
-                blend=BlendId.LINEAR,
-                alpha_algorithm=AlphaAlgorithm.ADD,
-                controller=AlphaControllerState(alpha=0.9, alpha_target=1.0, mode=AlphaMode.UP),
-            )
-        )
+        model.slot(sid).sync(_blending_state(sid, 0.9))
     again = ledger.epoch(configs, 10, 1.0, 0.5)
     assert ledger.flops.measurements == measured
     assert again.val_flops_counterfactual == first.val_flops_counterfactual

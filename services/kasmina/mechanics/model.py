@@ -181,12 +181,7 @@ class MorphogeneticModel(nn.Module):
 
         An amplitude is clamped to [0, 1]; None is a slot no configuration names, which runs its own forward.
         """
-        if not configs:
-            raise ValueError("need at least one alpha config")
-        named = {sid for config in configs for sid in config}
-        unknown = sorted(named - set(self.slots))
-        if unknown:
-            raise ValueError(f"alpha configs name slots that are not enabled: {unknown}")
+        named = _named_slots(self, configs)
         return [
             tuple(
                 min(1.0, max(0.0, config.get(sid, self.slot(sid).alpha))) if sid in named else None
@@ -218,6 +213,17 @@ class MorphogeneticModel(nn.Module):
             yield from self._walk(outputs.pop(amplitude), depth + 1, group, paths)
 
 
+def _named_slots(model: MorphogeneticModel, configs: Sequence[Mapping[str, float]]) -> set[str]:
+    """The slots some alpha config names; ValueError for no configs or a slot the model does not have."""
+    if not configs:
+        raise ValueError("need at least one alpha config")
+    named = {sid for config in configs for sid in config}
+    unknown = sorted(named - set(model.slots))
+    if unknown:
+        raise ValueError(f"alpha configs name slots that are not enabled: {unknown}")
+    return named
+
+
 def expand_for_configs(x: Tensor, k: int) -> Tensor:
     """Stack K copies of a batch on the batch axis (config k occupies rows k·B … (k+1)·B − 1)."""
     if k < 1:
@@ -233,12 +239,7 @@ def build_alpha_overrides(
     A slot named by some config gets an override in every config (its current alpha where a config is silent);
     a slot absent from every config gets none, because an override changes that slot's forward path.
     """
-    if not configs:
-        raise ValueError("need at least one alpha config")
-    named = {sid for config in configs for sid in config}
-    unknown = sorted(named - set(model.slots))
-    if unknown:
-        raise ValueError(f"alpha configs name slots that are not enabled: {unknown}")
+    named = _named_slots(model, configs)
     overrides: dict[str, Tensor] = {}
     for sid in model.slots:
         if sid not in named:
