@@ -101,6 +101,35 @@ class HeadLogits(Mapping[str, torch.Tensor]):
         return tuple(self._done)
 
 
+class BatchHeadLogits:
+    """The eight heads' logits [B, n] for a batch of trunk outputs, each head computed for every row on first access;
+    `row(i)` is request i's view, the Mapping `sample_action` reads."""
+
+    def __init__(self, heads: dict[str, list[tuple[torch.Tensor, torch.Tensor]]], trunk: torch.Tensor) -> None:
+        self._all = HeadLogits(heads, trunk)
+
+    def row(self, index: int) -> Mapping[str, torch.Tensor]:
+        return _Row(self._all, index)
+
+    @property
+    def computed(self) -> tuple[str, ...]:
+        return self._all.computed
+
+
+class _Row(Mapping[str, torch.Tensor]):
+    def __init__(self, batch: HeadLogits, index: int) -> None:
+        self._batch, self._index = batch, index
+
+    def __getitem__(self, head: str) -> torch.Tensor:
+        return self._batch[head][self._index]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._batch)
+
+    def __len__(self) -> int:
+        return len(self._batch)
+
+
 class DecisionKernel:
     """One network version's weights, copied; `step` returns the heads' (lazy) logits, V(s) and the new state."""
 
@@ -153,7 +182,32 @@ class DecisionKernel:
             x = layer.norm(h) + x
             h_out.append(h)
             c_out.append(c)
-        logits = HeadLogits(self.heads, x)
+        new_state = (torch.stack(h_out).unsqueeze(1), torch.stack(c_out).unsqueeze(1))
+        return HeadLogits(self.heads, x), self._value(x).squeeze(-1), new_state
+
+    def step_batch(
+        self, obs: torch.Tensor, blueprint_indices: torch.Tensor, state: LSTMState
+    ) -> tuple[BatchHeadLogits, torch.Tensor, LSTMState]:
+        """B decisions in one pass: obs [B, obs_size] (normalised), blueprint_indices [B, S], state (h, c) each
+        [layers, B, hidden]. Row i computes what `step` computes for request i, to float rounding (a batched matmul
+        may round differently from a single one); the weights are read once for the whole batch."""
+        indices = torch.where(blueprint_indices < 0, self.null_index, blueprint_indices)
+        embedded = self.embedding[indices.long()].flatten(1)
+        x = F.relu(self.feature_norm(F.linear(torch.cat([obs, embedded], 1), self.feature_weight, self.feature_bias)))
+        h_out, c_out = [], []
+        for index, layer in enumerate(self.layers):
+            h, c = state[0][index], state[1][index]
+            gates = F.linear(torch.cat([x, h], 1), layer.weight, layer.bias)
+            i, f, g, o = gates.chunk(4, dim=-1)
+            c = torch.sigmoid(f) * c + torch.sigmoid(i) * torch.tanh(g)
+            h = torch.sigmoid(o) * torch.tanh(c)
+            x = layer.norm(h) + x
+            h_out.append(h)
+            c_out.append(c)
+        new_state = (torch.stack(h_out), torch.stack(c_out))
+        return BatchHeadLogits(self.heads, x), self._value(x).squeeze(-1), new_state
+
+    def _value(self, x: torch.Tensor) -> torch.Tensor:
         v = x
         for index, (weight, bias) in enumerate(self.critic):
             v = F.linear(v, weight, bias)
@@ -161,5 +215,4 @@ class DecisionKernel:
                 v = self.critic_norms[index](v)
             if index < len(self.critic) - 1:
                 v = F.relu(v)
-        new_state = (torch.stack(h_out).unsqueeze(1), torch.stack(c_out).unsqueeze(1))
-        return logits, v.squeeze(-1), new_state
+        return v

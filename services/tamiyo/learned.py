@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import math
+from collections.abc import Mapping, Sequence
 
 import numpy as np
 import torch
@@ -151,14 +152,54 @@ class LearnedPolicy:
         obs, indices, state = self._inputs(request)
         with torch.inference_mode():
             logits, value_tensor, out_state = self.kernel.step(obs, indices, state)
-            sampled: SampledAction = sample_action(
-                logits,
-                request.masks,
-                deterministic=request.deterministic,
-                generator=request_generator(request, self.version),
-            )
+            sampled = self._sample(request, logits)
             value = float(value_tensor.item()) * self.value_scale
             new_state = pack_state(out_state)
+        return self._decision(sampled, value, new_state)
+
+    def decide_many(self, requests: Sequence[DecisionRequest]) -> list[Decision | PolicyInputError]:
+        """`decide` for each request, the network evaluated once for all of them (Tamiyo's dynamic batching).
+
+        A request this policy cannot answer gets its PolicyInputError in its place; the others are decided. Each
+        request samples with its own generator, as alone; the batched matmuls may round differently from single
+        ones (float32 rounding), which the sampled actions do not see in practice (tests/tamiyo).
+        """
+        results: list[Decision | PolicyInputError | None] = [None] * len(requests)
+        valid: list[tuple[int, DecisionRequest, torch.Tensor, torch.Tensor, LSTMState]] = []
+        for index, request in enumerate(requests):
+            try:
+                valid.append((index, request, *self._inputs(request)))
+            except PolicyInputError as exc:
+                results[index] = exc
+        if valid:
+            self._decide_rows(valid, results)
+        return [r for r in results if r is not None]
+
+    def _decide_rows(
+        self,
+        valid: list[tuple[int, DecisionRequest, torch.Tensor, torch.Tensor, LSTMState]],
+        results: list[Decision | PolicyInputError | None],
+    ) -> None:
+        obs = torch.stack([v[2] for v in valid])
+        indices = torch.stack([v[3] for v in valid])
+        state = (torch.cat([v[4][0] for v in valid], 1), torch.cat([v[4][1] for v in valid], 1))
+        with torch.inference_mode():
+            logits, values, out_state = self.kernel.step_batch(obs, indices, state)
+            value_list = values.tolist()
+            for row, (index, request, *_) in enumerate(valid):
+                sampled = self._sample(request, logits.row(row))
+                new_state = pack_state((out_state[0][:, row : row + 1], out_state[1][:, row : row + 1]))
+                results[index] = self._decision(sampled, value_list[row] * self.value_scale, new_state)
+
+    def _sample(self, request: DecisionRequest, logits: Mapping[str, torch.Tensor]) -> SampledAction:
+        return sample_action(
+            logits,
+            request.masks,
+            deterministic=request.deterministic,
+            generator=request_generator(request, self.version),
+        )
+
+    def _decision(self, sampled: SampledAction, value: float, new_state: bytes) -> Decision:
         action = factored_action(sampled.action)
         return Decision(
             policy_id=self.policy_id,

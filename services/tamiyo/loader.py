@@ -44,6 +44,7 @@ def served_policy(active: ActivePolicy, blob: bytes | None = None) -> ServedPoli
         kind=PolicyKind.LEARNED,
         version=active.version,
         decide=policy.decide,
+        decide_many=policy.decide_many,
         sha256=active.sha256,
         object_name=active.object_name,
     )

@@ -5,7 +5,7 @@ from __future__ import annotations
 import hashlib
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import msgspec
@@ -17,6 +17,8 @@ from services.tamiyo.schedules import schedule_decision
 from services.tamiyo.simple_policies import random_decision, wait_decision
 
 DecideFn = Callable[[DecisionRequest], Decision]
+#: Many requests at once, each answered with its Decision or the ValueError it alone raises (dynamic batching).
+DecideManyFn = Callable[[Sequence[DecisionRequest]], Sequence[Decision | ValueError]]
 
 
 class UnknownPolicy(KeyError):
@@ -61,6 +63,7 @@ class ServedPolicy:
     kind: PolicyKind
     version: int
     decide: DecideFn
+    decide_many: DecideManyFn | None = None
     sha256: str = ""
     object_name: str = ""
     loaded_at: float = field(default_factory=time.time)

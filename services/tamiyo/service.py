@@ -37,6 +37,7 @@ from services.runtime.kv import next_update
 from services.runtime.service import SYSTEM_RUN, Endpoint, RequestRejected, ServiceContext, ServiceDefinition
 from services.runtime.settings import RuntimeSettings
 from services.runtime.torch_threads import set_torch_threads
+from services.tamiyo.batching import MAX_WINDOW_S, DecisionBatcher
 from services.tamiyo.learned import PolicyInputError
 from services.tamiyo.loader import PolicyLoadError, needs_blob, served_policy
 from services.tamiyo.policies import PolicyBook, ServedPolicy, UnknownPolicy, resolve_view
@@ -58,6 +59,18 @@ class TamiyoSettings(RuntimeSettings):
     #: Tests and benchmarks only: seconds every learned version's load is held back (a slow weights store), to
     #: show that a step still never acts with an older version than it requires (ESPER_WEIGHT_LOAD_DELAY).
     weight_load_delay: float = 0.0
+    #: Dynamic batching (services/tamiyo/batching.py): how long the first request of a batch waits for others
+    #: (0: only those read in the same event-loop pass; at most 1 ms), and the largest batch (1 turns it off).
+    decision_batch_window_ms: float = 0.0
+    decision_max_batch: int = 64
+
+    def __post_init__(self) -> None:
+        super().__post_init__()
+        window = self.decision_batch_window_ms
+        if not 0.0 <= window <= 1000 * MAX_WINDOW_S:
+            raise ValueError(f"ESPER_DECISION_BATCH_WINDOW_MS must be 0 to {1000 * MAX_WINDOW_S:g}, got {window}")
+        if self.decision_max_batch < 1:
+            raise ValueError(f"ESPER_DECISION_MAX_BATCH must be at least 1, got {self.decision_max_batch}")
 
 
 @dataclass
@@ -160,6 +173,7 @@ class TamiyoState:
     """What Tamiyo serves from: the book of loaded policies, kept in step with KV by its lines."""
 
     lines: PolicyLines
+    batcher: DecisionBatcher
 
     @property
     def book(self) -> PolicyBook:
@@ -177,7 +191,7 @@ async def handle_decide(request: DecisionRequest, ctx: TamiyoContext) -> Decisio
     except InvalidDecisionRequest as exc:
         raise RequestRejected(ErrorCode.INVALID_REQUEST, str(exc), exc.field) from exc
     try:
-        decision = policy.decide(request)
+        decision = await ctx.state.batcher.decide(policy, request)
     except PolicyInputError as exc:
         raise RequestRejected(ErrorCode.INVALID_REQUEST, f"{policy.policy_id}: {exc}", exc.field) from exc
     except ValueError as exc:
@@ -232,7 +246,14 @@ async def start(ctx: ServiceContext[TamiyoSettings, None]) -> TamiyoState:
     )
     await lines.sync_all()
     log.info("tamiyo serves %s", ", ".join(f"{p.policy_id}@v{p.version}" for p in lines.book.served()))
-    return TamiyoState(lines)
+    settings = ctx.settings
+
+    def counted(size: int) -> None:
+        ctx.metrics.count_event("decision_batch")
+        ctx.metrics.count_event("decision_batched", size)
+
+    batcher = DecisionBatcher(settings.decision_batch_window_ms / 1000, settings.decision_max_batch, counted)
+    return TamiyoState(lines, batcher)
 
 
 async def watch_policies(ctx: TamiyoContext) -> None:

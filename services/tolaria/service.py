@@ -61,6 +61,7 @@ class TolariaSettings(RuntimeSettings):
     compile: bool = False
 
     def __post_init__(self) -> None:
+        super().__post_init__()
         if self.max_episode_attempts < 1:
             raise ValueError(f"ESPER_MAX_EPISODE_ATTEMPTS must be at least 1, got {self.max_episode_attempts}")
         if self.amp not in AMP_MODES:
