@@ -115,6 +115,35 @@ def cmd_decision(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_batching(args: argparse.Namespace) -> int:
+    """Tamiyo's decisions per second one at a time and many envs at once, batching on and off."""
+    from services.operator.system_bench import batching_on_stack
+
+    _emit(asyncio.run(batching_on_stack(args.concurrency, args.rounds, args.hidden)), args)
+    return 0
+
+
+def _batching_lines(result: dict[str, Any]) -> list[tuple[str, str]]:
+    on, off, alone = result["batching_on"], result["batching_off"], result["in_process"]
+    n = result["concurrency"]
+    return [
+        ("decisions/s one at a time", f"{on['one_at_a_time']['per_second']:.0f}"),
+        (
+            f"decisions/s {n} at once, batching on / off",
+            f"{on['together']['per_second']:.0f} / {off['together']['per_second']:.0f}",
+        ),
+        (
+            f"{n} at once / one at a time (target >= {result['target_ratio']:g})",
+            f"x{result['together_over_alone']:.2f}",
+        ),
+        (
+            f"{n} at once p50 / p99 ms, batching on",
+            f"{on['together']['latency_ms']['p50']:.2f} / {on['together']['latency_ms']['p99']:.2f}",
+        ),
+        (f"in process: {n} decide / one decide_many", f"x{alone['ratio']:.2f}"),
+    ]
+
+
 # ---------------------------------------------------------------------------------------------- all
 
 # Each benchmark with the arguments `esper bench all` gives it: small enough for a laptop CPU in a few minutes.
@@ -124,6 +153,7 @@ ALL_BENCHMARKS: dict[str, list[str]] = {
     "workers": ["--envs", "2", "--epochs", "5", "--batches", "10"],
     "learning": ["--rounds", "30", "--envs", "8", "--eval-episodes", "40"],
     "decision": ["--iterations", "300"],
+    "batching": ["--rounds", "20"],
     "seeds": ["--synthetic", "--rounds", "4", "--validation-repeats", "2"],
 }
 
@@ -201,6 +231,8 @@ def summary_rows(results: dict[str, Any]) -> list[tuple[str, str, str]]:
                 (name, "nats echo p50 / p99 ms", f"{result['echo_ms']['p50']:.3f} / {result['echo_ms']['p99']:.3f}")
             )
             rows.append((name, "p50 ratio decision / echo", f"x{result['p50_ratio']:.1f}"))
+        elif name == "batching":
+            rows += [(name, figure, value) for figure, value in _batching_lines(result)]
         elif name == "seeds":
             for n, ratio in result["ratio"].items():
                 target, reference = result["target_ratio"][n], result["reference_ratio"][n]
@@ -299,6 +331,8 @@ def _summary(result: dict[str, Any]) -> str:
             f"checkpoint capture {captured:.4f}s (x{result['capture_over_epoch']:.4f} of the epoch), "
             f"restore {restored:.4f}s (x{result['restore_over_epoch']:.4f}), {result['blob_bytes'] / 1e6:.2f} MB"
         )
+    if result["benchmark"] == "batching":
+        return "\n".join(f"{figure}: {value}" for figure, value in _batching_lines(result))
     if result["benchmark"] == "decision":
         d, e = result["decision_ms"], result["echo_ms"]
         return (
@@ -399,6 +433,14 @@ def register(sub: Any) -> None:
     p.add_argument("--hidden", type=int, default=512, help="LSTM width (512 is the reference size)")
     p.add_argument("--nats", default=None, help="an existing bus (default: an embedded one)")
     p.set_defaults(func=cmd_decision)
+
+    p = bsub.add_parser("batching", help="Tamiyo's decisions/s one at a time vs many envs at once, batching on/off")
+    p.add_argument("--json", action="store_true")
+    p.add_argument("--out", default=None)
+    p.add_argument("--concurrency", type=int, default=16, help="envs deciding at once")
+    p.add_argument("--rounds", type=int, default=40)
+    p.add_argument("--hidden", type=int, default=512, help="LSTM width (512 is the reference size)")
+    p.set_defaults(func=cmd_batching)
 
     p = bsub.add_parser("all", help="every benchmark at a small size: one JSON and a markdown table")
     p.add_argument("--json", action="store_true")

@@ -207,3 +207,30 @@ async def decision_on_stack(iterations: int, hidden: int, nats_url: str | None) 
     out_dir = Path(tempfile.mkdtemp(prefix="esper-bench-decision-"))
     async with bus_session(nats_url, out_dir) as nc:
         return await decision_round_trips(nc, lifecycle_request(3), iterations, hidden)
+
+
+async def batching_on_stack(concurrency: int, rounds: int, hidden: int) -> dict[str, Any]:
+    """Tamiyo's decisions per second one at a time and `concurrency` at once, with its dynamic batching on and then
+    off (ESPER_DECISION_MAX_BATCH=1), each on a fresh embedded stack; and the batched forward alone, in process."""
+    from services.kasmina.bench import lifecycle_request
+    from services.kasmina.step import prepare_step
+    from services.tamiyo.bench import concurrent_decisions, in_process_batching
+
+    template = lifecycle_request(3)
+    decision = prepare_step(template).decision_request()
+    sides: dict[str, Any] = {}
+    for name, env in (("batching_on", {}), ("batching_off", {"ESPER_DECISION_MAX_BATCH": "1"})):
+        out_dir = Path(tempfile.mkdtemp(prefix=f"esper-bench-{name}-"))
+        async with bus_session(None, out_dir, extra_env=env) as nc:
+            sides[name] = await concurrent_decisions(nc, template, decision, concurrency, rounds, hidden)
+    on, off = sides["batching_on"], sides["batching_off"]
+    return {
+        "benchmark": "batching",
+        "concurrency": concurrency,
+        "rounds": rounds,
+        **sides,
+        "in_process": in_process_batching(decision, concurrency, hidden),
+        "together_over_alone": on["together"]["per_second"] / on["one_at_a_time"]["per_second"],
+        "together_on_over_off": on["together"]["per_second"] / off["together"]["per_second"],
+        "target_ratio": 6.0,
+    }

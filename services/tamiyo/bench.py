@@ -37,14 +37,9 @@ async def _timed(fn: Callable[[], Awaitable[Any]], n: int) -> list[float]:
     return samples
 
 
-async def decision_round_trips(nc: Client, template: L.StepRequest, iterations: int, hidden: int) -> dict[str, Any]:
-    """p50/p99 of StepRequest → Kasmina → Tamiyo (a fresh learned LSTM line) → StepDirective, on one bus.
-
-    Measured next to a raw nats-py request/reply echo of the same bytes in the same session, so the ratio shows
-    what the services add on top of the bus itself. `template` gives the slots; it must hold 3 of them.
-    """
-    policy_id = f"bench-decision-{int(time.time())}"
-    step = msgspec.structs.replace(template, policy_id=policy_id, run_id="bench-decision")
+async def _serve_fresh_line(nc: Client, step: L.StepRequest, hidden: int) -> NetworkConfig:
+    """Publish a freshly initialised LSTM line under `step.policy_id` and wait until Tamiyo serves it."""
+    policy_id = step.policy_id
     config = NetworkConfig(num_slots=3, hidden=hidden, head_hidden=max(8, hidden // 2))
     blob = encode_policy(
         seeded_network(config, 0), ObservationNormalizer(config.obs_size), policy_id=policy_id, version=0
@@ -54,15 +49,23 @@ async def decision_round_trips(nc: Client, template: L.StepRequest, iterations: 
     await write_pointer(await jetstream.policies_bucket(js), pointer)
     # Wait until Tamiyo serves the line (its first decisions may still be "policy unavailable").
     deadline = time.monotonic() + 60
-    served = False
     while time.monotonic() < deadline:
         directive = await request(nc, routes.KASMINA_STEP, step, timeout=10)
         if directive.decision is not None and directive.decision.policy_id == policy_id:
-            served = True
-            break
+            return config
         await asyncio.sleep(0.2)
-    if not served:
-        raise RuntimeError(f"Tamiyo did not serve {policy_id} within 60 s")
+    raise RuntimeError(f"Tamiyo did not serve {policy_id} within 60 s")
+
+
+async def decision_round_trips(nc: Client, template: L.StepRequest, iterations: int, hidden: int) -> dict[str, Any]:
+    """p50/p99 of StepRequest → Kasmina → Tamiyo (a fresh learned LSTM line) → StepDirective, on one bus.
+
+    Measured next to a raw nats-py request/reply echo of the same bytes in the same session, so the ratio shows
+    what the services add on top of the bus itself. `template` gives the slots; it must hold 3 of them.
+    """
+    policy_id = f"bench-decision-{int(time.time())}"
+    step = msgspec.structs.replace(template, policy_id=policy_id, run_id="bench-decision")
+    config = await _serve_fresh_line(nc, step, hidden)
 
     async def decide() -> None:
         await request(nc, routes.KASMINA_STEP, step, timeout=10)
@@ -96,3 +99,73 @@ async def decision_round_trips(nc: Client, template: L.StepRequest, iterations: 
         "iterations": len(decision_ms),
         "p50_ratio": d["p50"] / e["p50"],
     }
+
+
+async def concurrent_decisions(
+    nc: Client, template: L.StepRequest, decision: L.DecisionRequest, concurrency: int, rounds: int, hidden: int
+) -> dict[str, Any]:
+    """Tamiyo's decisions per second asked one at a time, and asked by `concurrency` envs at once, on one bus.
+
+    `decision` is the DecisionRequest Kasmina builds for `template`; each env sends it under its own env id (its
+    own generator). Rounds of `concurrency` requests are sent together and all awaited. Latency is per request.
+    """
+    policy_id = f"bench-batching-{int(time.time())}"
+    step = msgspec.structs.replace(template, policy_id=policy_id, run_id="bench-batching")
+    config = await _serve_fresh_line(nc, step, hidden)
+    base = msgspec.structs.replace(decision, policy_id=policy_id, run_id="bench-batching")
+    requests = [msgspec.structs.replace(base, env_id=env) for env in range(concurrency)]
+
+    async def timed(req: L.DecisionRequest) -> float:
+        started = time.perf_counter()
+        await request(nc, routes.TAMIYO_DECIDE, req, timeout=10)
+        return (time.perf_counter() - started) * 1000
+
+    for req in requests:  # warm-up
+        await timed(req)
+    started = time.perf_counter()
+    alone = [await timed(requests[i % concurrency]) for i in range(rounds * concurrency)]
+    alone_s = time.perf_counter() - started
+    together: list[float] = []
+    started = time.perf_counter()
+    for _ in range(rounds):
+        together += await asyncio.gather(*(timed(req) for req in requests))
+    together_s = time.perf_counter() - started
+    return {
+        "policy": f"learned LSTM, hidden {config.hidden}, head {config.head_hidden}, {config.num_slots} slots, CPU",
+        "one_at_a_time": {"per_second": len(alone) / alone_s, "latency_ms": percentiles(alone)},
+        "together": {"per_second": len(together) / together_s, "latency_ms": percentiles(together)},
+    }
+
+
+def in_process_batching(
+    decision: L.DecisionRequest, concurrency: int, hidden: int, repeats: int = 30
+) -> dict[str, Any]:
+    """`concurrency` requests decided one by one and by one `decide_many`, alternating, in this process (1 thread):
+    what the batched forward itself buys, without the bus."""
+    import statistics
+
+    import torch
+
+    from services.tamiyo.learned import LearnedPolicy
+
+    config = NetworkConfig(num_slots=3, hidden=hidden, head_hidden=max(8, hidden // 2))
+    policy = LearnedPolicy(
+        seeded_network(config, 0), ObservationNormalizer(config.obs_size), policy_id="bench", version=0
+    )
+    requests = [msgspec.structs.replace(decision, policy_id="bench", env_id=env) for env in range(concurrency)]
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        alone, batched = [], []
+        for _ in range(repeats):
+            started = time.perf_counter()
+            for req in requests:
+                policy.decide(req)
+            alone.append(time.perf_counter() - started)
+            started = time.perf_counter()
+            policy.decide_many(requests)
+            batched.append(time.perf_counter() - started)
+    finally:
+        torch.set_num_threads(threads)
+    one_by_one, together = statistics.median(alone), statistics.median(batched)
+    return {"one_by_one_ms": 1000 * one_by_one, "batched_ms": 1000 * together, "ratio": one_by_one / together}

@@ -8,10 +8,10 @@ from services.operator.cli import build_parser
 
 def test_all_and_decision_are_registered_next_to_the_existing_benchmarks() -> None:
     parser = build_parser()
-    for name in ("overhead", "kasmina", "workers", "epochs", "learning", "decision", "seeds", "all"):
+    for name in ("overhead", "kasmina", "workers", "epochs", "learning", "decision", "seeds", "batching", "all"):
         args = parser.parse_args(["bench", name, "--json"])
         assert callable(args.func)
-    assert set(ALL_BENCHMARKS) == {"overhead", "kasmina", "workers", "learning", "decision", "seeds"}
+    assert set(ALL_BENCHMARKS) == {"overhead", "kasmina", "workers", "learning", "decision", "seeds", "batching"}
     for name, argv in ALL_BENCHMARKS.items():  # the arguments `all` passes must parse
         parser.parse_args(["bench", name, *argv, "--json"])
 
