@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import msgspec
 
-SCHEMA_VERSION = 1
+#: 2: kasmina2 phase 0 appended two lifecycle ops and a blueprint, which an old strict decoder rejects.
+SCHEMA_VERSION = 2
 
 
 class Record(msgspec.Struct, frozen=True, kw_only=True):

@@ -58,7 +58,16 @@ class Fossilize(Record, frozen=True, kw_only=True, tag="fossilize", tag_field="k
     slot_id: str
 
 
-Mutation = Germinate | Advance | SetAlphaTarget | Prune | Fossilize
+class SetInternalLevel(Record, frozen=True, kw_only=True, tag="set_internal_level", tag_field="kind"):
+    """Switch a microstructured seed from `from_level` to `to_level` active parts; one step at a time in phase 0."""
+
+    slot_id: str
+    seed_id: str
+    from_level: int
+    to_level: int
+
+
+Mutation = Germinate | Advance | SetAlphaTarget | Prune | Fossilize | SetInternalLevel
 
 
 class StepRequest(Message, frozen=True, kw_only=True):

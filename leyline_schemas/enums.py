@@ -42,10 +42,18 @@ class LifecycleOp(IntEnum):
     PRUNE = 3
     FOSSILIZE = 4
     ADVANCE = 5
+    #: Change a microstructured seed's internal level by one (plans/kasmina2-phase0.md §4.1; appended, Choice 1).
+    GROW_INTERNAL = 6
+    SHRINK_INTERNAL = 7
+
+
+INTERNAL_OPS = frozenset({LifecycleOp.GROW_INTERNAL, LifecycleOp.SHRINK_INTERNAL})
+#: Where an internal op may act: never before training, never on a fossil (custody) or a failed seed (§5.2).
+INTERNAL_OP_STAGES = frozenset({SeedStage.TRAINING, SeedStage.BLENDING, SeedStage.HOLDING})
 
 
 class BlueprintAction(IntEnum):
-    """Blueprint indices in the action space and the embedding table (null embedding index is 13)."""
+    """Blueprint indices in the action space and the embedding table (the null embedding index follows the last)."""
 
     NOOP = 0
     CONV_LIGHT = 1
@@ -60,9 +68,23 @@ class BlueprintAction(IntEnum):
     MLP_SMALL = 10
     MLP = 11
     FLEX_ATTENTION = 12
+    #: Up to four residual 3×3 conv rungs; its internal level is the number of active rungs (kasmina2 phase 0).
+    CONV_LADDER = 13
 
 
-BLUEPRINT_NULL_INDEX = 13
+#: The blueprint embedding's row for "no blueprint" (an empty slot), one past the last blueprint.
+BLUEPRINT_NULL_INDEX = len(BlueprintAction)
+
+
+class SeedInternalKind(IntEnum):
+    """What a seed's internal level means (plans/kasmina2-phase0.md §4.1).
+
+    Reserved, not defined yet: 2 = LORA_RANK_LADDER (phase 1), 3 = CHANNEL_GROUP_LADDER (phase 2),
+    4 = ATTN_HEAD_GROUP_LADDER (phase 3).
+    """
+
+    NONE = 0
+    CONV_LADDER = 1
 
 
 class Topology(StrEnum):
@@ -79,6 +101,7 @@ CNN_BLUEPRINTS = (
     BlueprintAction.BOTTLENECK,
     BlueprintAction.CONV_SMALL,
     BlueprintAction.CONV_HEAVY,
+    BlueprintAction.CONV_LADDER,
 )
 TRANSFORMER_BLUEPRINTS = (
     BlueprintAction.NOOP,

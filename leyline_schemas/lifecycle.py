@@ -9,10 +9,46 @@ from leyline_schemas.enums import (
     AlphaMode,
     BlendId,
     BlueprintAction,
+    SeedInternalKind,
     SeedStage,
     SurfaceType,
     Topology,
 )
+
+MAX_INTERNAL_LEVEL = 4
+
+
+class InternalSpec(Record, frozen=True, kw_only=True):
+    """A blueprint's internal structure: what its level means, how high it goes and where it starts (§4.2)."""
+
+    kind: SeedInternalKind
+    max_level: int
+    initial_level: int
+
+
+#: The single source of truth for microstructured seeds; Kasmina germinates from it and the mechanics build from it.
+SEED_INTERNALS: dict[BlueprintAction, InternalSpec] = {
+    BlueprintAction.CONV_LADDER: InternalSpec(kind=SeedInternalKind.CONV_LADDER, max_level=4, initial_level=1),
+}
+NO_INTERNALS = InternalSpec(kind=SeedInternalKind.NONE, max_level=1, initial_level=0)
+
+
+def internal_spec(blueprint: BlueprintAction) -> InternalSpec:
+    """The internal structure of `blueprint`; (NONE, max 1, level 0) for every seed without one."""
+    return SEED_INTERNALS.get(blueprint, NO_INTERNALS)
+
+
+def _check_internals() -> None:
+    for blueprint, spec in SEED_INTERNALS.items():
+        if spec.kind is SeedInternalKind.NONE:
+            raise ValueError(f"SEED_INTERNALS[{blueprint.name}] has kind NONE")
+        if not 1 <= spec.max_level <= MAX_INTERNAL_LEVEL:
+            raise ValueError(f"SEED_INTERNALS[{blueprint.name}].max_level {spec.max_level} is outside [1, 4]")
+        if not 0 <= spec.initial_level <= spec.max_level:
+            raise ValueError(f"SEED_INTERNALS[{blueprint.name}].initial_level {spec.initial_level} is outside [0, max]")
+
+
+_check_internals()
 
 
 class AlphaControllerState(Record, frozen=True, kw_only=True):
@@ -76,6 +112,14 @@ class SlotState(Record, frozen=True, kw_only=True):
     prune_initiator: str = ""
     auto_pruned: bool = False
     metrics: SeedMetrics = SeedMetrics()
+    #: What `internal_level` means; NONE for seeds without internal structure (plans/kasmina2-phase0.md §4.3).
+    internal_kind: SeedInternalKind = SeedInternalKind.NONE
+    #: Active internal parts (ladder rungs), in [0, internal_max_level].
+    internal_level: int = 0
+    #: L; at least 1 even for NONE, so a normalised level never divides by zero.
+    internal_max_level: int = 1
+    #: The epoch of the last applied GROW/SHRINK_INTERNAL, −1 when there was none.
+    internal_level_changed_epoch: int = -1
 
     @property
     def occupied(self) -> bool:
@@ -110,6 +154,12 @@ class LifecycleConfig(Record, frozen=True, kw_only=True):
     permissive_gates: bool = True
     auto_forward_gates: list[int] = []
     max_epochs: int = 25
+    #: The blueprints a germination may use; empty means the topology's full set (NOOP never counts).
+    blueprints: list[BlueprintAction] = []
+    #: Epochs after a level change during which internal ops are masked (0: never; a timing mask, off by default).
+    internal_op_cooldown_epochs: int = 0
+    #: Allow internal ops only while alpha holds (a pivot lever, off by default).
+    internal_ops_require_alpha_hold: bool = False
 
 
 class CommittedSeed(Record, frozen=True, kw_only=True):

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from leyline_schemas.base import Message, Record
-from leyline_schemas.enums import PolicyKind, RewardFamily, RewardMode, RunState
+from leyline_schemas.enums import BlueprintAction, PolicyKind, RewardFamily, RewardMode, RunState
 from leyline_schemas.lifecycle import TopologyManifest
 
 
@@ -52,6 +52,8 @@ class RunSpec(Message, frozen=True, kw_only=True):
     #: Tolaria writes a host checkpoint of each env after every `checkpoint_every` epochs (0: never), and a worker
     #: that takes an interrupted episode over resumes it from there: the default loses at most one epoch.
     checkpoint_every: int = 1
+    #: The blueprints germinations may use (plans/kasmina2-phase0.md §4.4); empty means the topology's full set.
+    blueprints: list[BlueprintAction] = []
 
 
 class RunAccepted(Message, frozen=True, kw_only=True):

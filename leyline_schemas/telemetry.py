@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from leyline_schemas.base import Message, Record
-from leyline_schemas.enums import BlueprintAction, RewardMode, Severity
+from leyline_schemas.enums import BlueprintAction, RewardMode, SeedInternalKind, Severity
 from leyline_schemas.lifecycle import TopologyManifest
 from leyline_schemas.reports import EpochCompute
 
@@ -16,6 +16,8 @@ class SeedGerminated(Record, frozen=True, kw_only=True, tag="seed_germinated", t
     alpha: float = 0.0
     blend_tempo_epochs: int = 5
     alpha_curve: str = ""
+    internal_level: int = 0
+    internal_max_level: int = 1
 
 
 class SeedStageChanged(Record, frozen=True, kw_only=True, tag="seed_stage_changed", tag_field="kind"):
@@ -47,6 +49,25 @@ class SeedFossilized(Record, frozen=True, kw_only=True, tag="seed_fossilized", t
     alpha: float = 1.0
     epochs_total: int = 0
     counterfactual: float | None = None
+    #: The internal level frozen at fossilization (0 for seeds without internal structure).
+    internal_level: int = 0
+
+
+class SeedInternalLevelChanged(Record, frozen=True, kw_only=True, tag="seed_internal_level_changed", tag_field="kind"):
+    """A microstructured seed grew or shrank one level (plans/kasmina2-phase0.md §4.6).
+
+    Kasmina emits it with `active_params` 0; Tolaria, which holds the tensors, fills it in when it publishes.
+    """
+
+    slot_id: str
+    seed_id: str
+    blueprint: BlueprintAction
+    internal_kind: SeedInternalKind
+    from_level: int
+    to_level: int
+    max_level: int
+    active_params: int = 0
+    initiator: str = "policy"
 
 
 class SeedPruned(Record, frozen=True, kw_only=True, tag="seed_pruned", tag_field="kind"):
@@ -61,7 +82,9 @@ class SeedPruned(Record, frozen=True, kw_only=True, tag="seed_pruned", tag_field
     counterfactual: float | None = None
 
 
-LifecyclePayload = SeedGerminated | SeedStageChanged | SeedGateEvaluated | SeedFossilized | SeedPruned
+LifecyclePayload = (
+    SeedGerminated | SeedStageChanged | SeedGateEvaluated | SeedFossilized | SeedPruned | SeedInternalLevelChanged
+)
 
 
 class EpochCompleted(Record, frozen=True, kw_only=True, tag="epoch_completed", tag_field="kind"):
@@ -218,6 +241,7 @@ EventPayload = (
     | SeedGateEvaluated
     | SeedFossilized
     | SeedPruned
+    | SeedInternalLevelChanged
     | EpochCompleted
     | ShapleyComputed
     | GovernorRollback
