@@ -147,9 +147,7 @@ def _cleaned_descriptions(node: Any) -> Any:
 
 def json_schema() -> dict[str, Any]:
     """The JSON Schema of every message, with shared definitions."""
-    schemas, components = _cleaned_descriptions(
-        msgspec.json.schema_components(MESSAGES, ref_template="#/$defs/{name}")
-    )
+    schemas, components = _cleaned_descriptions(msgspec.json.schema_components(MESSAGES, ref_template="#/$defs/{name}"))
     return {
         "$schema": "https://json-schema.org/draft/2020-12/schema",
         "title": "Esper Leyline messages",

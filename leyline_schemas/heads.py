@@ -54,6 +54,8 @@ _CAUSAL_HEADS: dict[LifecycleOp, frozenset[str]] = {
     LifecycleOp.PRUNE: frozenset({"op", "slot", "alpha_speed", "alpha_curve"}),
     LifecycleOp.FOSSILIZE: frozenset({"op", "slot"}),
     LifecycleOp.ADVANCE: frozenset({"op", "slot"}),
+    LifecycleOp.GROW_INTERNAL: frozenset({"op", "slot"}),
+    LifecycleOp.SHRINK_INTERNAL: frozenset({"op", "slot"}),
 }
 
 

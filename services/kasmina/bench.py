@@ -69,7 +69,7 @@ def bench_lifecycle(n_slots: int, iterations: int) -> dict[str, float]:
     def one_step() -> None:
         ticked = tick(req)
         build_observation(req, ticked.slots)
-        compute_masks(ticked.slots, req.slot_config, req.lifecycle, 2)
+        compute_masks(ticked.slots, req.slot_config, req.lifecycle, 2, epoch=req.epoch)
         execute(L.FactoredAction(op=L.LifecycleOp.ADVANCE, slot=1), req, ticked.slots)
 
     ms = [s * 1000 for s in time_calls(one_step, iterations, warmup=20)]

@@ -12,27 +12,36 @@ from dataclasses import dataclass, field
 from msgspec.structs import replace
 
 from leyline_schemas.decisions import FactoredAction
-from leyline_schemas.directives import Advance, Fossilize, Germinate, Mutation, Prune, SetAlphaTarget, StepRequest
+from leyline_schemas.directives import (
+    Advance,
+    Fossilize,
+    Germinate,
+    Mutation,
+    Prune,
+    SetAlphaTarget,
+    SetInternalLevel,
+    StepRequest,
+)
 from leyline_schemas.enums import (
     ALPHA_CURVE_SHAPES,
     ALPHA_SPEED_STEPS,
     ALPHA_TARGET_VALUES,
+    INTERNAL_OPS,
     LIVE_STAGES,
     STYLE_TO_BLEND,
     TEMPO_EPOCHS,
     AlphaMode,
     BlueprintAction,
-    GateLevel,
     LifecycleOp,
     SeedStage,
     Topology,
     blueprint_name,
-    blueprints_for,
 )
-from leyline_schemas.lifecycle import SeedMetrics, SlotState
+from leyline_schemas.lifecycle import LifecycleConfig, SeedMetrics, SlotState
 from leyline_schemas.reports import SlotReport
 from leyline_schemas.telemetry import LifecyclePayload
 from services.kasmina.gates import GateResult
+from services.kasmina.internal_ops import internal_level_change, internal_op_refusals
 from services.kasmina.transitions import (
     DEFAULT_EMBARGO_EPOCHS_AFTER_PRUNE,
     MIN_PRUNE_AGE,
@@ -50,6 +59,7 @@ from services.kasmina.transitions import (
     set_alpha_target_state,
     tick_slot,
 )
+from services.kasmina.validation import InvalidStepRequest, allowed_blueprints, validate_request
 
 __all__ = [
     "DEFAULT_EMBARGO_EPOCHS_AFTER_PRUNE",
@@ -60,6 +70,7 @@ __all__ = [
     "SlotChange",
     "TickResult",
     "advance_state",
+    "allowed_blueprints",
     "execute",
     "execution_refusal",
     "fossilize_state",
@@ -74,96 +85,7 @@ __all__ = [
 ]
 
 CONTRIBUTION_VELOCITY_DECAY = 0.7  # reference/kasmina.md §5 item 101
-AUTO_FORWARD_GATES = frozenset({GateLevel.G1, GateLevel.G2, GateLevel.G3})
 POLICY_INITIATOR = "policy"
-
-
-class InvalidStepRequest(ValueError):
-    """A StepRequest whose slot states contradict each other; `field` is the JSON-like path of the culprit."""
-
-    def __init__(self, field: str, message: str) -> None:
-        self.field = field
-        self.detail = message
-        super().__init__(f"{field}: {message}")
-
-
-def _unit(value: float) -> bool:
-    return math.isfinite(value) and 0.0 <= value <= 1.0
-
-
-def _validate_slot(path: str, state: SlotState) -> None:
-    if state.stage is SeedStage.UNKNOWN:
-        raise InvalidStepRequest(f"{path}.stage", "UNKNOWN is not a slot stage")
-    if state.occupied != bool(state.seed_id):
-        raise InvalidStepRequest(f"{path}.seed_id", f"stage {state.stage.name} with seed_id {state.seed_id!r}")
-    c = state.controller
-    for name, value in (("alpha", c.alpha), ("alpha_start", c.alpha_start), ("alpha_target", c.alpha_target)):
-        if not _unit(value):
-            raise InvalidStepRequest(f"{path}.controller.{name}", f"must be a finite value in [0, 1], got {value}")
-    if not math.isfinite(c.steepness) or c.steepness <= 0.0:
-        raise InvalidStepRequest(f"{path}.controller.steepness", f"must be finite and positive, got {c.steepness}")
-    for name, count in (("steps_total", c.steps_total), ("steps_done", c.steps_done)):
-        if count < 0:
-            raise InvalidStepRequest(f"{path}.controller.{name}", f"must be ≥ 0, got {count}")
-    if c.steps_done > c.steps_total:
-        raise InvalidStepRequest(f"{path}.controller.steps_done", f"{c.steps_done} > steps_total {c.steps_total}")
-    if not _unit(state.alpha_target_on_blend):
-        raise InvalidStepRequest(f"{path}.alpha_target_on_blend", "must be a finite value in [0, 1]")
-    if state.blend_tempo_epochs < 0:
-        raise InvalidStepRequest(f"{path}.blend_tempo_epochs", "must be ≥ 0")
-    if state.previous_epochs_in_stage < 0:
-        raise InvalidStepRequest(f"{path}.previous_epochs_in_stage", "must be ≥ 0")
-    m = state.metrics
-    counters = (
-        ("epochs_total", m.epochs_total),
-        ("epochs_in_current_stage", m.epochs_in_current_stage),
-        ("epochs_since_counterfactual", 0 if m.epochs_since_counterfactual is None else m.epochs_since_counterfactual),
-    )
-    for name, count in counters:
-        if count < 0:
-            raise InvalidStepRequest(f"{path}.metrics.{name}", f"must be ≥ 0, got {count}")
-    # Gradient health is 0 when the norm is non-finite (kasmina.md §1.3 item 15), so a NaN here is a producer bug.
-    for name, health in (
-        ("gradient_health", m.gradient_health),
-        ("previous_gradient_health", m.previous_gradient_health),
-    ):
-        if health is not None and math.isnan(health):
-            raise InvalidStepRequest(f"{path}.metrics.{name}", "NaN gradient health")
-
-
-def validate_request(req: StepRequest) -> None:
-    """Reject a request whose slot states are inconsistent; non-finite host metrics are left to the governor."""
-    spec_ids = [spec.slot_id for spec in req.slot_config.slots]
-    if not spec_ids:
-        raise InvalidStepRequest("slot_config.slots", "a host needs at least one enabled slot")
-    for i, slot_id in enumerate(spec_ids):
-        if slot_id in spec_ids[:i]:
-            raise InvalidStepRequest(f"slot_config.slots[{i}].slot_id", f"duplicate slot id {slot_id!r}")
-    if len(req.slots) != len(spec_ids):
-        raise InvalidStepRequest("slots", f"{len(req.slots)} slot states for {len(spec_ids)} enabled slots")
-    for i, (state, slot_id) in enumerate(zip(req.slots, spec_ids, strict=True)):
-        if state.slot_id in spec_ids[:i]:
-            raise InvalidStepRequest(f"slots[{i}].slot_id", f"duplicate slot id {state.slot_id!r}")
-        if state.slot_id != slot_id:
-            raise InvalidStepRequest(f"slots[{i}].slot_id", f"{state.slot_id!r} where the config has {slot_id!r}")
-        _validate_slot(f"slots[{i}]", state)
-    if req.report.epoch != req.epoch:
-        raise InvalidStepRequest("report.epoch", f"report is for epoch {req.report.epoch}, request for {req.epoch}")
-    seen: set[str] = set()
-    for j, report in enumerate(req.report.slots):
-        if report.slot_id not in spec_ids or report.slot_id in seen:
-            raise InvalidStepRequest(f"report.slots[{j}].slot_id", f"unknown or repeated slot {report.slot_id!r}")
-        if report.gradient_health is not None and math.isnan(report.gradient_health):
-            raise InvalidStepRequest(f"report.slots[{j}].gradient_health", "NaN gradient health")
-        seen.add(report.slot_id)
-    for k, gate in enumerate(req.lifecycle.auto_forward_gates):
-        if gate not in AUTO_FORWARD_GATES:
-            raise InvalidStepRequest(f"lifecycle.auto_forward_gates[{k}]", f"{gate} is not G1, G2 or G3")
-    if req.lifecycle.max_epochs <= 0 and req.report.max_epochs <= 0:
-        raise InvalidStepRequest("lifecycle.max_epochs", "neither the lifecycle nor the report gives max_epochs")
-    for name, count in (("lifecycle.max_seeds", req.lifecycle.max_seeds), ("total_seeds", req.total_seeds)):
-        if count < 0:
-            raise InvalidStepRequest(name, f"must be ≥ 0, got {count}")
 
 
 def apply_slot_report(metrics: SeedMetrics, report: SlotReport | None) -> SeedMetrics:
@@ -253,14 +175,26 @@ class ActionResult:
         return self.valid and (self.effective_op is LifecycleOp.WAIT or bool(self.mutations))
 
 
-def execution_refusal(op: LifecycleOp, state: SlotState, blueprint: BlueprintAction, topology: Topology) -> str:
+def execution_refusal(
+    op: LifecycleOp,
+    state: SlotState,
+    blueprint: BlueprintAction,
+    topology: Topology,
+    *,
+    lifecycle: LifecycleConfig,
+    epoch: int,
+) -> str:
     """Why (op, slot) cannot run on this state, or "" when it can (reference/tamiyo_simic.md §2.13)."""
     stage, mode = state.stage, state.controller.mode
+    if op is LifecycleOp.WAIT:
+        return ""
+    if op in INTERNAL_OPS:
+        return "; ".join(internal_op_refusals(op, state, lifecycle, epoch))
     if op is LifecycleOp.GERMINATE:
         if state.occupied:
             return f"germinate needs an empty slot; {state.slot_id} holds a seed in {stage.name}"
-        if blueprint is BlueprintAction.NOOP or blueprint not in blueprints_for(topology):
-            return f"blueprint {blueprint.name} is not available on a {topology.value} host"
+        if blueprint not in allowed_blueprints(lifecycle, topology):
+            return f"blueprint {blueprint.name} is not available on this {topology.value} host"
     elif op is LifecycleOp.ADVANCE:
         if stage not in (SeedStage.GERMINATED, SeedStage.TRAINING, SeedStage.BLENDING):
             return f"advance needs GERMINATED, TRAINING or BLENDING; {state.slot_id} is {stage.name}"
@@ -279,6 +213,8 @@ def execution_refusal(op: LifecycleOp, state: SlotState, blueprint: BlueprintAct
             return f"set_alpha_target needs BLENDING or HOLDING; {state.slot_id} is {stage.name}"
         if mode is not AlphaMode.HOLD:
             return f"set_alpha_target waits for alpha HOLD; {state.slot_id} is ramping {mode.name}"
+    else:
+        raise ValueError(f"execution_refusal: no rule for op {op.name}")
     return ""
 
 
@@ -318,6 +254,16 @@ def _change_for(action: FactoredAction, req: StepRequest, state: SlotState) -> t
         return change, Advance(slot_id=slot_id, from_stage=state.stage, to_stage=change.state.stage)
     if op is LifecycleOp.FOSSILIZE:
         return fossilize_state(state, req.lifecycle.permissive_gates), Fossilize(slot_id=slot_id)
+    if op in INTERNAL_OPS:
+        change = internal_level_change(state, op, req.epoch)
+        return change, SetInternalLevel(
+            slot_id=slot_id,
+            seed_id=state.seed_id,
+            from_level=state.internal_level,
+            to_level=change.state.internal_level,
+        )
+    if op not in (LifecycleOp.PRUNE, LifecycleOp.SET_ALPHA_TARGET):
+        raise ValueError(f"_change_for: no lifecycle change for op {op.name}")
     curve, steepness = ALPHA_CURVE_SHAPES[action.alpha_curve]
     steps = ALPHA_SPEED_STEPS[action.alpha_speed]
     if op is LifecycleOp.PRUNE:
@@ -352,7 +298,9 @@ def execute(action: FactoredAction, req: StepRequest, ticked: list[SlotState]) -
     if not 0 <= action.slot < len(slots):
         return invalid(f"slot index {action.slot} is not one of the {len(slots)} enabled slots")
     state = slots[action.slot]
-    reason = execution_refusal(action.op, state, action.blueprint, req.slot_config.topology)
+    reason = execution_refusal(
+        action.op, state, action.blueprint, req.slot_config.topology, lifecycle=req.lifecycle, epoch=req.epoch
+    )
     if reason:
         return invalid(reason, state.slot_id)
     change, mutation = _change_for(action, req, state)

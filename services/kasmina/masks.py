@@ -11,6 +11,7 @@ from collections.abc import Sequence
 
 from leyline_schemas.decisions import ActionMasks
 from leyline_schemas.enums import (
+    INTERNAL_OPS,
     LIVE_STAGES,
     AlphaCurveAction,
     AlphaMode,
@@ -22,11 +23,12 @@ from leyline_schemas.enums import (
     LifecycleOp,
     SeedStage,
     TempoAction,
-    blueprints_for,
 )
 from leyline_schemas.heads import require_row
 from leyline_schemas.lifecycle import LifecycleConfig, SlotConfig, SlotState
+from services.kasmina.internal_ops import internal_op_refusals
 from services.kasmina.transitions import MIN_PRUNE_AGE
+from services.kasmina.validation import allowed_blueprints
 
 # §2.3: sequential development; seeds in these stages block a new germination anywhere on the host.
 GERMINATION_BLOCKERS = frozenset(
@@ -42,8 +44,10 @@ def _slot_row(
     germination_open: bool,
     advance_enabled: bool,
     governor_override: bool,
+    lifecycle: LifecycleConfig,
+    epoch: int,
 ) -> list[bool]:
-    """Where `op` is legal, slot by slot (§2.3–2.4)."""
+    """Where `op` is legal, slot by slot (§2.3–2.4; internal ops: plans/kasmina2-phase0.md §5.2)."""
     if op is LifecycleOp.WAIT:
         return [True] * len(slots)
     if op is LifecycleOp.GERMINATE:
@@ -59,7 +63,11 @@ def _slot_row(
             and (governor_override or s.controller.mode is AlphaMode.HOLD)
             for s in slots
         ]
-    return [s.stage in RETARGETABLE and s.controller.mode is AlphaMode.HOLD for s in slots]
+    if op is LifecycleOp.SET_ALPHA_TARGET:
+        return [s.stage in RETARGETABLE and s.controller.mode is AlphaMode.HOLD for s in slots]
+    if op in INTERNAL_OPS:
+        return [not internal_op_refusals(op, s, lifecycle, epoch) for s in slots]
+    raise ValueError(f"masks: no slot rule for op {op.name}")
 
 
 def compute_masks(
@@ -68,6 +76,7 @@ def compute_masks(
     lifecycle: LifecycleConfig,
     total_seeds: int,
     *,
+    epoch: int,
     governor_override: bool = False,
 ) -> ActionMasks:
     """The legal values of every head for these slots; op legality is optimistic over slots (§2.3–2.5)."""
@@ -79,17 +88,20 @@ def compute_masks(
     germination_open = budget_left and not any(s.stage in GERMINATION_BLOCKERS for s in slots)
     # ADVANCE is left to the tick only when every gate it could pass auto-forwards.
     advance_enabled = not {GateLevel.G1, GateLevel.G2, GateLevel.G3} <= set(lifecycle.auto_forward_gates)
-    slot_by_op = [_slot_row(op, slots, germination_open, advance_enabled, governor_override) for op in LifecycleOp]
+    slot_by_op = [
+        _slot_row(op, slots, germination_open, advance_enabled, governor_override, lifecycle, epoch)
+        for op in LifecycleOp
+    ]
     op_mask = [any(row) for row in slot_by_op]
     # §2.5: style and amplitude only vary where a germination or a retarget can actually use them.
     shaping = op_mask[LifecycleOp.GERMINATE] or op_mask[LifecycleOp.SET_ALPHA_TARGET]
-    topology_blueprints = set(blueprints_for(slot_config.topology))
+    allowed = allowed_blueprints(lifecycle, slot_config.topology)
     return ActionMasks(
         op=require_row("op", op_mask),
         slot_by_op=slot_by_op,
         blueprint=require_row(
             "blueprint",
-            [bp is not BlueprintAction.NOOP and bp in topology_blueprints for bp in BlueprintAction],
+            [bp in allowed for bp in BlueprintAction],
         ),
         style=[shaping or style is GerminationStyle.SIGMOID_ADD for style in GerminationStyle],
         tempo=[True] * len(TempoAction),

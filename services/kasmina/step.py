@@ -58,7 +58,7 @@ def prepare_step(req: StepRequest) -> PreparedStep:
     validate_request(req)
     ticked = tick(req)
     observation, blueprint_indices = build_observation(req, ticked.slots)
-    masks = compute_masks(ticked.slots, req.slot_config, req.lifecycle, req.total_seeds)
+    masks = compute_masks(ticked.slots, req.slot_config, req.lifecycle, req.total_seeds, epoch=req.epoch)
     return PreparedStep(req, ticked, observation, blueprint_indices, masks)
 
 

@@ -23,7 +23,7 @@ from leyline_schemas.enums import (
     SeedStage,
     Topology,
 )
-from leyline_schemas.lifecycle import SeedMetrics, SlotState
+from leyline_schemas.lifecycle import SeedMetrics, SlotState, internal_spec
 from leyline_schemas.telemetry import (
     LifecyclePayload,
     SeedFossilized,
@@ -145,6 +145,7 @@ def germinate_state(
     if tempo_epochs < 0:
         raise ValueError(f"germinate: tempo_epochs must be ≥ 0, got {tempo_epochs}")
     start = accuracy if math.isfinite(accuracy) else 0.0
+    internals = internal_spec(blueprint)
     dormant = SlotState(
         slot_id=slot_id,
         seed_id=seed_id,
@@ -163,6 +164,9 @@ def germinate_state(
             accuracy_at_germination=start,
             host_param_count=host_param_count,
         ),
+        internal_kind=internals.kind,
+        internal_level=internals.initial_level,
+        internal_max_level=internals.max_level,
     )
     gate = QualityGates().check_transition(dormant, SeedStage.GERMINATED)
     if not gate.passed:
@@ -175,6 +179,8 @@ def germinate_state(
         alpha=0.0,
         blend_tempo_epochs=tempo_epochs,
         alpha_curve=BLEND_CURVES[blend].name,
+        internal_level=internals.initial_level,
+        internal_max_level=internals.max_level,
     )
     return SlotChange(state=germinated, applied=True, events=[event], gate=gate)
 
@@ -232,6 +238,7 @@ def fossilize_state(state: SlotState, permissive: bool) -> SlotChange:
         alpha=1.0,
         epochs_total=m.epochs_total,
         counterfactual=m.counterfactual_contribution,
+        internal_level=state.internal_level,
     )
     return SlotChange(state=moved, applied=True, events=[gate_event, changed, fossilized], gate=gate)
 

@@ -91,14 +91,14 @@ def _health(value: float | None, slot_id: str, name: str, missing: float) -> flo
 
 
 def slot_features(state: SlotState, max_epochs: int) -> list[float]:
-    """The 31 features of one occupied slot (§1.10–1.16)."""
+    """The features of one occupied slot, in `SLOT_FIELDS` order (§1.10–1.16, plans/kasmina2-phase0.md §5.4)."""
     c, m = state.controller, state.metrics
     stage_one_hot = [0.0] * len(STAGE_INDEX)
     stage_one_hot[stage_index(state.stage)] = 1.0
     contribution = m.counterfactual_contribution
     grad_norm = m.gradient_norm
     freshness = SENTINEL if m.epochs_since_counterfactual is None else GAMMA**m.epochs_since_counterfactual
-    return [
+    features = [
         1.0,
         *stage_one_hot,
         c.alpha,
@@ -121,7 +121,12 @@ def slot_features(state: SlotState, max_epochs: int) -> list[float]:
         _fraction(m.epochs_in_current_stage, max_epochs),
         freshness,
         _fraction(m.epochs_total, max_epochs),
+        # The contract keeps level within [0, max] and max ≥ 1, so this needs no clamp.
+        state.internal_level / state.internal_max_level,
     ]
+    if len(features) != SLOT_FEATURES:
+        raise AssertionError(f"observation: {len(features)} slot features, the layout has {SLOT_FEATURES}")
+    return features
 
 
 def blueprint_index(state: SlotState) -> int:
@@ -130,12 +135,14 @@ def blueprint_index(state: SlotState) -> int:
         return EMPTY_SLOT_BLUEPRINT
     index = int(state.blueprint)
     if not 0 <= index < BLUEPRINT_NULL_INDEX:
-        raise ValueError(f"observation: slot {state.slot_id} has blueprint index {index} outside [0, 12]")
+        raise ValueError(
+            f"observation: slot {state.slot_id} has blueprint index {index} outside [0, {BLUEPRINT_NULL_INDEX - 1}]"
+        )
     return index
 
 
 def build_observation(req: StepRequest, slots: list[SlotState]) -> tuple[list[float], list[int]]:
-    """The flat observation (23 + 31·S floats) and the per-slot blueprint indices for the ticked slots (§1)."""
+    """The flat observation (`observation_size(S)` floats) and the per-slot blueprint indices of the ticked slots."""
     num_slots = len(req.slot_config.slots)
     if len(slots) != num_slots:
         raise ValueError(f"observation: {len(slots)} slot states for {num_slots} enabled slots")

@@ -14,6 +14,7 @@ from leyline_schemas.lifecycle import (
     SlotConfig,
     SlotSpec,
     SlotState,
+    internal_spec,
 )
 from leyline_schemas.reports import EpochReport, SlotReport
 
@@ -48,12 +49,15 @@ def seed(
     ratio: float | None = None,
     blueprint: BlueprintAction = BlueprintAction.CONV_LIGHT,
     blend: BlendId = BlendId.SIGMOID,
+    level: int | None = None,
+    level_changed_epoch: int = -1,
 ) -> SlotState:
-    """A seed in `stage` with alpha consistent with the stage unless given."""
+    """A seed in `stage` with alpha consistent with the stage unless given; a ladder at `level` (default initial)."""
     if alpha is None:
         alpha = {SeedStage.HOLDING: 1.0, SeedStage.FOSSILIZED: 1.0, SeedStage.BLENDING: 0.5}.get(stage, 0.0)
     target = alpha if target is None else target
     ramping = mode is not AlphaMode.HOLD
+    internals = internal_spec(blueprint)
     controller = AlphaControllerState(
         alpha=alpha,
         alpha_start=alpha,
@@ -83,6 +87,10 @@ def seed(
             gradient_health=gradient_health,
             seed_gradient_norm_ratio=ratio,
         ),
+        internal_kind=internals.kind,
+        internal_level=internals.initial_level if level is None else level,
+        internal_max_level=internals.max_level,
+        internal_level_changed_epoch=level_changed_epoch,
     )
 
 
@@ -168,11 +176,17 @@ def slot_states(draw: st.DrawFn, slot_id: str = "r0c0") -> SlotState:
         )
     epochs_total = draw(st.integers(min_value=0, max_value=30))
     contribution = draw(st.none() | st.floats(min_value=-20.0, max_value=20.0))
+    blueprint = draw(st.sampled_from([b for b in BlueprintAction if b is not BlueprintAction.NOOP]))
+    internals = internal_spec(blueprint)
     return SlotState(
         slot_id=slot_id,
         stage=stage,
         seed_id=f"{slot_id}-seed",
-        blueprint=draw(st.sampled_from([b for b in BlueprintAction if b is not BlueprintAction.NOOP])),
+        blueprint=blueprint,
+        internal_kind=internals.kind,
+        internal_level=draw(st.integers(0, internals.max_level)) if internals.kind else 0,
+        internal_max_level=internals.max_level,
+        internal_level_changed_epoch=draw(st.just(-1) | st.integers(0, 9)) if internals.kind else -1,
         controller=controller,
         metrics=SeedMetrics(
             epochs_total=epochs_total,

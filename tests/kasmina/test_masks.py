@@ -27,6 +27,7 @@ from .factories import SLOT_IDS, empty_slots, seed, slot_config, slot_states
 Op = LifecycleOp
 S = SeedStage
 LIFECYCLE = LifecycleConfig()
+EPOCH = 10
 
 
 def _masks(
@@ -38,12 +39,12 @@ def _masks(
     governor_override: bool = False,
 ) -> ActionMasks:
     config = slot_config(len(slots), topology)
-    return compute_masks(slots, config, lifecycle, total_seeds, governor_override=governor_override)
+    return compute_masks(slots, config, lifecycle, total_seeds, epoch=EPOCH, governor_override=governor_override)
 
 
 def test_an_empty_host_offers_wait_and_germinate_everywhere() -> None:
     masks = _masks(empty_slots())
-    assert masks.op == [True, True, False, False, False, False]
+    assert masks.op == [True, True, False, False, False, False, False, False]
     assert masks.slot_by_op[Op.WAIT] == [True, True, True]
     assert masks.slot_by_op[Op.GERMINATE] == [True, True, True]
     assert masks.style == [True] * 4 and masks.alpha_target == [True] * 3
@@ -111,6 +112,8 @@ def test_causal_head_table_is_exactly_the_reference() -> None:
         Op.PRUNE: {"op", "slot", "alpha_speed", "alpha_curve"},
         Op.FOSSILIZE: {"op", "slot"},
         Op.ADVANCE: {"op", "slot"},
+        Op.GROW_INTERNAL: {"op", "slot"},
+        Op.SHRINK_INTERNAL: {"op", "slot"},
     }
     assert {op: set(causal_heads(op)) for op in Op} == expected
 
@@ -175,7 +178,8 @@ def test_mask_properties_hold_for_any_host(
         for index, legal in enumerate(row):
             # Masks are never looser than execution: a masked-legal (op, slot) always executes.
             if legal:
-                assert execution_refusal(op, slots[index], blueprint, topology) == ""
+                refusal = execution_refusal(op, slots[index], blueprint, topology, lifecycle=lifecycle, epoch=EPOCH)
+                assert refusal == ""
         for head in HEAD_NAMES:
             conditioned = op_conditioned_mask(masks, op, head)
             assert any(conditioned)
@@ -190,4 +194,4 @@ def test_mask_properties_hold_for_any_host(
     blockers = {S.GERMINATED, S.TRAINING, S.PRUNED, S.EMBARGOED, S.RESETTING}
     if any(s.stage in blockers for s in slots) or (lifecycle.max_seeds and total_seeds >= lifecycle.max_seeds):
         assert not masks.op[Op.GERMINATE]
-    assert is_forced(masks) == (masks.op == [True, False, False, False, False, False])
+    assert is_forced(masks) == (masks.op == [True] + [False] * (len(Op) - 1))

@@ -40,6 +40,8 @@ OP_WEIGHTS = {
     LifecycleOp.PRUNE: 0.3,
     LifecycleOp.FOSSILIZE: 3.0,
     LifecycleOp.ADVANCE: 6.0,
+    LifecycleOp.GROW_INTERNAL: 1.0,
+    LifecycleOp.SHRINK_INTERNAL: 1.0,
 }
 
 
@@ -161,7 +163,7 @@ def test_random_episodes_never_break_the_lifecycle(
         observation, _ = build_observation(req, ticked.slots)
         assert len(observation) == observation_size(num_slots)
         assert all(math.isfinite(x) for x in observation)
-        masks = compute_masks(ticked.slots, req.slot_config, lifecycle, total_seeds)
+        masks = compute_masks(ticked.slots, req.slot_config, lifecycle, total_seeds, epoch=req.epoch)
         masked = rng.random() < 0.8
         action = _masked_action(rng, masks) if masked else _raw_action(rng, num_slots)
         result = execute(action, req, ticked.slots)

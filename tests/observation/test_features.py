@@ -11,6 +11,7 @@ from msgspec.structs import replace
 
 from leyline_schemas.enums import AlphaMode, BlueprintAction, LifecycleOp, SeedStage
 from leyline_schemas.lifecycle import AlphaControllerState, LifecycleConfig, SlotState
+from leyline_schemas.observation import BASE_SCALAR_FIELDS, SLOT_FIELDS
 from services.observation.features import (
     BASE_FEATURES,
     SENTINEL,
@@ -29,12 +30,12 @@ def _slot_block(observation: list[float], index: int) -> list[float]:
 
 
 @pytest.mark.parametrize("num_slots", [1, 2, 3, 5])
-def test_width_is_23_plus_31_per_slot(num_slots: int) -> None:
+def test_width_is_25_plus_32_per_slot(num_slots: int) -> None:
     slots = empty_slots(num_slots)
     observation, indices = build_observation(request(slots), slots)
-    assert len(observation) == observation_size(num_slots) == 23 + 31 * num_slots
+    assert len(observation) == observation_size(num_slots) == 25 + 32 * num_slots
     assert indices == [-1] * num_slots
-    assert observation_size(3) == 116
+    assert observation_size(3) == 121
 
 
 def test_empty_slot_block_is_all_zeros() -> None:
@@ -67,7 +68,7 @@ def test_base_features() -> None:
     assert observation[1] == pytest.approx(symlog(1.2) / 7) and observation[2] == pytest.approx(0.61)
     assert observation[13:16] == pytest.approx([1 / 3, 1 / 3, 1 / 3])
     assert observation[16] == 0.0
-    assert observation[17:23] == [0.0, 0.0, 0.0, 1.0, 0.0, 0.0]
+    assert observation[17:25] == [0.0, 0.0, 0.0, 1.0, 0.0, 0.0, 0.0, 0.0]
 
 
 def test_max_epochs_comes_from_the_lifecycle_then_the_report() -> None:
@@ -104,6 +105,7 @@ def test_slot_block_features() -> None:
     assert block[17:23] == pytest.approx([5 / 40, 2 / 40, 3 / 40, 0.2, 0.0, 0.4])
     assert block[23:27] == pytest.approx([symlog(3.0) / 7, 0.8, 0.0, 1.0])
     assert block[27:31] == pytest.approx([0.6, 6 / 40, 0.995**4, 20 / 40])
+    assert block[31] == 0.0  # internal_level_norm of a seed without internal structure
 
 
 def test_never_measured_slot_features_read_the_sentinel() -> None:
@@ -144,5 +146,32 @@ def test_observation_is_finite_with_the_right_width(states: list[SlotState], epo
     observation, indices = build_observation(request(slots, epoch=epoch), slots)
     assert len(observation) == observation_size(len(slots))
     assert all(math.isfinite(x) for x in observation)
-    assert all(-1 <= i <= 12 for i in indices)
+    assert all(-1 <= i <= 13 for i in indices)
     assert all((i == -1) == (not s.occupied) for i, s in zip(indices, slots, strict=True))
+
+
+def test_field_lists_derive_the_widths() -> None:
+    """Invariant 18 of plans/kasmina2-phase0.md: 25 = 17 + len(LifecycleOp), 32 = len(SLOT_FIELDS)."""
+    assert len(BASE_SCALAR_FIELDS) == 17 and BASE_FEATURES == 17 + len(LifecycleOp) == 25
+    assert len(SLOT_FIELDS) == SLOT_FEATURES == 32 and SLOT_FIELDS[-1] == "internal_level_norm"
+    assert [observation_size(n) for n in (1, 3, 5, 10)] == [57, 121, 185, 345]
+    for stage in (s for s in SeedStage if s not in (SeedStage.UNKNOWN, SeedStage.DORMANT)):
+        assert len(_slot_block(build_observation(request([seed(stage)]), [seed(stage)])[0], 0)) == 32
+
+
+@pytest.mark.parametrize(("level", "norm"), [(0, 0.0), (1, 0.25), (2, 0.5), (4, 1.0)])
+def test_internal_level_norm_is_the_level_over_its_max(level: int, norm: float) -> None:
+    ladder = seed(SeedStage.HOLDING, blueprint=BlueprintAction.CONV_LADDER, level=level)
+    plain = seed(SeedStage.HOLDING)
+    block = _slot_block(build_observation(request([ladder]), [ladder])[0], 0)
+    assert block[SLOT_FIELDS.index("internal_level_norm")] == norm
+    # The 31 features before it are those of the same seed without a ladder (positions unchanged).
+    plain_block = _slot_block(build_observation(request([plain]), [plain])[0], 0)
+    assert block[:31] == plain_block[:31] and plain_block[31] == 0.0
+
+
+def test_last_op_one_hot_has_eight_entries_with_grow_at_six() -> None:
+    slots = empty_slots(1)
+    observation, _ = build_observation(request(slots, last_op=LifecycleOp.GROW_INTERNAL), slots)
+    one_hot = observation[17:25]
+    assert len(one_hot) == len(LifecycleOp) == 8 and one_hot.index(1.0) == 6 and sum(one_hot) == 1.0

@@ -13,23 +13,26 @@ from services.policy.network import FactoredRecurrentActorCritic, NetworkConfig,
 def test_reference_sizes_for_three_slots() -> None:
     config = NetworkConfig(num_slots=3)
     network = FactoredRecurrentActorCritic(config)
-    assert config.obs_size == 116
-    assert network.feature_net[0].in_features == 128  # 116 + 3 slots × 4-dim blueprint embedding (§10.1)
-    out = network(torch.zeros(2, 5, 116), torch.full((2, 5, 3), -1), network.initial_state(2))
+    # kasmina2 phase 0 (invariant 32): 25 + 32·3 features, 8 ops, 14 blueprints with a 15-row embedding.
+    assert config.obs_size == 121
+    assert network.feature_net[0].in_features == 133  # 121 + 3 slots × 4-dim blueprint embedding (§10.1)
+    assert network.embedding.table.num_embeddings == 15 == BLUEPRINT_NULL_INDEX + 1
+    out = network(torch.zeros(2, 5, 121), torch.full((2, 5, 3), -1), network.initial_state(2))
     sizes = {head: logits.shape[-1] for head, logits in out.logits.items()}
     assert sizes == {
         "slot": 3,
-        "blueprint": 13,
+        "blueprint": 14,
         "style": 4,
         "tempo": 3,
         "alpha_target": 3,
         "alpha_speed": 4,
         "alpha_curve": 5,
-        "op": 6,
+        "op": 8,
     }
     assert out.value.shape == (2, 5) and out.state[0].shape == (1, 2, 512)
     assert network.contributions(out.features).shape == (2, 5, 3)
-    assert network.q_values(out.features).shape == (2, 5, 6)
+    assert network.q_values(out.features).shape == (2, 5, 8)
+    assert network.q_head[0].in_features == 512 + 8
 
 
 def test_initialisation_follows_the_reference() -> None:

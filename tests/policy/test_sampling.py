@@ -76,7 +76,7 @@ def test_uniform_logits_give_normalized_entropy_one() -> None:
 @st.composite
 def decision_inputs(draw: st.DrawFn) -> tuple[L.ActionMasks, dict[str, torch.Tensor], int]:
     states = [draw(slot_states(slot_id)) for slot_id in ("r0c0", "r0c1", "r0c2")]
-    masks = compute_masks(states, slot_config(3), L.LifecycleConfig(), draw(st.integers(0, 3)))
+    masks = compute_masks(states, slot_config(3), L.LifecycleConfig(), draw(st.integers(0, 3)), epoch=1)
     logits = {
         head: torch.tensor(draw(st.lists(st.floats(-5, 5), min_size=n, max_size=n)))
         for head, n in head_sizes(3).items()
@@ -117,9 +117,11 @@ def test_irrelevant_heads_are_canonical_with_log_prob_zero_and_update_scores_agr
 
 def test_deterministic_mode_takes_the_most_likely_legal_value() -> None:
     states = [L.SlotState(slot_id=s) for s in ("r0c0", "r0c1", "r0c2")]
-    masks = compute_masks(states, slot_config(3), L.LifecycleConfig(), 0)
+    masks = compute_masks(states, slot_config(3), L.LifecycleConfig(), 0, epoch=1)
     logits = {head: torch.zeros(n) for head, n in head_sizes(3).items()}
-    logits["op"] = torch.tensor([0.0, 3.0, 9.0, 0.0, 0.0, 0.0])  # SET_ALPHA_TARGET is illegal on an empty host
+    logits["op"] = torch.tensor(
+        [0.0, 3.0, 9.0, 0.0, 0.0, 0.0, 9.0, 9.0]
+    )  # SET_ALPHA_TARGET, GROW, SHRINK: illegal here
     logits["blueprint"][L.BlueprintAction.CONV_HEAVY] = 4.0
     sampled = sample_action(logits, masks, deterministic=True)
     assert sampled.action["op"] == L.LifecycleOp.GERMINATE

@@ -15,6 +15,7 @@ import pytest
 import leyline_schemas as L
 from leyline_schemas import routes
 from services.kasmina.masks import compute_masks
+from services.observation.features import observation_size
 from services.runtime.bus import connect, request
 from services.runtime.discovery import live_services
 from services.runtime.settings import RuntimeSettings
@@ -52,7 +53,7 @@ def step_request(**changes: Any) -> L.StepRequest:
 
 def decision_request(**changes: Any) -> L.DecisionRequest:
     slots = [L.SlotState(slot_id=s.slot_id) for s in SLOTS]
-    masks = compute_masks(slots, CONFIG, L.LifecycleConfig(max_epochs=20), 0)
+    masks = compute_masks(slots, CONFIG, L.LifecycleConfig(max_epochs=20), 0, epoch=1)
     request_ = L.DecisionRequest(
         run_id="bad-input",
         env_id=0,
@@ -61,7 +62,7 @@ def decision_request(**changes: Any) -> L.DecisionRequest:
         policy_id="heuristic",
         topology=L.Topology.CNN,
         slot_ids=[s.slot_id for s in SLOTS],
-        observation=[0.0] * (23 + 31 * 3),
+        observation=[0.0] * observation_size(3),
         blueprint_indices=[-1, -1, -1],
         masks=masks,
         slots=slots,
@@ -182,7 +183,7 @@ async def _garbage_then_valid(url: str) -> None:
 
         error = await raw_request(nc, L.subjects.TAMIYO_DECIDE, L.encode(decision_request(policy_id="no-such-policy")))
         assert error.code is L.ErrorCode.UNKNOWN_POLICY and error.field == "policy_id"
-        nan_obs = decision_request(observation=[0.0] * 5 + [float("nan")] + [0.0] * (23 + 31 * 3 - 6))
+        nan_obs = decision_request(observation=[0.0] * 5 + [float("nan")] + [0.0] * (observation_size(3) - 6))
         error = await raw_request(nc, L.subjects.TAMIYO_DECIDE, L.encode(nan_obs))
         assert error.code is L.ErrorCode.INVALID_REQUEST and error.field == "observation[5]"
         empty_row = decision_request()
@@ -203,10 +204,8 @@ async def _garbage_then_valid(url: str) -> None:
         directive = await request(nc, routes.KASMINA_STEP, step_request(), timeout=30)
         assert directive.outcome in (L.DecisionOutcome.WAITED, L.DecisionOutcome.APPLIED)
         assert directive.decision is not None and directive.decision.policy_id == "heuristic"
-        assert len(directive.observation) == 23 + 31 * 3
-        decision = await request(
-            nc, routes.TAMIYO_DECIDE, decision_request(policy_id="random"), timeout=30
-        )
+        assert len(directive.observation) == observation_size(3)
+        decision = await request(nc, routes.TAMIYO_DECIDE, decision_request(policy_id="random"), timeout=30)
         assert decision.policy_id == "random"
         run_id = f"valid-{int(time.time())}"
         accepted = await request(
@@ -216,9 +215,7 @@ async def _garbage_then_valid(url: str) -> None:
             timeout=60,
         )
         assert accepted.run_id == run_id and accepted.slot_ids == ["r0c0", "r0c1", "r0c2"]
-        stopped = await request(
-            nc, routes.RUNS_STOP, L.RunStopRequest(run_id=run_id, reason="test"), timeout=30
-        )
+        stopped = await request(nc, routes.RUNS_STOP, L.RunStopRequest(run_id=run_id, reason="test"), timeout=30)
         assert stopped.state in (L.RunState.STOPPED, L.RunState.COMPLETED)
 
         after = {s: bad_request_count(await metrics_of(nc, s)) for s in ("kasmina", "tamiyo", "tolaria")}

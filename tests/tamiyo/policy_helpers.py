@@ -48,7 +48,7 @@ def decision_request(
     deterministic: bool = False,
 ) -> L.DecisionRequest:
     states = slots or [L.SlotState(slot_id=s) for s in SLOT_IDS[:num_slots]]
-    masks = compute_masks(states, slot_config(num_slots), L.LifecycleConfig(), 0)
+    masks = compute_masks(states, slot_config(num_slots), L.LifecycleConfig(), 0, epoch=1)
     return L.DecisionRequest(
         run_id="policy-test",
         env_id=env_id,

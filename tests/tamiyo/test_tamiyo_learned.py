@@ -14,6 +14,7 @@ from safetensors.torch import save as save_tensors
 
 import leyline_schemas as L
 from leyline_schemas.heads import conditioned_masks
+from services.observation.features import observation_size
 from services.policy.network import FactoredRecurrentActorCritic
 from services.policy.normalization import ObservationNormalizer
 from services.policy.sampling import evaluate_actions
@@ -76,7 +77,9 @@ def test_rollout_and_full_sequence_log_probs_agree(seed: int = 7) -> None:
     torch.manual_seed(seed)
     state, decisions, requests = b"", [], []
     for epoch in range(1, 13):
-        request = decision_request("line", epoch=epoch, policy_state=state, observation=torch.randn(85).tolist())
+        request = decision_request(
+            "line", epoch=epoch, policy_state=state, observation=torch.randn(observation_size(2)).tolist()
+        )
         decision = policy.decide(request)
         decisions.append(decision)
         requests.append(request)
@@ -165,7 +168,28 @@ def test_book_serves_several_lines_and_greedy_views() -> None:
 
 
 def test_requests_with_out_of_range_blueprint_indices_are_refused() -> None:
-    request = msgspec.structs.replace(decision_request("line"), blueprint_indices=[-1, 13])
+    validate_decision_request(msgspec.structs.replace(decision_request("line"), blueprint_indices=[-1, 13]))
+    request = msgspec.structs.replace(decision_request("line"), blueprint_indices=[-1, 14])
     with pytest.raises(InvalidDecisionRequest) as caught:
         validate_decision_request(request)
     assert caught.value.field == "blueprint_indices[1]"
+
+
+def test_requests_of_the_old_widths_are_refused() -> None:
+    """Invariant 20 of plans/kasmina2-phase0.md: 25 + 32·S features and 8 op rows, not 23 + 31·S and 6."""
+    request = decision_request("line", num_slots=2)
+    assert len(request.observation) == 25 + 32 * 2 and len(request.masks.slot_by_op) == 8
+    validate_decision_request(request)
+    old_width = msgspec.structs.replace(request, observation=[0.1] * (23 + 31 * 2))
+    with pytest.raises(InvalidDecisionRequest) as caught:
+        validate_decision_request(old_width)
+    assert caught.value.field == "observation"
+    masks = request.masks
+    old_masks = msgspec.structs.replace(masks, op=masks.op[:6], slot_by_op=masks.slot_by_op[:6])
+    with pytest.raises(InvalidDecisionRequest) as caught:
+        validate_decision_request(msgspec.structs.replace(request, masks=old_masks))
+    assert caught.value.field == "masks.op"
+    six_rows = msgspec.structs.replace(masks, slot_by_op=masks.slot_by_op[:6])
+    with pytest.raises(InvalidDecisionRequest) as caught:
+        validate_decision_request(msgspec.structs.replace(request, masks=six_rows))
+    assert caught.value.field == "masks.slot_by_op"
