@@ -7,6 +7,8 @@ from leyline_schemas.enums import PolicyKind
 #: The rule-based policies, by the id runs name them with.
 BUILTIN_POLICY_IDS: dict[str, PolicyKind] = {
     "heuristic": PolicyKind.HEURISTIC,
+    #: The heuristic with conv_heavy's place in the rotation given to conv_ladder, which it grows (kasmina2 §7.2).
+    "heuristic-ladder": PolicyKind.HEURISTIC,
     "random": PolicyKind.RANDOM,
     "wait": PolicyKind.WAIT,
     "fixed-germinate-r0c0-v1": PolicyKind.SCHEDULE,
@@ -14,5 +16,6 @@ BUILTIN_POLICY_IDS: dict[str, PolicyKind] = {
 #: The built-in fixed lifecycle schedule (services/tamiyo/schedules.py), the proof experiment's fixed-schedule control.
 FIXED_SCHEDULE_POLICY_ID = "fixed-germinate-r0c0-v1"
 HEURISTIC_POLICY_ID = "heuristic"
+HEURISTIC_LADDER_POLICY_ID = "heuristic-ladder"
 #: `<line>+greedy` serves a line's argmax decisions (reference/tamiyo_simic.md §4.9): how trained lines are evaluated.
 GREEDY_SUFFIX = "+greedy"

@@ -22,6 +22,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from leyline_schemas import (
     ArmSpec,
+    BlueprintAction,
     EpisodeOutcome,
     EpochCompleted,
     LeylineDecodeError,
@@ -34,6 +35,7 @@ from leyline_schemas import (
     RunFinished,
     RunSpec,
     TelemetryEvent,
+    blueprint_name,
     decode,
     routes,
     subjects,
@@ -68,6 +70,12 @@ def add_run_arguments(p: argparse.ArgumentParser) -> None:
         metavar="N",
         help="host checkpoint after every N epochs, which an interrupted episode resumes from (0: none)",
     )
+    p.add_argument(
+        "--blueprints",
+        default=None,
+        metavar="A,B,...",
+        help="the blueprints germinations may use, e.g. conv_light,conv_ladder (default: the task's full set)",
+    )
     p.add_argument("--synthetic", action="store_true", help="synthetic data of the task's shape")
     p.add_argument("--out", default=None, help="report directory (default: runs/<run id>)")
     p.add_argument("--nats", default=None, help="use this bus instead of starting an embedded one")
@@ -99,6 +107,16 @@ def add_run_arguments(p: argparse.ArgumentParser) -> None:
         action="store_true",
         help="with --nats: submit the run and exit; it runs on its own (esper runs list|show|stop|resume)",
     )
+
+
+def parse_blueprints(text: str | None) -> list[BlueprintAction]:
+    """`--blueprints conv_light,conv_ladder` as blueprint values; None or empty means the task's full set."""
+    names = [name.strip() for name in (text or "").split(",") if name.strip()]
+    known = {blueprint_name(bp): bp for bp in BlueprintAction if bp is not BlueprintAction.NOOP}
+    unknown = [name for name in names if name not in known]
+    if unknown:
+        raise ValueError(f"--blueprints: {', '.join(unknown)} unknown; blueprints are {', '.join(known)}")
+    return [known[name] for name in names]
 
 
 def reward_choice(mode: str, family: str) -> tuple[RewardMode, RewardFamily]:
@@ -297,6 +315,7 @@ def spec_from_args(args: argparse.Namespace) -> RunSpec:
         synthetic=args.synthetic,
         created_at=time.time(),
         checkpoint_every=getattr(args, "checkpoint_every", 1),
+        blueprints=parse_blueprints(getattr(args, "blueprints", None)),
     )
 
 

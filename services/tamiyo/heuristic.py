@@ -20,7 +20,7 @@ from leyline_schemas.enums import (
     blueprints_for,
 )
 from leyline_schemas.lifecycle import SlotState
-from leyline_schemas.policy_ids import HEURISTIC_POLICY_ID
+from leyline_schemas.policy_ids import HEURISTIC_LADDER_POLICY_ID, HEURISTIC_POLICY_ID
 
 HEURISTIC_POLICY_VERSION = 0
 
@@ -45,6 +45,19 @@ DEFAULT_ROTATIONS: dict[Topology, tuple[BlueprintAction, ...]] = {
     Topology.CNN: DEFAULT_ROTATION,
     Topology.TRANSFORMER: TRANSFORMER_ROTATION,
 }
+#: `heuristic-ladder` (plans/kasmina2-phase0.md §7.2): conv_heavy's place goes to the ladder, which buys capacity a
+#: rung at a time; transformers have no ladder yet and keep their rotation.
+LADDER_ROTATION: tuple[BlueprintAction, ...] = (
+    BlueprintAction.CONV_LADDER,
+    BlueprintAction.CONV_LIGHT,
+    BlueprintAction.ATTENTION,
+    BlueprintAction.NORM,
+    BlueprintAction.DEPTHWISE,
+)
+LADDER_ROTATIONS: dict[Topology, tuple[BlueprintAction, ...]] = {
+    Topology.CNN: LADDER_ROTATION,
+    Topology.TRANSFORMER: TRANSFORMER_ROTATION,
+}
 
 # §3.6: a seed is "live" unless it is fossilized or in the prune → embargo → reset cooldown.
 _LIVE_STAGES = frozenset({SeedStage.GERMINATED, SeedStage.TRAINING, SeedStage.BLENDING, SeedStage.HOLDING})
@@ -65,8 +78,18 @@ class HeuristicConfig(msgspec.Struct, frozen=True, kw_only=True):
     prune_improvement_threshold: float = -2.0
     fossilize_contribution: float = 0.5
     ransomware_contribution: float = 0.1
-    #: None: the default rotation of the request's topology.
+    #: None: `rotations`' entry for the request's topology.
     rotation: tuple[BlueprintAction, ...] | None = None
+    rotations: dict[Topology, tuple[BlueprintAction, ...]] = msgspec.field(default_factory=lambda: DEFAULT_ROTATIONS)
+    #: Epochs a ladder holds its level before the heuristic adds another rung (§7.2).
+    ladder_settle_epochs: int = 3
+
+
+#: The heuristic variants served under their own ids; the decision carries the id it was asked for.
+HEURISTIC_VARIANTS: dict[str, HeuristicConfig] = {
+    HEURISTIC_POLICY_ID: HeuristicConfig(),
+    HEURISTIC_LADDER_POLICY_ID: HeuristicConfig(rotations=LADDER_ROTATIONS),
+}
 
 
 class HeuristicMemory(msgspec.Struct, kw_only=True):
@@ -106,10 +129,12 @@ def validate_rotation(rotation: tuple[BlueprintAction, ...], topology: Topology)
     return rotation
 
 
-def decide_heuristic(request: DecisionRequest, config: HeuristicConfig | None = None) -> Decision:
+def decide_heuristic(
+    request: DecisionRequest, config: HeuristicConfig | None = None, *, policy_id: str = HEURISTIC_POLICY_ID
+) -> Decision:
     """One heuristic decision from the request alone; the updated memory is returned in `policy_state`."""
     cfg = config if config is not None else HeuristicConfig()
-    rotation = validate_rotation(cfg.rotation or DEFAULT_ROTATIONS[request.topology], request.topology)
+    rotation = validate_rotation(cfg.rotation or cfg.rotations[request.topology], request.topology)
     memory = decode_memory(request.policy_state)
     if memory.last_decided_epoch != request.epoch:
         _decay_penalties(memory, cfg)
@@ -122,7 +147,7 @@ def decide_heuristic(request: DecisionRequest, config: HeuristicConfig | None = 
         action, confidence, reason = _germinate_or_wait(request, memory, cfg, rotation)
 
     return Decision(
-        policy_id=HEURISTIC_POLICY_ID,
+        policy_id=policy_id,
         policy_version=HEURISTIC_POLICY_VERSION,
         action=action,
         value=0.0,
@@ -159,7 +184,9 @@ def _germinate_or_wait(
         return _wait(request), 1.0, "no slot available for germination"
     if signals.plateau_epochs < cfg.plateau_epochs_to_germinate:
         return _wait(request), 1.0, f"plateau {signals.plateau_epochs} epochs: keep training the host"
-    blueprint = _next_blueprint(memory, cfg, rotation)
+    # The run's allowlist may take blueprints out of the rotation; the rest keep their order.
+    allowed = tuple(bp for bp in rotation if request.masks.blueprint[bp]) or rotation
+    blueprint = _next_blueprint(memory, cfg, allowed)
     confidence = min(1.0, signals.plateau_epochs / 5.0)
     action = FactoredAction(op=LifecycleOp.GERMINATE, slot=slot, blueprint=blueprint)
     slot_id = request.slot_ids[slot]
@@ -234,7 +261,22 @@ def _manage(
     if contribution > cfg.fossilize_contribution:
         action = FactoredAction(op=LifecycleOp.FOSSILIZE, slot=slot)
         return action, min(1.0, contribution / 5.0), f"{name} contributes {contribution:.2f}: fossilize"
+    if request.masks.slot_by_op[LifecycleOp.GROW_INTERNAL][slot]:
+        return _grow_or_settle(request, seed, slot, contribution, cfg)
     return _prune(request, seed, slot, memory, cfg, f"{name} contributes only {contribution:.2f}")
+
+
+def _grow_or_settle(
+    request: DecisionRequest, seed: SlotState, slot: int, contribution: float, cfg: HeuristicConfig
+) -> tuple[FactoredAction, float, str]:
+    """§7.2: a weak ladder gets another rung once its last level has settled, instead of being pruned."""
+    name = f"{blueprint_name(seed.blueprint)} in {seed.slot_id}"
+    level = f"level {seed.internal_level} of {seed.internal_max_level}"
+    changed = seed.internal_level_changed_epoch
+    if changed >= 0 and request.epoch - changed < cfg.ladder_settle_epochs:
+        return _wait(request), 1.0, f"{name} at {level} since epoch {changed}: let it settle"
+    action = FactoredAction(op=LifecycleOp.GROW_INTERNAL, slot=slot)
+    return action, 1.0, f"{name} contributes {contribution:.2f} at {level}: add a rung"
 
 
 def _should_prune(seed: SlotState, cfg: HeuristicConfig) -> bool:

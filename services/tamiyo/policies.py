@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import random
 import time
@@ -12,7 +13,7 @@ import msgspec
 
 from leyline_schemas import ActivePolicy, Decision, DecisionRequest, PolicyKind
 from leyline_schemas.policy_ids import BUILTIN_POLICY_IDS, GREEDY_SUFFIX
-from services.tamiyo.heuristic import decide_heuristic
+from services.tamiyo.heuristic import HEURISTIC_VARIANTS, decide_heuristic
 from services.tamiyo.schedules import schedule_decision
 from services.tamiyo.simple_policies import random_decision, wait_decision
 
@@ -78,6 +79,8 @@ def builtin_policy(policy_id: str, kind: PolicyKind, version: int = 0) -> Served
     if kind not in BUILTIN_DECIDERS:
         raise ValueError(f"policy kind {kind.value} has no built-in decider")
     decide = BUILTIN_DECIDERS[kind]
+    if kind is PolicyKind.HEURISTIC and policy_id in HEURISTIC_VARIANTS:
+        decide = functools.partial(decide_heuristic, config=HEURISTIC_VARIANTS[policy_id], policy_id=policy_id)
     return ServedPolicy(policy_id, kind, version, decide)
 
 

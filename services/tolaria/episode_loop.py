@@ -97,6 +97,7 @@ class EpisodeLoop:
             permissive_gates=spec.permissive_gates,
             auto_forward_gates=list(spec.auto_forward_gates),
             max_epochs=spec.episode_length,
+            blueprints=list(spec.blueprints),
         )
         self.where = {"env_id": env_id, "episode": episode}
 

@@ -11,6 +11,7 @@ from nats.js.errors import KeyWrongLastSequenceError
 
 from leyline_schemas import (
     ArmSpec,
+    BlueprintAction,
     ErrorCode,
     RewardFamily,
     RewardMode,
@@ -22,6 +23,8 @@ from leyline_schemas import (
     RunStatus,
     RunStatusRequest,
     RunStopRequest,
+    Topology,
+    blueprints_for,
     encode,
     routes,
     subjects,
@@ -90,6 +93,20 @@ def _check_controls(spec: RunSpec, slots: list[str], host_params: int) -> None:
             raise RequestRejected(ErrorCode.INVALID_REQUEST, problem, "env_topologies")
 
 
+def _check_blueprints(spec: RunSpec, topology: Topology) -> None:
+    """The allowlist names only blueprints of the task's topology, and at least one besides NOOP."""
+    available = set(blueprints_for(topology))
+    foreign = [bp.name for bp in spec.blueprints if bp not in available]
+    if foreign:
+        raise RequestRejected(
+            ErrorCode.INVALID_REQUEST,
+            f"blueprints {foreign} are not blueprints of a {topology.value} host",
+            "blueprints",
+        )
+    if spec.blueprints and all(bp is BlueprintAction.NOOP for bp in spec.blueprints):
+        raise RequestRejected(ErrorCode.INVALID_REQUEST, "the blueprint allowlist names only NOOP", "blueprints")
+
+
 def _check_spec(spec: RunSpec) -> tuple[RunSpec, int]:
     """Refuse a spec that cannot run, naming the field; fill in the task's default slots and arm.
 
@@ -125,6 +142,7 @@ def _check_spec(spec: RunSpec) -> tuple[RunSpec, int]:
             "slots",
         )
     _check_controls(spec, slots, sum(p.numel() for p in host.parameters()))
+    _check_blueprints(spec, task.topology)
     arms = list(spec.arms) or [ArmSpec(arm_id="main", policy_id="heuristic")]
     for arm in arms:
         if arm.reward_family is RewardFamily.LOSS and arm.reward_mode is not RewardMode.SHAPED:

@@ -38,6 +38,7 @@ def test_flags_reach_the_run_spec() -> None:
         (["--reward-mode", "sparse", "--reward-family", "loss"], "needs --reward-mode shaped"),
         (["--policy", "heuristic", "--async"], "need --policy ppo"),
         (["--policy", "heuristic", "--resume-line", "ppo-x"], "need --policy ppo"),
+        (["--blueprints", "conv_light,conv_huge"], "conv_huge unknown"),
     ],
 )
 def test_impossible_combinations_are_refused_before_any_bus(
@@ -81,3 +82,19 @@ def test_tolaria_refuses_the_loss_family_without_mode_shaped() -> None:
     shaped = msgspec.structs.replace(arm, reward_mode=L.RewardMode.SHAPED)
     checked, _ = _check_spec(L.RunSpec(run_id="loss-ok", arms=[shaped]))
     assert checked.arms[0].reward_family is L.RewardFamily.LOSS
+
+
+def test_the_blueprint_allowlist_reaches_the_spec_and_tolaria_checks_it() -> None:
+    """plans/kasmina2-phase0.md §4.4: `--blueprints` → RunSpec.blueprints, refused at RUNS_START by field."""
+    spec = spec_from_args(_args("--blueprints", "conv_light, conv_ladder"))
+    assert spec.blueprints == [L.BlueprintAction.CONV_LIGHT, L.BlueprintAction.CONV_LADDER]
+    assert spec_from_args(_args()).blueprints == []
+    checked, _ = _check_spec(spec)
+    assert checked.blueprints == spec.blueprints
+    for blueprints, words in (
+        ([L.BlueprintAction.LORA], "not blueprints of a cnn host"),
+        ([L.BlueprintAction.NOOP], "only NOOP"),
+    ):
+        with pytest.raises(RequestRejected, match=words) as refused:
+            _check_spec(msgspec.structs.replace(spec, blueprints=blueprints))
+        assert refused.value.field == "blueprints"

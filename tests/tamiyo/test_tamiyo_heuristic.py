@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from leyline_schemas.decisions import ActionMasks, Decision, DecisionRequest, HeadValues
-from leyline_schemas.enums import AlphaMode, BlueprintAction, LifecycleOp, SeedStage, Topology
+from leyline_schemas.enums import AlphaMode, BlueprintAction, LifecycleOp, SeedStage, Topology, blueprints_for
 from leyline_schemas.lifecycle import AlphaControllerState, SeedMetrics, SlotState
 from leyline_schemas.reports import TrainingSignals
 from services.tamiyo.heuristic import (
@@ -20,13 +20,13 @@ from services.tamiyo.heuristic import (
 SLOT_IDS = ["r0c0", "r0c1", "r0c2"]
 
 
-def masks(germinate_slots: tuple[bool, ...] = (True, True, True)) -> ActionMasks:
+def masks(germinate_slots: tuple[bool, ...] = (True, True, True), topology: Topology = Topology.CNN) -> ActionMasks:
     n = len(SLOT_IDS)
     none = [False] * n
     return ActionMasks(
-        op=[True, any(germinate_slots), False, False, False, False],
-        slot_by_op=[[True] * n, list(germinate_slots), none, none, none, none],
-        blueprint=[False, True, True, True, True, True, True, True, False, False, False, False, False],
+        op=[True, any(germinate_slots), False, False, False, False, False, False],
+        slot_by_op=[[True] * n, list(germinate_slots), none, none, none, none, none, none],
+        blueprint=[bp is not BlueprintAction.NOOP and bp in blueprints_for(topology) for bp in BlueprintAction],
         style=[False, False, True, False],
         tempo=[True, True, True],
         alpha_target=[False, False, True],
@@ -56,7 +56,7 @@ def request(
         slot_ids=SLOT_IDS,
         observation=[],
         blueprint_indices=[-1, -1, -1],
-        masks=masks(germinate_slots),
+        masks=masks(germinate_slots, topology),
         slots=[states.get(slot_id, SlotState(slot_id=slot_id)) for slot_id in SLOT_IDS],
         signals=TrainingSignals(plateau_epochs=plateau, host_stabilized=stabilized),
         policy_state=memory if isinstance(memory, bytes) else encode_memory(memory),
