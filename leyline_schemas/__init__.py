@@ -35,8 +35,8 @@ from leyline_schemas.directives import (
 from leyline_schemas.enums import *  # noqa: F403 - the enums are part of the public surface
 from leyline_schemas.errors import ErrorReply, LeylineDecodeError, RemoteError
 from leyline_schemas.lifecycle import (
-    AlphaControllerState,
     SEED_INTERNALS,
+    AlphaControllerState,
     CommittedSeed,
     InternalSpec,
     LifecycleConfig,

@@ -170,6 +170,8 @@ class CommittedSeed(Record, frozen=True, kw_only=True):
     blend: BlendId = BlendId.SIGMOID
     alpha_algorithm: AlphaAlgorithm = AlphaAlgorithm.ADD
     params: int = 0
+    #: A microstructured seed's level when it was committed (a ladder's active rungs); 0 for every other seed.
+    internal_level: int = 0
 
 
 class TopologyManifest(Record, frozen=True, kw_only=True):

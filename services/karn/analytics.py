@@ -7,6 +7,9 @@ from collections import Counter, defaultdict
 from collections.abc import Iterable
 from dataclasses import dataclass
 
+from leyline_schemas import BlueprintAction
+from leyline_schemas.lifecycle import internal_spec
+
 #: Relative compute cost of a fossilized seed of each blueprint (the reference's figures); others cost 1.1.
 COMPUTE_MULTIPLIERS: dict[str, float] = {
     "noop": 1.0,
@@ -20,12 +23,22 @@ COMPUTE_MULTIPLIERS: dict[str, float] = {
     "mlp": 1.20,
 }
 DEFAULT_MULTIPLIER = 1.1
+#: A ladder's cost follows its level, (base, per level): a conv_ladder fossil at level k costs 1.05 + 0.10·k, i.e.
+#: conv_light's 1.15 at k = 1 and conv_heavy's 1.25 at k = 2; at level 0 it is the identity and costs nothing
+#: (plans/kasmina2-phase0.md §6.4 item 4).
+LEVEL_MULTIPLIERS: dict[str, tuple[float, float]] = {"conv_ladder": (1.05, 0.10)}
 
 TERMINAL = ("FOSSILIZED", "PRUNED")
 
 
-def compute_multiplier(blueprint: str) -> float:
-    return COMPUTE_MULTIPLIERS.get(blueprint, DEFAULT_MULTIPLIER)
+def compute_multiplier(blueprint: str, internal_level: int | None = None) -> float:
+    """A fossil's relative compute cost; a ladder's at `internal_level` (None: the level it germinates at)."""
+    if blueprint not in LEVEL_MULTIPLIERS:
+        return COMPUTE_MULTIPLIERS.get(blueprint, DEFAULT_MULTIPLIER)
+    if internal_level is None:
+        internal_level = internal_spec(BlueprintAction[blueprint.upper()]).initial_level
+    base, per_level = LEVEL_MULTIPLIERS[blueprint]
+    return 1.0 if internal_level == 0 else round(base + per_level * internal_level, 6)
 
 
 @dataclass(frozen=True)
@@ -43,6 +56,11 @@ class SeedLife:
     counterfactual: float | None = None
     blending_delta: float | None = None
     epochs_total: int = 0
+    internal_level: int = 0
+
+    @property
+    def compute_multiplier(self) -> float:
+        return compute_multiplier(self.blueprint, self.internal_level)
 
 
 @dataclass(frozen=True)
@@ -92,6 +110,8 @@ def blueprint_stats(seeds: Iterable[SeedLife]) -> list[BlueprintStats]:
         fossilized = [s for s in group if s.stage == "FOSSILIZED"]
         pruned = [s for s in group if s.stage == "PRUNED"]
         terminal = len(fossilized) + len(pruned)
+        # A ladder's fossils differ by level: the blueprint's figure is the mean of what they cost.
+        multiplier = _mean([s.compute_multiplier for s in fossilized])
         rows.append(
             BlueprintStats(
                 blueprint=blueprint,
@@ -106,7 +126,7 @@ def blueprint_stats(seeds: Iterable[SeedLife]) -> list[BlueprintStats]:
                     [s.counterfactual for s in group if s.stage in TERMINAL and s.counterfactual is not None]
                 ),
                 fossilization_rate=100.0 * len(fossilized) / terminal if terminal else None,
-                compute_multiplier=compute_multiplier(blueprint),
+                compute_multiplier=compute_multiplier(blueprint) if multiplier is None else multiplier,
             )
         )
     return rows
@@ -130,7 +150,7 @@ def seed_scoreboards(seeds: Iterable[SeedLife]) -> list[SeedScoreboard]:
                 fossilized=len(fossilized),
                 pruned=len(pruned),
                 params_added=sum(s.params for s in fossilized),
-                compute_cost=1.0 + sum((compute_multiplier(b) - 1.0) * n for b, n in by_blueprint.items()),
+                compute_cost=1.0 + sum(s.compute_multiplier - 1.0 for s in fossilized),
                 fossilized_by_blueprint=dict(sorted(by_blueprint.items())),
                 mean_fossilize_age=_mean([float(s.epochs_total) for s in fossilized]),
                 mean_prune_age=_mean([float(s.epochs_total) for s in pruned]),

@@ -1,4 +1,5 @@
-"""Karn's HTTP API (FastAPI): runs, envs, seeds, policies, outcomes, analytics and a live event stream (SSE).
+"""Karn's HTTP API (FastAPI): runs, envs, seeds, policies, outcomes, analytics, the ladder report and a live event
+stream (SSE).
 
 Every response is strict JSON: non-finite numbers become null. An unknown run id is a 404 naming the run.
 """
@@ -23,6 +24,7 @@ from leyline_schemas import LeylineDecodeError, TelemetryEvent, decode, subjects
 from services import __version__
 from services.karn import queries
 from services.karn.jsonsafe import json_ready
+from services.karn.ladder_report import ladder_report
 from services.karn.queries import UnknownRun
 from services.karn.store import RunStore
 
@@ -142,6 +144,18 @@ def create_app(store_path: Path, nats_url: str | None = None, poll_seconds: floa
     def analytics(run_id: str) -> dict[str, Any]:
         """Per-blueprint statistics, per-env seed scoreboards, the Pareto frontier and its hypervolume."""
         return queries.analytics(store(), run_id)
+
+    @app.get("/runs/{run_id}/ladder", tags=["analytics"], responses=NOT_FOUND)
+    def ladder(
+        run_id: str,
+        first_episode: Annotated[int, Query(ge=0, le=STORE_INT_MAX, description="only episodes from this one")] = 0,
+        last_episode: Annotated[
+            int | None, Query(ge=0, le=STORE_INT_MAX, description="only episodes up to this one (inclusive)")
+        ] = None,
+    ) -> dict[str, Any]:
+        """Internal-op usage, blueprint shares, invalid actions, each ladder seed's thrash figures and the deltas
+        after a level change against WAIT (plans/kasmina2-phase0.md §9, §12.1)."""
+        return ladder_report(store(), run_id, first_episode, last_episode)
 
     @app.get("/runs/{run_id}/events", tags=["events"], responses=NOT_FOUND)
     def events(

@@ -6,8 +6,18 @@ import statistics
 from collections import deque
 from dataclasses import dataclass, field, replace
 
-from leyline_schemas import EpochCompleted, SeedStage, ShapleyComputed, StepRecord, blueprint_name
+from leyline_schemas import (
+    INTERNAL_OP_STAGES,
+    EpochCompleted,
+    SeedInternalKind,
+    SeedStage,
+    ShapleyComputed,
+    SlotState,
+    StepRecord,
+    blueprint_name,
+)
 from services.karn.snapshot import EnvDetail, EnvRow, SlotCell
+from services.observation.level_trajectory import GROW, SHRINK, reversal_rate, settled
 
 HISTORY = 40
 EXCELLENT_ABOVE = 80.0
@@ -15,6 +25,36 @@ STALL_AFTER_EPOCHS = 10
 STALL_CHECKS = 3
 DEGRADE_DROP = 1.0
 DEGRADE_HITS = 3
+#: Sanctum's thrash dot reads a seed's level changes of the last this many epochs (plans/kasmina2-phase0.md §9.3).
+LEVEL_WINDOW_EPOCHS = 50
+
+
+@dataclass
+class LadderTrack:
+    """One microstructured seed's level as the env's step records showed it, and when it moved and was live."""
+
+    seed_id: str
+    level: int
+    changes: deque[tuple[int, int]] = field(default_factory=deque)
+    live_epochs: deque[int] = field(default_factory=lambda: deque(maxlen=LEVEL_WINDOW_EPOCHS))
+
+    def observe(self, epoch: int, state: SlotState) -> None:
+        # Levels, not ops, are compared, so a step record lost on the way still leaves the right net change.
+        step = GROW if state.internal_level > self.level else SHRINK
+        self.changes.extend((epoch, step) for _ in range(abs(state.internal_level - self.level)))
+        self.level = state.internal_level
+        while self.changes and self.changes[0][0] <= epoch - LEVEL_WINDOW_EPOCHS:
+            self.changes.popleft()
+        if state.stage in INTERNAL_OP_STAGES and (not self.live_epochs or self.live_epochs[-1] != epoch):
+            self.live_epochs.append(epoch)
+
+    def trend(self) -> int:
+        if not self.changes or settled([e for e, _ in self.changes], list(self.live_epochs)):
+            return 0
+        return self.changes[-1][1]
+
+    def reversal_rate(self) -> float:
+        return reversal_rate([d for _, d in self.changes])
 
 
 @dataclass
@@ -47,6 +87,7 @@ class EnvState:
     host_params: int = 0
     shapley: ShapleyComputed | None = None
     shapley_episode: int | None = None
+    ladders: dict[str, LadderTrack] = field(default_factory=dict)
 
     def _start_episode(self, episode: int) -> None:
         self.episode = episode
@@ -60,6 +101,7 @@ class EnvState:
         self.rollback_epoch = None
         self.recent_actions.clear()
         self.slots = {}
+        self.ladders = {}
         self.last_step = None
         self.step_key = (-1, -1)
 
@@ -87,6 +129,9 @@ class EnvState:
             for slot_id, text in p.slots.items():
                 old = self.slots.get(slot_id, SlotCell(slot_id))
                 stage, _, blueprint = text.partition(":")
+                if blueprint != old.blueprint:  # another seed: the last one's level says nothing about it
+                    fresh = SlotCell(slot_id)
+                    old = replace(old, internal_kind=fresh.internal_kind, internal_level=fresh.internal_level)
                 cells[slot_id] = replace(
                     old,
                     stage=stage if blueprint else "empty",
@@ -132,6 +177,7 @@ class EnvState:
         for state in record.directive.slots or record.directive.observed_slots:
             r = reports.get(state.slot_id)
             occupied = state.stage not in (SeedStage.DORMANT, SeedStage.UNKNOWN)
+            ladder = self._ladder(record.step, state) if occupied else None
             cells[state.slot_id] = SlotCell(
                 slot_id=state.slot_id,
                 stage=state.stage.name if occupied else "empty",
@@ -148,10 +194,26 @@ class EnvState:
                 germinated_epoch=state.germinated_epoch,
                 params=(r.seed_param_count if r else 0) or state.metrics.seed_param_count,
                 interaction_sum=r.interaction_sum if r else 0.0,
+                internal_kind=state.internal_kind.name if ladder is not None else "",
+                internal_level=state.internal_level,
+                internal_max_level=state.internal_max_level,
+                level_trend=ladder.trend() if ladder is not None else 0,
+                level_reversal_rate=ladder.reversal_rate() if ladder is not None else 0.0,
             )
         if cells:
             self.slots = cells
         return True
+
+    def _ladder(self, epoch: int, state: SlotState) -> LadderTrack | None:
+        """The slot's level track, started afresh for a new seed; None for a seed without internal structure."""
+        if state.internal_kind is SeedInternalKind.NONE:
+            self.ladders.pop(state.slot_id, None)
+            return None
+        track = self.ladders.get(state.slot_id)
+        if track is None or track.seed_id != state.seed_id:
+            track = self.ladders[state.slot_id] = LadderTrack(state.seed_id, state.internal_level)
+        track.observe(epoch, state)
+        return track
 
     def row(self, slot_ids: list[str]) -> EnvRow:
         returns = list(self.returns)

@@ -5,6 +5,7 @@ from __future__ import annotations
 import time
 
 from leyline_schemas import (
+    SEED_INTERNALS,
     EpisodeOutcome,
     EpisodeResumed,
     EpochCompleted,
@@ -19,6 +20,7 @@ from leyline_schemas import (
     SeedFossilized,
     SeedGateEvaluated,
     SeedGerminated,
+    SeedInternalLevelChanged,
     SeedPruned,
     SeedStageChanged,
     ServiceStarted,
@@ -66,6 +68,14 @@ def describe(event: TelemetryEvent) -> str | None:
         )
     elif isinstance(p, SeedGerminated):
         text = f"germinated {blueprint_name(p.blueprint)} in {p.slot_id} ({p.params:,} params)"
+        if p.blueprint in SEED_INTERNALS:
+            text += f" at level {p.internal_level} of {p.internal_max_level}"
+    elif isinstance(p, SeedInternalLevelChanged):
+        verb = "grew" if p.to_level > p.from_level else "shrank"
+        text = (
+            f"{verb} {blueprint_name(p.blueprint)} in {p.slot_id}: level {p.from_level} → {p.to_level} of "
+            f"{p.max_level} ({p.active_params:,} active params)"
+        ) + ("" if p.initiator == "policy" else f" by {p.initiator}")
     elif isinstance(p, SeedStageChanged):
         text = f"{p.slot_id} {p.from_stage} -> {p.to_stage} (alpha {p.alpha:.2f})"
     elif isinstance(p, SeedGateEvaluated):
@@ -74,7 +84,11 @@ def describe(event: TelemetryEvent) -> str | None:
         text = f"{p.slot_id} gate G{p.gate} -> {p.target_stage} failed: {', '.join(p.checks_failed) or p.message}"
     elif isinstance(p, SeedFossilized):
         c = "n/a" if p.counterfactual is None else f"{p.counterfactual:+.2f}"
-        text = f"FOSSILIZED {blueprint_name(p.blueprint)} in {p.slot_id} (+{p.params_added:,} params, contribution {c})"
+        level = f", level {p.internal_level}" if p.blueprint in SEED_INTERNALS else ""
+        text = (
+            f"FOSSILIZED {blueprint_name(p.blueprint)} in {p.slot_id} "
+            f"(+{p.params_added:,} params, contribution {c}{level})"
+        )
     elif isinstance(p, SeedPruned):
         text = f"pruned {blueprint_name(p.blueprint)} in {p.slot_id}: {p.reason} by {p.initiator}"
     elif isinstance(p, GovernorRollback):

@@ -184,6 +184,7 @@ def seed_lives(store: RunStore, run_id: str) -> list[SeedLife]:
             counterfactual=r["counterfactual"],
             blending_delta=r["blending_delta"],
             epochs_total=r["epochs_total"] or 0,
+            internal_level=r["internal_level"],
         )
         for r in store.read("SELECT * FROM seeds WHERE run_id = ?", (run_id,))
     ]

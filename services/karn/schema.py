@@ -68,6 +68,16 @@ MIGRATIONS: tuple[tuple[str, ...], ...] = (
         # v3: the attempt of a restarted episode; a later attempt's step replaces the earlier attempt's.
         "ALTER TABLE steps ADD COLUMN attempt INTEGER NOT NULL DEFAULT 0",
     ),
+    (
+        # v4 (plans/kasmina2-phase0.md §9 item 2): a microstructured seed's level, and how often it moved and turned;
+        # whether a step could have changed a level, read from its masks before the store drops them.
+        "ALTER TABLE seeds ADD COLUMN internal_level INTEGER NOT NULL DEFAULT 0",
+        "ALTER TABLE seeds ADD COLUMN internal_max_level INTEGER NOT NULL DEFAULT 0",
+        "ALTER TABLE seeds ADD COLUMN level_changes INTEGER NOT NULL DEFAULT 0",
+        "ALTER TABLE seeds ADD COLUMN level_reversals INTEGER NOT NULL DEFAULT 0",
+        "ALTER TABLE seeds ADD COLUMN last_level_delta INTEGER NOT NULL DEFAULT 0",
+        "ALTER TABLE steps ADD COLUMN internal_ops_legal INTEGER NOT NULL DEFAULT 0",
+    ),
 )
 SCHEMA_VERSION = len(MIGRATIONS)
 

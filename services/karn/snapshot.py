@@ -38,10 +38,22 @@ class SlotCell:
     germinated_epoch: int = -1
     params: int = 0
     interaction_sum: float = 0.0
+    #: A microstructured seed's kind (`CONV_LADDER`; "" for none), level k of L, the direction of its latest level
+    #: change while unsettled (+1, −1; 0 once settled or never changed) and its reversal rate over the last 50
+    #: epochs (plans/kasmina2-phase0.md §9 items 3 and 5).
+    internal_kind: str = ""
+    internal_level: int = 0
+    internal_max_level: int = 1
+    level_trend: int = 0
+    level_reversal_rate: float = 0.0
 
     @property
     def occupied(self) -> bool:
         return self.stage not in ("empty", "DORMANT")
+
+    @property
+    def microstructured(self) -> bool:
+        return self.occupied and bool(self.internal_kind)
 
     @property
     def label(self) -> str:

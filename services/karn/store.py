@@ -4,7 +4,7 @@ Ingestion is idempotent (events by id, steps by run/env/episode/step), so the st
 replaying the TELEMETRY and STEPS streams from their start. Derived tables: runs, per-env epochs, committed
 epochs (the barrier of §8.6), seeds and their fates, episode outcomes, policy versions.
 
-At about 430 lines this module is over the ~400 guideline on purpose: `RunStore` is one writer, and every table's
+At about 490 lines this module is over the ~400 guideline on purpose: `RunStore` is one writer, and every table's
 upsert runs inside the one transaction `ingest` opens per batch; split across modules, each table's writes would
 lose sight of the transaction and the idempotence rules they share.
 """
@@ -22,6 +22,7 @@ from typing import Any
 import msgspec
 
 from leyline_schemas import (
+    INTERNAL_OPS,
     EpisodeOutcome,
     EpochCompleted,
     PolicyLoadFailed,
@@ -33,6 +34,7 @@ from leyline_schemas import (
     SeedFossilized,
     SeedGateEvaluated,
     SeedGerminated,
+    SeedInternalLevelChanged,
     SeedPruned,
     SeedStageChanged,
     StepRecord,
@@ -57,6 +59,7 @@ def event_kind(event: TelemetryEvent) -> str:
 _STEP_NAMES = (
     "run_id", "env_id", "episode", "step", "arm", "policy_id", "policy_version", "val_accuracy", "val_loss", "op",
     "outcome", "target_slot", "applied", "done", "host_params", "total_params", "received_at", "raw", "attempt",
+    "internal_ops_legal",
 )  # fmt: skip
 _STEP_KEY = ("run_id", "env_id", "episode", "step")
 _STEP_UPSERT = (
@@ -65,6 +68,12 @@ _STEP_UPSERT = (
     + ", ".join(f"{name} = excluded.{name}" for name in _STEP_NAMES if name not in _STEP_KEY)
     + " WHERE excluded.attempt > steps.attempt"
 )
+
+
+def internal_ops_legal(record: StepRecord) -> bool:
+    """Whether GROW_INTERNAL or SHRINK_INTERNAL was legal in some slot at this step: "ladder-present" (§12.1)."""
+    masks = record.directive.masks
+    return masks is not None and any(op < len(masks.op) and masks.op[op] for op in INTERNAL_OPS)
 
 
 def slim_step(record: StepRecord) -> StepRecord:
@@ -208,6 +217,7 @@ class RunStore:
                 time.time(),
                 encode(slim_step(record)),
                 record.attempt,
+                int(internal_ops_legal(record)),
             ),
         )
         if cursor.rowcount:
@@ -259,6 +269,8 @@ class RunStore:
             self._episode(event, p)
         elif isinstance(p, SeedGerminated | SeedStageChanged | SeedFossilized | SeedPruned):
             self._seed(event, p)
+        elif isinstance(p, SeedInternalLevelChanged):
+            self._level(event, p)
         elif isinstance(p, PPOUpdateCompleted | PolicyUpdated | PolicyLoadFailed):
             self._policy(event, p)
         return True
@@ -364,8 +376,17 @@ class RunStore:
         if isinstance(p, SeedGerminated):
             self.conn.execute(
                 "INSERT OR REPLACE INTO seeds (run_id, env_id, episode, seed_id, slot_id, blueprint, stage, "
-                "germinated_epoch, params) VALUES (?, ?, ?, ?, ?, ?, 'GERMINATED', ?, ?)",
-                (*key, p.slot_id, blueprint_name(p.blueprint), event.epoch, p.params),
+                "germinated_epoch, params, internal_level, internal_max_level) "
+                "VALUES (?, ?, ?, ?, ?, ?, 'GERMINATED', ?, ?, ?, ?)",
+                (
+                    *key,
+                    p.slot_id,
+                    blueprint_name(p.blueprint),
+                    event.epoch,
+                    p.params,
+                    p.internal_level,
+                    p.internal_max_level,
+                ),
             )
         elif isinstance(p, SeedStageChanged):
             blending = p.accuracy_delta if p.from_stage == "BLENDING" else None
@@ -377,15 +398,17 @@ class RunStore:
         else:
             stage = "FOSSILIZED" if isinstance(p, SeedFossilized) else "PRUNED"
             params = p.params_added if isinstance(p, SeedFossilized) else None
+            # A fossil's level is frozen (custody); a pruned seed keeps the level its last level event set.
+            level = p.internal_level if isinstance(p, SeedFossilized) else None
             reason = p.reason if isinstance(p, SeedPruned) else ""
             self.conn.execute(
                 "INSERT INTO seeds (run_id, env_id, episode, seed_id, slot_id, blueprint, stage, ended_epoch, "
-                "params, improvement, counterfactual, epochs_total, prune_reason) "
-                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, coalesce(?, 0), ?, ?, ?, ?) ON CONFLICT DO UPDATE SET "
+                "params, improvement, counterfactual, epochs_total, prune_reason, internal_level) "
+                "VALUES (?, ?, ?, ?, ?, ?, ?, ?, coalesce(?, 0), ?, ?, ?, ?, coalesce(?, 0)) ON CONFLICT DO UPDATE SET "
                 "stage = excluded.stage, ended_epoch = excluded.ended_epoch, "
                 "params = coalesce(?, params), improvement = excluded.improvement, "
                 "counterfactual = excluded.counterfactual, epochs_total = excluded.epochs_total, "
-                "prune_reason = excluded.prune_reason",
+                "prune_reason = excluded.prune_reason, internal_level = coalesce(?, internal_level)",
                 (
                     *key,
                     p.slot_id,
@@ -397,9 +420,33 @@ class RunStore:
                     p.counterfactual,
                     p.epochs_total,
                     reason,
+                    level,
                     params,
+                    level,
                 ),
             )
+
+    def _level(self, event: TelemetryEvent, p: SeedInternalLevelChanged) -> None:
+        """A level change: the seed's new level and active parameters; a change against the last one is a reversal."""
+        if event.env_id is None or event.episode is None:
+            return
+        delta = p.to_level - p.from_level
+        self.conn.execute(
+            "UPDATE seeds SET internal_level = ?, internal_max_level = ?, params = ?, "
+            "level_changes = level_changes + 1, level_reversals = level_reversals + (last_level_delta * ? < 0), "
+            "last_level_delta = ? WHERE run_id = ? AND env_id = ? AND episode = ? AND seed_id = ?",
+            (
+                p.to_level,
+                p.max_level,
+                p.active_params,
+                delta,
+                delta,
+                event.run_id,
+                event.env_id,
+                event.episode,
+                p.seed_id,
+            ),
+        )
 
     def _policy(self, event: TelemetryEvent, p: PPOUpdateCompleted | PolicyUpdated | PolicyLoadFailed) -> None:
         self.conn.execute(

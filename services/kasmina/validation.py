@@ -85,11 +85,10 @@ def _validate_internals(path: str, state: SlotState) -> None:
         raise InvalidStepRequest(
             f"{path}.internal_kind", f"{kind.name} on a {state.blueprint.name} seed, whose kind is {spec.kind.name}"
         )
-    if kind is not SeedInternalKind.NONE:
-        if top != spec.max_level:
-            raise InvalidStepRequest(
-                f"{path}.internal_max_level", f"{top} on a {state.blueprint.name} seed, whose max is {spec.max_level}"
-            )
+    if kind is not SeedInternalKind.NONE and top != spec.max_level:
+        raise InvalidStepRequest(
+            f"{path}.internal_max_level", f"{top} on a {state.blueprint.name} seed, whose max is {spec.max_level}"
+        )
 
 
 def _validate_internal_epoch(path: str, state: SlotState, epoch: int) -> None:

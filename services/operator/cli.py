@@ -177,6 +177,11 @@ def cmd_kasmina(args: argparse.Namespace) -> int:
         ident = "identity at birth" if row["identity_at_birth"] else ""
         count, estimate = row["param_count"], row["param_estimate"]
         print(f"{row['index']:>2} {row['name']:<16} {count:>10,} params (estimate {estimate:>9,}) {ident}")
+        levels = row["level_param_counts"]
+        if levels:
+            # A microstructured seed allocates every part at birth but runs (and is charged for) its level's.
+            active = ", ".join(f"{level}: {n:,}" for level, n in enumerate(levels) if level > 0)
+            print(f"{'':>19} active params by level ({active}); {row['active_param_count']:,} at birth")
     return 0
 
 

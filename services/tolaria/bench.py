@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 
 import leyline_schemas as L
+from leyline_schemas.lifecycle import internal_spec
 from services.kasmina.mechanics.lifecycle import advance_state, germinate_state
 from services.kasmina.mechanics.model import MorphogeneticModel
 from services.runtime.settings import resolve_device
@@ -46,6 +47,7 @@ def bench_blueprints(iterations: int, batch: int) -> dict[str, Any]:
             continue
         model = MorphogeneticModel(task.build_host(), ["r0c1"])
         model.germinate("r0c1", blueprint, L.BlendId.SIGMOID, L.AlphaAlgorithm.ADD, seed_id="bench")
+        internals = internal_spec(blueprint)  # a ladder runs at its initial level, as germinated
         model.slot("r0c1").sync(
             L.SlotState(
                 slot_id="r0c1",
@@ -54,6 +56,9 @@ def bench_blueprints(iterations: int, batch: int) -> dict[str, Any]:
                 blueprint=blueprint,
                 controller=L.AlphaControllerState(alpha=0.5, alpha_target=1.0),
                 isolate_gradients=True,
+                internal_kind=internals.kind,
+                internal_level=internals.initial_level,
+                internal_max_level=internals.max_level,
             )
         )
         ms = step_time(model)

@@ -26,6 +26,7 @@ from leyline_schemas import (
     SeedFossilized,
     SeedPruned,
     SeedStage,
+    SetInternalLevel,
     SlotConfig,
     SlotReport,
     SlotState,
@@ -346,6 +347,7 @@ class EpisodeEnv:
                 )
             except SlotSyncError as exc:
                 log.error("ticked slot states do not match the model: %s", exc)
+        leveled: list[SetInternalLevel] = []
         for mutation in directive.mutations:
             if isinstance(mutation, Germinate):
                 try:
@@ -359,11 +361,24 @@ class EpisodeEnv:
                     continue
                 self.gradients.reset(mutation.slot_id)
                 self.counters.germinated += 1
+            elif isinstance(mutation, SetInternalLevel):
+                reason = self._set_internal_level(mutation)
+                if not reason:
+                    leveled.append(mutation)
+                    continue
+                refused.append(MutationRefused(slot_id=mutation.slot_id, mutation="set_internal_level", reason=reason))
+                if mutation.slot_id in observed:
+                    new_states[mutation.slot_id] = observed[mutation.slot_id]
         states = [new_states.get(sid, SlotState(slot_id=sid)) for sid in self.slot_ids]
         try:
             changed = self.model.apply_states(states)
         except SlotSyncError as exc:
             refused.append(MutationRefused(slot_id=directive.target_slot, mutation="directive", reason=str(exc)))
+            for change in reversed(leveled):
+                # The observed states hold the old levels; a ladder goes back to its own before the model follows.
+                ladder = self.model.slot(change.slot_id).microstructure
+                if ladder is not None:
+                    ladder.set_internal_level(change.from_level)
             fallback = [observed.get(sid, s) for sid, s in zip(self.slot_ids, self.slot_states, strict=True)]
             changed = self.model.apply_states(fallback)
             states = fallback
@@ -382,6 +397,32 @@ class EpisodeEnv:
                 self.counters.pruned += 1
         self.slot_states = states
         return refused
+
+    def _set_internal_level(self, mutation: SetInternalLevel) -> str:
+        """Move a microstructured seed from `from_level` to `to_level`; the refusal reason, or "" when applied.
+
+        The seed optimizer is kept: only the toggled rung's state is deleted, so the other rungs keep their
+        momentum (plans/kasmina2-phase0.md §6.5 item 2, Choice 7).
+        """
+        sid = mutation.slot_id
+        if sid not in self.slot_ids:
+            return f"slot {sid!r} is not enabled"
+        slot = self.model.slot(sid)
+        if slot.microstructure is None:
+            return f"slot {sid} holds no microstructured seed"
+        if mutation.seed_id and mutation.seed_id != slot.seed_id:
+            return f"slot {sid} holds seed {slot.seed_id!r}, not {mutation.seed_id!r}"
+        if slot.internal_level != mutation.from_level:
+            return f"slot {sid} is at level {slot.internal_level}, not {mutation.from_level}"
+        try:
+            toggled = slot.set_internal_level(mutation.to_level)
+        except (SlotSyncError, ValueError) as exc:
+            return str(exc)
+        optimizer = self.seed_optimizers.get(sid)
+        if optimizer is not None:
+            for p in toggled:
+                optimizer.state.pop(p, None)
+        return ""
 
     def summary(self, run_id: str = "", env_id: int = -1, episode: int = -1) -> EpisodeSummary:
         split = parameter_split(self.model, self.slot_states)

@@ -7,7 +7,9 @@ import msgspec
 from leyline_schemas import (
     EpochCompleted,
     EpochReport,
+    LifecyclePayload,
     SeedGerminated,
+    SeedInternalLevelChanged,
     SeedStage,
     StepDirective,
     StepRecord,
@@ -48,14 +50,8 @@ async def publish_epoch(
     where: dict[str, int],
     refused: bool = False,
 ) -> None:
-    """An epoch's telemetry: the lifecycle events the directive applied (with the germinated seed's parameter
-    count), then EpochCompleted."""
-    for event in directive.lifecycle_events:
-        if refused and isinstance(event, SeedGerminated) and not env.model.slot(event.slot_id).has_seed:
-            continue  # the germination did not happen: Tolaria refused it (a MutationRefused event follows)
-        if isinstance(event, SeedGerminated):
-            slot = env.model.slot(event.slot_id)
-            event = msgspec.structs.replace(event, params=slot.seed_param_count)
+    """An epoch's telemetry: the lifecycle events the directive applied, then EpochCompleted."""
+    for event in applied_lifecycle_events(env, directive, refused):
         await ctx.telemetry.emit(run_id, event, **where)
     slots = {
         s.slot_id: f"{s.stage.name}:{blueprint_name(s.blueprint)}" if s.stage is not SeedStage.DORMANT else "empty"
@@ -83,3 +79,28 @@ async def publish_epoch(
         ),
         **where,
     )
+
+
+def applied_lifecycle_events(env: EpisodeEnv, directive: StepDirective, refused: bool) -> list[LifecyclePayload]:
+    """The directive's lifecycle events as they happened here: those whose mutation Tolaria refused are dropped (a
+    MutationRefused event follows), and the parameter counts only Tolaria, which holds the tensors, knows are
+    filled in after the apply (plans/kasmina2-phase0.md §6.8 item 2, Choice 11)."""
+    events: list[LifecyclePayload] = []
+    for event in directive.lifecycle_events:
+        if isinstance(event, SeedGerminated):
+            slot = env.model.slot(event.slot_id)
+            if refused and not slot.has_seed:
+                continue
+            event = msgspec.structs.replace(event, params=slot.seed_param_count)
+        elif isinstance(event, SeedInternalLevelChanged):
+            if refused and not _level_applied(env, event):
+                continue
+            event = msgspec.structs.replace(event, active_params=env.model.slot(event.slot_id).seed_param_count)
+        events.append(event)
+    return events
+
+
+def _level_applied(env: EpisodeEnv, event: SeedInternalLevelChanged) -> bool:
+    """Whether the slot's seed now stands at the level the event announces."""
+    slot = env.model.slot(event.slot_id)
+    return slot.microstructure is not None and slot.seed_id == event.seed_id and slot.internal_level == event.to_level

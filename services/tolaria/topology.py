@@ -16,7 +16,8 @@ from dataclasses import dataclass
 import msgspec
 
 from leyline_schemas import AlphaControllerState, CommittedSeed, SeedStage, SlotState, TopologyManifest
-from leyline_schemas.enums import ACTIVE_STAGES, AlphaMode, blueprint_name
+from leyline_schemas.enums import ACTIVE_STAGES, AlphaMode, SeedInternalKind, blueprint_name
+from leyline_schemas.lifecycle import internal_spec
 from services.kasmina.mechanics import MorphogeneticModel
 
 #: α within this of 1 counts as full amplitude (the controller lands on 1.0 exactly; this absorbs float noise).
@@ -78,6 +79,7 @@ def record_topology(
             blend=state.blend,
             alpha_algorithm=state.alpha_algorithm,
             params=model.slot(state.slot_id).seed_param_count,
+            internal_level=state.internal_level,
         )
         for state in states
         if _is_committed(state) and model.slot(state.slot_id).has_seed
@@ -114,7 +116,13 @@ def replay_topology(
         if seed.slot_id not in by_slot:
             raise ReplayError(f"manifest slot {seed.slot_id!r} is not enabled; enabled: {sorted(by_slot)}")
         seed_id = f"{seed.slot_id}-{blueprint_name(seed.blueprint)}-replay"
+        internals = internal_spec(seed.blueprint)
+        top = internals.max_level if internals.kind is not SeedInternalKind.NONE else 0
+        if not 0 <= seed.internal_level <= top:
+            raise ReplayError(f"slot {seed.slot_id}: level {seed.internal_level} is outside [0, {top}]")
         model.germinate(seed.slot_id, seed.blueprint, seed.blend, seed.alpha_algorithm, seed_id=seed_id)
+        if internals.kind is not SeedInternalKind.NONE:
+            model.slot(seed.slot_id).set_internal_level(seed.internal_level)
         state = SlotState(
             slot_id=seed.slot_id,
             stage=SeedStage.FOSSILIZED,
@@ -125,6 +133,9 @@ def replay_topology(
             controller=AlphaControllerState(alpha=1.0, alpha_start=1.0, alpha_target=1.0, mode=AlphaMode.HOLD),
             previous_stage=SeedStage.HOLDING,
             germinated_epoch=0,
+            internal_kind=internals.kind,
+            internal_level=seed.internal_level,
+            internal_max_level=internals.max_level,
         )
         model.apply_states([state])
         params = model.slot(seed.slot_id).seed_param_count
@@ -134,10 +145,10 @@ def replay_topology(
     return [replayed[s.slot_id] for s in states]
 
 
-def forward_signature(model: MorphogeneticModel) -> tuple[tuple[str, str], ...]:
-    """Which seeds run forward, by slot and blueprint: the key forward FLOPs are cached under."""
+def forward_signature(model: MorphogeneticModel) -> tuple[tuple[str, str, int], ...]:
+    """Which seeds run forward, by slot, blueprint and internal level: the key forward FLOPs are cached under."""
     return tuple(
-        (slot.slot_id, blueprint_name(slot.blueprint) if slot.blueprint is not None else "")
+        (slot.slot_id, blueprint_name(slot.blueprint) if slot.blueprint is not None else "", slot.internal_level)
         for slot in model.seed_slots()
         if slot.is_active
     )

@@ -37,7 +37,7 @@ FUZZ = settings(
 def test_every_route_answers_as_its_openapi_document_says(app: FastAPI) -> None:
     api = schemathesis.openapi.from_asgi("/openapi.json", app).exclude(path="/runs/{run_id}/stream")
     operations = [result.ok() for result in api.get_all_operations()]
-    assert len(operations) == 12
+    assert len(operations) == 13
     with TestClient(app) as client:  # runs the lifespan, so the store is open
         for operation in operations:
 
@@ -53,7 +53,7 @@ def test_a_known_run_answers_every_route_and_unknown_runs_get_a_declared_404(app
     with TestClient(app) as client:
         document = client.get("/openapi.json").json()
         run_routes = [p for p in document["paths"] if p.startswith("/runs/{run_id}")]
-        assert len(run_routes) == 10
+        assert len(run_routes) == 11
         for route in run_routes:
             assert "404" in document["paths"][route]["get"]["responses"], route
         for route in run_routes:

@@ -148,3 +148,25 @@ def test_every_epoch_counts_its_flops_and_parameter_epochs_add_up(data: TaskData
     assert all(c is not None and c.train_flops == 3 * c.fwd_flops_per_sample * c.train_samples for c in computes)
     assert all(c is not None and c.train_samples == 6 * 64 and c.validation_configs == 1 for c in computes)
     assert env.summary().parameter_epochs == env.host_params * EPOCHS
+
+
+@pytest.mark.parametrize("level", [0, 1, 3, 4])
+def test_a_committed_ladder_replays_at_its_level(data: TaskData, level: int) -> None:
+    """kasmina2 phase 0: the manifest carries a ladder's level, so static-final rebuilds the same active size."""
+    env = _env(data, ["r0c1"])
+    ladder = {i.name: i for i in blueprint_catalog(Topology.CNN, 8)}["conv_ladder"]
+    params = ladder.level_param_counts[level]  # no gate parameters: the default blend is not GATED
+    seeds = [CommittedSeed(slot_id="r0c1", blueprint=BlueprintAction.CONV_LADDER, params=params, internal_level=level)]
+    replayed = _env(data, ["r0c1"], replay=_manifest(seeds, env.host_params))
+    state = next(s for s in replayed.slot_states if s.slot_id == "r0c1")
+    assert (state.stage, state.internal_level, state.internal_max_level) == (SeedStage.FOSSILIZED, level, 4)
+    assert replayed.model.slot("r0c1").internal_level == level
+    assert replayed.model.slot("r0c1").seed_param_count == params
+    manifest = record_topology("digits_tiny", replayed.model, replayed.slot_states, run_id="r", env_id=0, episode=0)
+    assert manifest.seeds == seeds and manifest.manifest_hash == manifest_hash("digits_tiny", env.host_params, seeds)
+    too_high = [CommittedSeed(slot_id="r0c1", blueprint=BlueprintAction.CONV_LADDER, internal_level=5)]
+    with pytest.raises(ReplayError, match="outside"):
+        _env(data, ["r0c1"], replay=_manifest(too_high, env.host_params))
+    plain_with_level = [CommittedSeed(slot_id="r0c1", blueprint=BlueprintAction.CONV_LIGHT, internal_level=1)]
+    with pytest.raises(ReplayError, match="outside"):
+        _env(data, ["r0c1"], replay=_manifest(plain_with_level, env.host_params))

@@ -39,6 +39,12 @@ STAGE_ABBREVIATIONS = {
     "RESETTING": "RESET",
 }
 
+#: A ladder's level trend and its thrash dot: green below a 0.3 reversal rate, yellow below 0.6, red above
+#: (plans/kasmina2-phase0.md §9 item 5).
+TREND_MARKS = {1: "▲", -1: "▼", 0: "─"}
+THRASH_DOT_BANDS = ((0.3, "green"), (0.6, "yellow"))
+THRASH_DOT_ABOVE = "red"
+
 
 def sparkline(values: Sequence[float], width: int = 12) -> str:
     """The last `width` values as block characters scaled between their min and max (flat → middle bars)."""
@@ -97,3 +103,19 @@ def duration(seconds: float | None) -> str:
         return "—"
     whole = int(seconds)
     return f"{whole // 3600:02d}:{whole % 3600 // 60:02d}:{whole % 60:02d}"
+
+
+def thrash_style(reversal_rate: float) -> str:
+    """The colour of a ladder's thrash dot for its recent reversal rate."""
+    return next((style for below, style in THRASH_DOT_BANDS if reversal_rate < below), THRASH_DOT_ABOVE)
+
+
+def level_text(cell: SlotCell) -> Text:
+    """`L k/L ▲ ●`: a microstructured seed's level, its trend and its thrash dot."""
+    return Text.assemble(
+        f"L {cell.internal_level}/{cell.internal_max_level} ",
+        TREND_MARKS[cell.level_trend],
+        " ",
+        ("●", thrash_style(cell.level_reversal_rate)),
+        (f" reversals {cell.level_reversal_rate:.2f}", "dim"),
+    )

@@ -1,4 +1,5 @@
-"""A seed card: one slot of the env in detail, with its seed's stage, alpha, contribution and gradients."""
+"""A seed card: one slot of the env in detail, with its seed's stage, alpha, contribution and gradients, and for a
+microstructured seed its level, trend and thrash dot."""
 
 from __future__ import annotations
 
@@ -8,7 +9,7 @@ from rich.text import Text
 from textual.reactive import reactive
 from textual.widgets import Static
 
-from services.karn.sanctum.cells import STAGE_STYLES, gradient_mark, number, percent, signed
+from services.karn.sanctum.cells import STAGE_STYLES, gradient_mark, level_text, number, percent, signed
 from services.karn.snapshot import SlotCell
 
 
@@ -43,4 +44,6 @@ class SeedCard(Static):
             Text.assemble(("grad ratio ", "dim"), number(c.gradient_ratio, 3)),
             Text.assemble(("params ", "dim"), f"{c.params:,}"),
         ]
+        if c.microstructured:
+            lines.insert(3, Text.assemble(("level ", "dim"), level_text(c)))
         return Panel(Group(*lines), title=c.slot_id, border_style=STAGE_STYLES.get(c.stage, "white"))

@@ -15,6 +15,7 @@ from services.kasmina.mechanics.blueprints import (
     zero_init_final_layer,
 )
 from services.kasmina.mechanics.gradients import GradientMonitor, SeedGradientReport, gradient_health, gradient_ratio
+from services.kasmina.mechanics.ladder import ConvLadderSeed, LadderRung, MicrostructuredSeed
 from services.kasmina.mechanics.model import (
     MorphogeneticModel,
     SlottedHost,
@@ -33,9 +34,12 @@ __all__ = [
     "SLOT_CHECKPOINT_VERSION",
     "Blueprint",
     "BlueprintInfo",
+    "ConvLadderSeed",
     "GatedBlend",
     "GerminationError",
     "GradientMonitor",
+    "LadderRung",
+    "MicrostructuredSeed",
     "MorphogeneticModel",
     "SeedGradientReport",
     "SeedSlot",

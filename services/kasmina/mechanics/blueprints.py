@@ -1,4 +1,4 @@
-"""Blueprint registry: the 16 seed modules a slot can grow, keyed by (topology, name) (reference/kasmina.md §3)."""
+"""Blueprint registry: the 17 seed modules a slot can grow, keyed by (topology, name) (reference/kasmina.md §3)."""
 
 from __future__ import annotations
 
@@ -13,48 +13,17 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from leyline_schemas.enums import BlueprintAction, Topology, blueprint_name
+from leyline_schemas.lifecycle import SEED_INTERNALS
+from services.kasmina.mechanics.feature_maps import conv_class as _conv
+from services.kasmina.mechanics.feature_maps import group_norm as _group_norm
+from services.kasmina.mechanics.feature_maps import group_norm_groups as group_norm_groups
+from services.kasmina.mechanics.feature_maps import per_channel, spatial_mean
+from services.kasmina.mechanics.ladder import ConvLadderSeed, MicrostructuredSeed
 
-# Candidate GroupNorm group counts, largest first (§3.2).
-_GROUP_CHOICES = (32, 16, 8, 4, 2, 1)
-_MIN_CHANNELS_PER_GROUP = 16
 _ATTENTION_HEADS = 4
 _LORA_RANK = 8
 _LORA_LARGE_RANK = 32
 _FLEX_MASK_CACHE_SIZE = 8
-#: The feature-map ranks CNN seeds are built for: 1-D signals (N,C,L) and 2-D images (N,C,H,W).
-SPATIAL_DIMS = (1, 2)
-
-
-def group_norm_groups(channels: int) -> int:
-    """The largest group count dividing C with ≥16 channels per group, else the largest divisor (§3.2)."""
-    for groups in _GROUP_CHOICES:
-        if channels % groups == 0 and channels // groups >= _MIN_CHANNELS_PER_GROUP:
-            return groups
-    for groups in _GROUP_CHOICES:
-        if channels % groups == 0:
-            return groups
-    return 1
-
-
-def _group_norm(channels: int) -> nn.GroupNorm:
-    return nn.GroupNorm(group_norm_groups(channels), channels)
-
-
-def _conv(spatial_dims: int) -> type[nn.Conv1d] | type[nn.Conv2d]:
-    """The conv class of a CNN host's feature maps: 2-D images (N,C,H,W) or 1-D signals (N,C,L)."""
-    if spatial_dims not in SPATIAL_DIMS:
-        raise ValueError(f"CNN seeds support spatial_dims in {SPATIAL_DIMS}, got {spatial_dims}")
-    return nn.Conv1d if spatial_dims == 1 else nn.Conv2d
-
-
-def spatial_mean(x: Tensor) -> Tensor:
-    """(N, C, *spatial) → (N, C): the mean over every spatial axis, whatever the feature map's rank."""
-    return x.flatten(2).mean(dim=2)
-
-
-def per_channel(scale: Tensor, like: Tensor) -> Tensor:
-    """(N, C) → (N, C, 1, …) broadcastable against `like`'s spatial axes."""
-    return scale.reshape(*scale.shape, *([1] * (like.dim() - 2)))
 
 
 # --------------------------------------------------------------------------- CNN seeds (§3.2)
@@ -288,7 +257,11 @@ class Blueprint:
 
 @dataclass(frozen=True)
 class BlueprintInfo:
-    """A blueprint as measured at a given channel count; `param_count` is 0 when it cannot be built there."""
+    """A blueprint as measured at a given channel count; `param_count` is 0 when it cannot be built there.
+
+    `param_count` counts every parameter the seed allocates; `active_param_count` those it runs at birth, which
+    differ only for a microstructured seed, whose `level_param_counts[k]` are its active parameters at level k.
+    """
 
     name: str
     index: int
@@ -298,6 +271,8 @@ class BlueprintInfo:
     identity_at_birth: bool
     buildable: bool
     description: str
+    active_param_count: int = 0
+    level_param_counts: tuple[int, ...] = ()
 
 
 _REGISTRY: dict[tuple[Topology, str], Blueprint] = {}
@@ -325,6 +300,13 @@ _register(_CNN, _B.BOTTLENECK, 4500, "1x1 → 3x3 → 1x1 bottleneck", Bottlenec
 _register(_CNN, _B.CONV_SMALL, 4200, "1x1 conv channel mixing", ConvSmallSeed)
 _register(_CNN, _B.CONV_LIGHT, 37000, "one 3x3 seed conv block", lambda c, d: ConvResidualSeed(c, 1, d))
 _register(_CNN, _B.CONV_HEAVY, 74000, "two 3x3 seed conv blocks", lambda c, d: ConvResidualSeed(c, 2, d))
+_register(
+    _CNN,
+    _B.CONV_LADDER,
+    148000,
+    "up to 4 residual 3×3 conv rungs; level = active rungs",
+    lambda c, d: ConvLadderSeed.from_spec(c, SEED_INTERNALS[BlueprintAction.CONV_LADDER], d),
+)
 _register(_TF, _B.NOOP, 0, "identity placeholder", lambda d, _: IdentitySeed())
 _register(_TF, _B.NORM, 800, "LayerNorm blended in by tanh(s)", lambda d, _: ScaledNormSeed(nn.LayerNorm(d)))
 _register(_TF, _B.LORA, 6000, "low-rank adapter, rank 8", lambda d, _: LowRankSeed(d, _LORA_RANK))
@@ -417,12 +399,35 @@ def _measure(topology: Topology, channels: int, spatial_dims: int) -> tuple[Blue
             x = probe_input(topology, channels, variant=1, generator=generator, spatial_dims=spatial_dims)
             identity = bool(torch.equal(seed(x), x))
             count = sum(p.numel() for p in seed.parameters())
+            active, levels = count, tuple[int, ...]()
+            if isinstance(seed, MicrostructuredSeed):
+                active, levels = seed.active_param_count(), _level_param_counts(seed)
             infos.append(
                 BlueprintInfo(
-                    bp.name, int(bp.action), bp.topology, count, bp.param_estimate, identity, True, bp.description
+                    bp.name,
+                    int(bp.action),
+                    bp.topology,
+                    count,
+                    bp.param_estimate,
+                    identity,
+                    True,
+                    bp.description,
+                    active,
+                    levels,
                 )
             )
     return tuple(infos)
+
+
+def _level_param_counts(seed: MicrostructuredSeed) -> tuple[int, ...]:
+    """Active parameters at each level 0 … max; the seed is left at the level it had."""
+    start = seed.internal_level
+    counts = []
+    for level in range(seed.internal_max_level + 1):
+        seed.set_internal_level(level)
+        counts.append(seed.active_param_count())
+    seed.set_internal_level(start)
+    return tuple(counts)
 
 
 def blueprint_catalog(topology: Topology, channels: int, spatial_dims: int = 2) -> list[BlueprintInfo]:

@@ -2,7 +2,8 @@
 
 The slot never decides a transition. Tolaria germinates and prunes it on Kasmina's mutations and calls `sync`
 with the new SlotState; the slot adopts stage, alpha, algorithm and isolation and applies the matching
-forward path (reference/kasmina.md §2.6, §4.5, §4.6, §5).
+forward path (reference/kasmina.md §2.6, §4.5, §4.6, §5). A microstructured seed's level arrives only through
+`set_internal_level` (a SetInternalLevel mutation); `sync` checks it (plans/kasmina2-phase0.md §6.7).
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from leyline_schemas.enums import (
     AlphaMode,
     BlendId,
     BlueprintAction,
+    SeedInternalKind,
     SeedStage,
     Topology,
     blueprint_name,
@@ -27,26 +29,11 @@ from leyline_schemas.enums import (
 from leyline_schemas.lifecycle import SlotState
 from services.kasmina.mechanics.blending import GatedBlend, blend
 from services.kasmina.mechanics.blueprints import build_seed, probe_input, zero_init_final_layer
+from services.kasmina.mechanics.ladder import MicrostructuredSeed
+from services.kasmina.mechanics.slot_checkpoint import SLOT_CHECKPOINT_VERSION as SLOT_CHECKPOINT_VERSION
+from services.kasmina.mechanics.slot_checkpoint import SlotCheckpointError as SlotCheckpointError
+from services.kasmina.mechanics.slot_checkpoint import decode_slot, encode_slot
 
-SLOT_CHECKPOINT_VERSION = 1
-_CHECKPOINT_KEYS = frozenset(
-    {
-        "version",
-        "slot_id",
-        "topology",
-        "channels",
-        "stage",
-        "seed_id",
-        "blueprint",
-        "blend",
-        "alpha_algorithm",
-        "alpha",
-        "alpha_mode",
-        "isolate_gradients",
-        "has_seed",
-        "has_gate",
-    }
-)
 # Stages in which the slot holds no seed module.
 _EMPTY_STAGES = frozenset({SeedStage.UNKNOWN, SeedStage.DORMANT}) | FAILURE_STAGES
 
@@ -57,10 +44,6 @@ class GerminationError(RuntimeError):
 
 class SlotSyncError(RuntimeError):
     """The SlotState handed to `sync` contradicts what the slot physically holds."""
-
-
-class SlotCheckpointError(ValueError):
-    """A slot checkpoint has the wrong version, keys or identity (invariant I14)."""
 
 
 def _detached_input(h: Tensor) -> Tensor:
@@ -131,8 +114,34 @@ class SeedSlot(nn.Module):
 
     @property
     def seed_param_count(self) -> int:
-        """Seed plus gate parameters, whether or not a blend-out freeze currently holds them."""
-        return sum(p.numel() for p in self.seed_parameters())
+        """Seed plus gate parameters, whether or not a blend-out freeze currently holds them; a microstructured
+        seed counts only its active parameters (plans/kasmina2-phase0.md §6.4 item 1)."""
+        ladder = self.microstructure
+        if ladder is None:
+            return sum(p.numel() for p in self.seed_parameters())
+        gate = sum(p.numel() for p in self.gate.parameters()) if self.gate is not None else 0
+        return ladder.active_param_count() + gate
+
+    @property
+    def microstructure(self) -> MicrostructuredSeed | None:
+        """The seed when its capacity is an internal level (a conv ladder), else None."""
+        seed = self.seed
+        return seed if isinstance(seed, MicrostructuredSeed) else None
+
+    @property
+    def internal_kind(self) -> SeedInternalKind:
+        ladder = self.microstructure
+        return SeedInternalKind.NONE if ladder is None else ladder.internal_kind
+
+    @property
+    def internal_level(self) -> int:
+        ladder = self.microstructure
+        return 0 if ladder is None else ladder.internal_level
+
+    @property
+    def internal_max_level(self) -> int:
+        ladder = self.microstructure
+        return 1 if ladder is None else ladder.internal_max_level
 
     @property
     def frozen_for_blend_out(self) -> bool:
@@ -156,7 +165,8 @@ class SeedSlot(nn.Module):
             seed = build_seed(self.topology, blueprint, self.channels, self.spatial_dims).to(self.device)
         except (KeyError, ValueError) as exc:
             raise GerminationError(f"slot {self.slot_id}: cannot build {blueprint_name(blueprint)}: {exc}") from exc
-        if alpha_algorithm is AlphaAlgorithm.MULTIPLY:
+        # A ladder is the identity at birth already; zeroing its last conv would kill that rung for good (Choice 15).
+        if alpha_algorithm is AlphaAlgorithm.MULTIPLY and not isinstance(seed, MicrostructuredSeed):
             zero_init_final_layer(seed)
         self._probe(seed, blueprint)
         self.seed = seed
@@ -189,6 +199,19 @@ class SeedSlot(nn.Module):
                         )
         finally:
             seed.train(was_training)
+
+    def set_internal_level(self, level: int) -> list[nn.Parameter]:
+        """Apply a SetInternalLevel: run `level` parts of the seed; returns the parameters switched on or off.
+
+        SlotSyncError without a microstructured seed or on a fossil (custody); ValueError outside [0, max].
+        """
+        ladder = self.microstructure
+        if ladder is None:
+            held = "no seed" if self.blueprint is None else blueprint_name(self.blueprint)
+            raise SlotSyncError(f"slot {self.slot_id} holds {held}, which has no internal level")
+        if self.stage is SeedStage.FOSSILIZED:
+            raise SlotSyncError(f"slot {self.slot_id} is FOSSILIZED: nothing may edit a fossil")
+        return ladder.set_internal_level(level)
 
     def _new_gate(self) -> GatedBlend:
         return GatedBlend(self.channels, self.topology).to(self.device)
@@ -236,6 +259,12 @@ class SeedSlot(nn.Module):
             raise SlotSyncError(f"slot {self.slot_id}: holds seed {self.seed_id!r}, state names {state.seed_id!r}")
         if BlueprintAction(state.blueprint) is not self.blueprint:
             raise SlotSyncError(f"slot {self.slot_id}: holds {self.blueprint!r}, state names {state.blueprint!r}")
+        held = (self.internal_kind, self.internal_level)
+        if (SeedInternalKind(state.internal_kind), state.internal_level) != held:
+            raise SlotSyncError(
+                f"slot {self.slot_id}: holds {held[0].name} at level {held[1]}, state says "
+                f"{SeedInternalKind(state.internal_kind).name} at level {state.internal_level}"
+            )
         self.stage = stage
         self.alpha = min(1.0, max(0.0, float(state.controller.alpha)))
         self.alpha_mode = AlphaMode(state.controller.mode)
@@ -341,22 +370,7 @@ class SeedSlot(nn.Module):
 
     def slot_checkpoint(self) -> dict[str, Any]:
         """Everything but tensors, as primitives; the seed and gate weights live in the state_dict."""
-        return {
-            "version": SLOT_CHECKPOINT_VERSION,
-            "slot_id": self.slot_id,
-            "topology": self.topology.value,
-            "channels": self.channels,
-            "stage": int(self.stage),
-            "seed_id": self.seed_id,
-            "blueprint": None if self.blueprint is None else int(self.blueprint),
-            "blend": self.blend_id.value,
-            "alpha_algorithm": int(self.alpha_algorithm),
-            "alpha": float(self.alpha),
-            "alpha_mode": int(self.alpha_mode),
-            "isolate_gradients": bool(self.isolate_gradients),
-            "has_seed": self.seed is not None,
-            "has_gate": self.gate is not None,
-        }
+        return encode_slot(self)
 
     def load_slot_checkpoint(self, data: dict[str, Any]) -> None:
         """Restore from `slot_checkpoint()`, rebuilding the seed and gate modules when the slot lacks them.
@@ -364,50 +378,30 @@ class SeedSlot(nn.Module):
         Loud on any version, key or identity mismatch (I14). When the slot already holds the same blueprint the
         existing modules are kept, so parameters (and optimizers holding them) keep their identity.
         """
-        if not isinstance(data, dict):
-            raise SlotCheckpointError(f"I14: slot {self.slot_id}: checkpoint must be a dict, got {type(data).__name__}")
-        if data.get("version") != SLOT_CHECKPOINT_VERSION:
-            raise SlotCheckpointError(
-                f"I14: slot {self.slot_id}: checkpoint version {data.get('version')!r}, "
-                f"expected {SLOT_CHECKPOINT_VERSION}"
-            )
-        missing, extra = _CHECKPOINT_KEYS - data.keys(), data.keys() - _CHECKPOINT_KEYS
-        if missing or extra:
-            raise SlotCheckpointError(
-                f"I14: slot {self.slot_id}: checkpoint keys missing {sorted(missing)}, unexpected {sorted(extra)}"
-            )
-        identity = (data["slot_id"], data["topology"], data["channels"])
-        if identity != (self.slot_id, self.topology.value, self.channels):
-            raise SlotCheckpointError(
-                f"I14: checkpoint for {identity} loaded into slot {(self.slot_id, self.topology.value, self.channels)}"
-            )
-        algorithm = AlphaAlgorithm(data["alpha_algorithm"])
-        blueprint = None if data["blueprint"] is None else BlueprintAction(data["blueprint"])
-        if data["has_seed"] and blueprint is None:
-            raise SlotCheckpointError(f"I14: slot {self.slot_id}: checkpoint has a seed but no blueprint")
-        if data["has_seed"] and data["has_gate"] != (algorithm is AlphaAlgorithm.GATE):
-            raise SlotCheckpointError(
-                f"I5/I14: slot {self.slot_id}: gate presence {data['has_gate']} contradicts algorithm {algorithm.name}"
-            )
+        record = decode_slot(data, (self.slot_id, self.topology.value, self.channels))
         self._thaw()
-        if not data["has_seed"]:
+        if not record.has_seed:
             self._release()
         else:
-            assert blueprint is not None
-            if self.seed is None or self.blueprint is not blueprint:
-                self.seed = build_seed(self.topology, blueprint, self.channels, self.spatial_dims).to(self.device)
-            if data["has_gate"] and self.gate is None:
+            assert record.blueprint is not None
+            if self.seed is None or self.blueprint is not record.blueprint:
+                seed = build_seed(self.topology, record.blueprint, self.channels, self.spatial_dims)
+                self.seed = seed.to(self.device)
+            if record.has_gate and self.gate is None:
                 self.gate = self._new_gate()
-            elif not data["has_gate"]:
+            elif not record.has_gate:
                 self.gate = None
-        self.stage = SeedStage(data["stage"])
-        self.seed_id = str(data["seed_id"])
-        self.blueprint = blueprint
-        self.blend_id = BlendId(data["blend"])
-        self.alpha_algorithm = algorithm
-        self.alpha = float(data["alpha"])
-        self.alpha_mode = AlphaMode(data["alpha_mode"])
-        self.isolate_gradients = bool(data["isolate_gradients"])
+            ladder = self.microstructure
+            if ladder is not None:
+                ladder.set_internal_level(record.internal_level)
+        self.stage = record.stage
+        self.seed_id = record.seed_id
+        self.blueprint = record.blueprint
+        self.blend_id = record.blend
+        self.alpha_algorithm = record.alpha_algorithm
+        self.alpha = record.alpha
+        self.alpha_mode = record.alpha_mode
+        self.isolate_gradients = record.isolate_gradients
         self._alpha_cache = None
         # The freeze is not stored as flags: it is re-derived from the controller mode (§4.6 item 95).
         self._apply_blend_out_freeze()

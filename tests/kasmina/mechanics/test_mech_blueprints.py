@@ -17,7 +17,7 @@ from services.kasmina.mechanics.blueprints import (
 )
 
 B = BlueprintAction
-CNN_IDENTITY = {B.NOOP, B.NORM, B.BOTTLENECK, B.CONV_SMALL}
+CNN_IDENTITY = {B.NOOP, B.NORM, B.BOTTLENECK, B.CONV_SMALL, B.CONV_LADDER}
 CNN_NOT_IDENTITY = {B.ATTENTION, B.DEPTHWISE, B.CONV_LIGHT, B.CONV_HEAVY}
 
 
@@ -50,6 +50,7 @@ def test_catalog_param_counts_are_exact() -> None:
         "conv_small": c * c + 2 * c,
         "conv_light": 9 * c * c + 2 * c,
         "conv_heavy": 18 * c * c + 4 * c,
+        "conv_ladder": 4 * (9 * c * c + 3 * c),
     }
     d = 16
     tf = {info.name: info.param_count for info in blueprint_catalog(Topology.TRANSFORMER, d)}

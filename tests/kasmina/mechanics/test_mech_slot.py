@@ -210,7 +210,7 @@ _EVERY_ISOLATED_SEED_UNDER_CHANNELS_LAST = """
 import torch
 from torch import nn
 from leyline_schemas.enums import AlphaAlgorithm, AlphaMode, BlendId, SeedStage, Topology
-from leyline_schemas.lifecycle import AlphaControllerState, SlotState
+from leyline_schemas.lifecycle import AlphaControllerState, SlotState, internal_spec
 from services.kasmina.mechanics.blueprints import blueprints_of
 from services.kasmina.mechanics.slot import SeedSlot
 
@@ -221,9 +221,11 @@ for blueprint in blueprints_of(Topology.CNN):
         slot = SeedSlot("r0c0", 32, Topology.CNN)
         slot.germinate(blueprint.action, BlendId.LINEAR, AlphaAlgorithm.ADD)
         controller = AlphaControllerState(alpha=alpha, alpha_target=alpha, mode=AlphaMode.HOLD)
+        spec = internal_spec(blueprint.action)
         slot.sync(SlotState(slot_id="r0c0", stage=stage, seed_id=slot.seed_id, blueprint=blueprint.action,
                             blend=BlendId.LINEAR, alpha_algorithm=AlphaAlgorithm.ADD, controller=controller,
-                            isolate_gradients=True))
+                            isolate_gradients=True, internal_kind=spec.kind, internal_level=spec.initial_level,
+                            internal_max_level=spec.max_level))
         slot(conv(x)).sum().backward()
         print(blueprint.name, stage.name, flush=True)
 """
@@ -235,6 +237,7 @@ def test_every_isolated_cnn_seed_trains_under_a_channels_last_host_without_crash
     )
     assert result.returncode == 0, f"exit {result.returncode} after:\n{result.stdout}{result.stderr[-2000:]}"
     assert "norm TRAINING" in result.stdout and "conv_light BLENDING" in result.stdout
+    assert "conv_ladder BLENDING" in result.stdout
 
 
 def test_blend_out_freeze_and_exact_restore() -> None:
@@ -343,7 +346,8 @@ def test_checkpoint_mismatch_is_loud() -> None:
     good = slot.slot_checkpoint()
     fresh = SeedSlot("r0c0", C, Topology.CNN)
     for bad in (
-        {**good, "version": 2},
+        {**good, "version": 1},
+        {**good, "version": 3},
         {k: v for k, v in good.items() if k != "alpha"},
         {**good, "extra": 1},
         {**good, "channels": 8},
