@@ -48,8 +48,9 @@ def cmd_bench_learning(args: argparse.Namespace) -> int:
         print(f"esper bench learning: {exc}", file=sys.stderr)
         return 2
     torch.set_num_threads(max(1, args.threads))
-    if args.task == "sandbox":
+    if args.task in ("sandbox", "sandbox-ladder"):
         from services.experiments.learning_bench import BenchSettings, bench_learning
+        from services.experiments.sandbox import SandboxConfig
 
         settings = BenchSettings(
             rounds=args.rounds,
@@ -60,6 +61,7 @@ def cmd_bench_learning(args: argparse.Namespace) -> int:
             reward_family=family,
             hidden=args.hidden,
             head_hidden=max(8, args.hidden // 2),
+            sandbox=SandboxConfig(ladder=args.task == "sandbox-ladder"),
         )
         progress = None if args.json else (lambda line: print(line, file=sys.stderr, flush=True))
         result = bench_learning(settings, progress)
@@ -91,9 +93,12 @@ def cmd_bench_learning(args: argparse.Namespace) -> int:
         for name, figures in result.get("policies", result.get("evaluation", {})).items():
             ret, acc = figures.get("mean_return", figures.get("episode_return")), figures["final_accuracy"]
             print(
-                f"{name:<11} return {ret['mean']:+.3f} [{ret['low']:+.3f}, {ret['high']:+.3f}]  "
+                f"{name:<13} return {ret['mean']:+.3f} [{ret['low']:+.3f}, {ret['high']:+.3f}]  "
                 f"accuracy {acc['mean']:.2f}% [{acc['low']:.2f}, {acc['high']:.2f}]"
             )
+        if "ladder" in result:
+            ladder = result["ladder"]
+            print(f"ladder usage U {ladder['usage']:.3f}, germinations {ladder['germinations']}, {ladder['checks']}")
         if "total_seconds" in result:
             print(f"trained in {result['train_seconds']}s, {result['total_seconds']}s in all")
     return 0
@@ -235,7 +240,11 @@ def register_bench(bench_commands: Any) -> None:
     """Add `learning` to `esper bench` (services.operator.bench owns the parser and calls this)."""
     p = bench_commands.add_parser("learning", help="train PPO, then compare it with the heuristic and random")
     p.add_argument("--json", action="store_true")
-    p.add_argument("--task", default="sandbox", help="sandbox (in-process, known optimum) or a task over the bus")
+    p.add_argument(
+        "--task",
+        default="sandbox",
+        help="sandbox (in-process, known optimum), sandbox-ladder (its conv_ladder variant) or a task over the bus",
+    )
     p.add_argument("--rounds", type=int, default=60)
     p.add_argument("--envs", type=int, default=8)
     p.add_argument("--eval-episodes", type=int, default=40)

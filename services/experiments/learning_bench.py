@@ -2,7 +2,8 @@
 
 Training uses Simic's ArmLearner exactly as the service does (step records → rewards → rollouts → PPO → safetensors
 blob) and acts through Tamiyo's LearnedPolicy decoded from each published blob; evaluation runs every policy on the
-same held-out seeds, so the comparison is paired.
+same held-out seeds, so the comparison is paired. `--task sandbox-ladder` runs the ladder variant and adds the
+ladder oracle and the usage figures of plans/kasmina2-phase0.md §12.3 item 5.
 """
 
 from __future__ import annotations
@@ -12,8 +13,15 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from leyline_schemas import ArmSpec, RewardFamily, RewardMode, RunSpec
-from services.experiments.sandbox import DecideFn, SandboxConfig, SandboxEpisode, oracle_decision
+from leyline_schemas import INTERNAL_OPS, ArmSpec, BlueprintAction, LifecycleOp, RewardFamily, RewardMode, RunSpec
+from leyline_schemas.steps import StepRecord
+from services.experiments.sandbox import (
+    DecideFn,
+    SandboxConfig,
+    SandboxEpisode,
+    oracle_decision,
+    oracle_ladder_decision,
+)
 from services.experiments.statistics import bootstrap_interval, paired_difference
 from services.policy.weights import decode_policy
 from services.simic.episodes import score_episode
@@ -25,6 +33,8 @@ from services.tamiyo.policies import PolicyBook
 from services.tolaria.tasks import env_seed
 
 HELD_OUT_SEED_BASE = 1_000_000  # training seeds come from env_seed(seed, round, env), far below this
+#: §12.3 item 5: the ladder's usage and germination shares are read over the last 20 training rounds.
+LADDER_USAGE_ROUNDS = 20
 
 
 @dataclass(frozen=True)
@@ -44,10 +54,14 @@ class BenchSettings:
         default_factory=lambda: PPOConfig(learning_rate=5e-3, epochs=8, minibatches=4, entropy_coef=0.01)
     )
 
+    @property
+    def task(self) -> str:
+        return "sandbox-ladder" if self.sandbox.ladder else "sandbox"
+
     def run_spec(self) -> RunSpec:
         return RunSpec(
             run_id="bench-learning",
-            task="sandbox",
+            task=self.task,
             slots=list(self.sandbox.slots),
             episodes=self.rounds * self.n_envs,
             episode_length=self.sandbox.episode_length,
@@ -62,11 +76,54 @@ class BenchSettings:
         )
 
 
+@dataclass
+class LadderUsage:
+    """§12.1–12.3: U = internal ops / non-WAIT ops over sampled, ladder-present steps, and applied germinations by
+    blueprint, both over the training rounds from `since_round` on."""
+
+    since_round: int
+    internal_ops: int = 0
+    acting_ops: int = 0
+    germinations: dict[str, int] = field(default_factory=dict)
+
+    def add(self, round_index: int, records: list[StepRecord]) -> None:
+        if round_index < self.since_round:
+            return
+        for record in records:
+            directive = record.directive
+            op = directive.effective_op if record.applied else LifecycleOp.WAIT
+            masks = directive.masks
+            present = masks is not None and any(masks.op[internal] for internal in INTERNAL_OPS)
+            if directive.decision is not None and present and op is not LifecycleOp.WAIT:
+                self.acting_ops += 1
+                self.internal_ops += int(op in INTERNAL_OPS)
+            if op is LifecycleOp.GERMINATE:
+                name = BlueprintAction(directive.raw_action.blueprint).name.lower()
+                self.germinations[name] = self.germinations.get(name, 0) + 1
+
+    @property
+    def usage(self) -> float:
+        return self.internal_ops / self.acting_ops if self.acting_ops else 0.0
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "since_round": self.since_round,
+            "usage": round(self.usage, 4),
+            "internal_ops": self.internal_ops,
+            "acting_ops": self.acting_ops,
+            "germinations": dict(sorted(self.germinations.items())),
+        }
+
+
 def learned_policy(blob: bytes, policy_id: str) -> LearnedPolicy:
     return LearnedPolicy.from_weights(decode_policy(blob), policy_id=policy_id)
 
 
-def train(settings: BenchSettings, on_round: Callable[[RoundUpdate], None] | None = None) -> ArmLearner:
+def train(
+    settings: BenchSettings,
+    on_round: Callable[[RoundUpdate], None] | None = None,
+    on_episode: Callable[[int, list[StepRecord]], None] | None = None,
+) -> ArmLearner:
     """Round after round: act with the published version, then update on the round's episodes."""
     spec = settings.run_spec()
     learner = ArmLearner.fresh(
@@ -84,7 +141,10 @@ def train(settings: BenchSettings, on_round: Callable[[RoundUpdate], None] | Non
                 episode=round_index * spec.n_envs + env,
                 policy_id=learner.policy_id,
             )
-            learner.accept(score_episode(episode.run(policy.decide), learner.reward_config))
+            records = episode.run(policy.decide)
+            if on_episode is not None:
+                on_episode(round_index, records)
+            learner.accept(score_episode(records, learner.reward_config))
         update = learner.update()
         blob = update.blob
         if on_round is not None:
@@ -123,7 +183,9 @@ def bench_learning(settings: BenchSettings, progress: Callable[[str], None] | No
         if progress is not None and (update.round_index + 1) % 10 == 0:
             progress(f"round {update.round_index + 1}/{settings.rounds}: mean return {update.mean_return:+.3f}")
 
-    learner = train(settings, on_round)
+    ladder = settings.sandbox.ladder
+    usage = LadderUsage(since_round=max(0, settings.rounds - LADDER_USAGE_ROUNDS))
+    learner = train(settings, on_round, usage.add if ladder else None)
     trained_seconds = time.perf_counter() - started
     policy = learned_policy(learner.policy_blob(), learner.policy_id)
     book = PolicyBook()
@@ -135,6 +197,8 @@ def bench_learning(settings: BenchSettings, progress: Callable[[str], None] | No
         "random": (book.get("random").decide, False),
         "oracle": (oracle_decision, False),
     }
+    if ladder:
+        contenders["oracle_ladder"] = (oracle_ladder_decision, False)
     raw = {name: evaluate(decide, settings, deterministic=greedy) for name, (decide, greedy) in contenders.items()}
     policies = {
         name: {
@@ -151,8 +215,8 @@ def bench_learning(settings: BenchSettings, progress: Callable[[str], None] | No
         }
         for a, b in (("ppo", "random"), ("ppo_greedy", "random"), ("ppo", "heuristic"), ("ppo_greedy", "heuristic"))
     }
-    return {
-        "task": "sandbox",
+    result: dict[str, Any] = {
+        "task": settings.task,
         "reward_mode": settings.reward_mode.value,
         "rounds": settings.rounds,
         "n_envs": settings.n_envs,
@@ -166,3 +230,25 @@ def bench_learning(settings: BenchSettings, progress: Callable[[str], None] | No
         "training_curve": curve,
         "ppo_beats_random": versus["ppo_minus_random"]["return"]["low"] > 0,
     }
+    if ladder:
+        result["ladder"] = ladder_checks(usage, raw)
+    return result
+
+
+def ladder_checks(usage: LadderUsage, raw: dict[str, dict[str, list[float]]]) -> dict[str, Any]:
+    """§12.3 item 5's sandbox check: U ≥ 0.10, ladder germinations ≥ conv_heavy's late in training, and PPO's
+    mean return at least the conv_heavy oracle's minus 0.1."""
+    figures = usage.as_dict()
+    ppo_return = sum(raw["ppo"]["returns"]) / len(raw["ppo"]["returns"])
+    oracle_return = sum(raw["oracle"]["returns"]) / len(raw["oracle"]["returns"])
+    germinations = figures["germinations"]
+    figures["oracle_ladder_minus_oracle"] = paired_difference(
+        raw["oracle_ladder"]["returns"], raw["oracle"]["returns"]
+    ).as_dict()
+    figures["checks"] = {
+        "usage_at_least_0_10": usage.usage >= 0.10,
+        "ladder_germinations_at_least_conv_heavy": germinations.get("conv_ladder", 0)
+        >= germinations.get("conv_heavy", 0),
+        "return_within_0_1_of_conv_heavy_oracle": ppo_return >= oracle_return - 0.1,
+    }
+    return figures

@@ -4,7 +4,8 @@ The host is simulated (a saturating accuracy curve, no torch training) and each 
 quality, so the optimal lifecycle is known: germinate the best blueprint at once, advance it as soon as each gate
 allows, and fossilize it. Everything else is the real system's pure core: Kasmina's tick, observation, masks and
 execution, Tolaria's signal tracker, Tamiyo's policies, and StepRecords exactly as Tolaria publishes them, which
-Simic's rewards, rollouts and PPO then consume unchanged.
+Simic's rewards, rollouts and PPO then consume unchanged. The ladder variant (plans/kasmina2-phase0.md §8.5) adds
+CONV_LADDER, whose gain and parameters grow with its level, so a ladder grown to its top beats conv_heavy.
 """
 
 from __future__ import annotations
@@ -26,7 +27,9 @@ from leyline_schemas import (
     LifecycleConfig,
     LifecycleOp,
     Prune,
+    SeedInternalKind,
     SeedStage,
+    SetInternalLevel,
     SlotConfig,
     SlotReport,
     SlotSpec,
@@ -37,6 +40,7 @@ from leyline_schemas import (
     Topology,
 )
 from leyline_schemas.enums import BlueprintAction
+from leyline_schemas.lifecycle import SEED_INTERNALS
 from services.kasmina.alpha import at_target
 from services.kasmina.gates import DEFAULT_MIN_BLENDING_EPOCHS
 from services.kasmina.step import complete_step, prepare_step
@@ -64,6 +68,24 @@ BLUEPRINT_PARAMS: dict[BlueprintAction, int] = {
     BlueprintAction.ATTENTION: 12_000,
 }
 OPTIMAL_BLUEPRINT = max(BLUEPRINT_GAINS, key=lambda bp: BLUEPRINT_GAINS[bp])
+#: The default sandbox's allowlist: its seven modelled blueprints, so its known optimum stays conv_heavy.
+SANDBOX_BLUEPRINTS: tuple[BlueprintAction, ...] = tuple(BLUEPRINT_GAINS)
+
+#: §8.5: the ladder's gain at levels 0…4 (a full ladder beats conv_heavy's 6.0) and its parameters per active rung
+#: (a full ladder costs conv_heavy's 24,000). Rung i adds LADDER_GAINS[i + 1] − LADDER_GAINS[i] as it matures.
+LADDER_GAINS: tuple[float, ...] = (0.0, 3.0, 5.0, 6.0, 6.5)
+LADDER_PARAMS_PER_LEVEL = 6_000
+if len(LADDER_GAINS) != SEED_INTERNALS[BlueprintAction.CONV_LADDER].max_level + 1:
+    raise ValueError("sandbox invariant: LADDER_GAINS needs one gain per conv_ladder level, 0 to max included")
+
+
+def seed_params(state: SlotState) -> int:
+    """The simulated seed's active parameters: a ladder's follow its level, as the real slot's count does (§6.4)."""
+    if not state.occupied:
+        return 0
+    if state.blueprint is BlueprintAction.CONV_LADDER:
+        return LADDER_PARAMS_PER_LEVEL * state.internal_level
+    return BLUEPRINT_PARAMS.get(state.blueprint, 0)
 
 
 @dataclass(frozen=True)
@@ -85,6 +107,12 @@ class SandboxConfig:
     noise: float = 0.3
     max_seeds: int = 0
     auto_forward_gates: tuple[int, ...] = (1, 2, 3)
+    ladder: bool = False
+
+    @property
+    def blueprints(self) -> tuple[BlueprintAction, ...]:
+        """The germination allowlist: the seven modelled blueprints, plus CONV_LADDER in the ladder variant."""
+        return (*SANDBOX_BLUEPRINTS, BlueprintAction.CONV_LADDER) if self.ladder else SANDBOX_BLUEPRINTS
 
     def slot_config(self) -> SlotConfig:
         return SlotConfig(
@@ -99,6 +127,7 @@ class SandboxConfig:
             permissive_gates=True,
             auto_forward_gates=list(self.auto_forward_gates),
             max_epochs=self.episode_length,
+            blueprints=list(self.blueprints),
         )
 
 
@@ -122,7 +151,11 @@ class SandboxEpisode:
     policy_state: bytes = b""
     last_op: LifecycleOp = LifecycleOp.WAIT
     last_ok: bool = True
-    counters: dict[str, int] = field(default_factory=lambda: {"germinated": 0, "fossilized": 0, "pruned": 0})
+    counters: dict[str, int] = field(
+        default_factory=lambda: {"germinated": 0, "fossilized": 0, "pruned": 0, "grown": 0, "shrunk": 0}
+    )
+    #: slot → (seed id, the activation epoch of each active ladder rung, lowest rung first).
+    rungs: dict[str, tuple[str, list[int]]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         self.rng = random.Random(self.seed)
@@ -132,18 +165,44 @@ class SandboxEpisode:
         self.slot_states = [SlotState(slot_id=s) for s in self.config.slots]
         self.signals = SignalTracker(plateau_threshold=0.5)
 
-    def _seed_effect(self, state: SlotState, epoch: int) -> float:
+    def _maturity(self, since: int, epoch: int) -> float:
+        return 1.0 - math.exp(-max(0, epoch - since) / self.config.maturity_epochs)
+
+    def seed_effect(self, state: SlotState, epoch: int) -> float:
+        """Accuracy points the seed adds at `epoch`: its gain so far matured, times alpha; nothing before BLENDING."""
         if state.stage not in (SeedStage.BLENDING, SeedStage.HOLDING, SeedStage.FOSSILIZED):
             return 0.0
-        age = max(0, epoch - state.germinated_epoch)
-        maturity = 1.0 - math.exp(-age / self.config.maturity_epochs)
-        return BLUEPRINT_GAINS.get(state.blueprint, 0.0) * maturity * state.controller.alpha
+        if state.blueprint is BlueprintAction.CONV_LADDER:
+            # Each rung matures from its own activation epoch (§8.5), so a late rung pays off late.
+            _, activated = self.rungs.get(state.slot_id, (state.seed_id, []))
+            gain = sum(
+                (LADDER_GAINS[i + 1] - LADDER_GAINS[i]) * self._maturity(since, epoch)
+                for i, since in enumerate(activated)
+            )
+        else:
+            gain = BLUEPRINT_GAINS.get(state.blueprint, 0.0) * self._maturity(state.germinated_epoch, epoch)
+        return gain * state.controller.alpha
+
+    def _track_rungs(self) -> None:
+        """Keep each ladder's rung activation epochs in step with its level: germination, then each GROW."""
+        for state in self.slot_states:
+            if state.internal_kind is SeedInternalKind.NONE:
+                self.rungs.pop(state.slot_id, None)
+                continue
+            owner, activated = self.rungs.get(state.slot_id, (state.seed_id, []))
+            if owner != state.seed_id:
+                activated = []
+            changed = state.internal_level_changed_epoch
+            while len(activated) < state.internal_level:
+                activated.append(changed if changed >= 0 else state.germinated_epoch)
+            del activated[state.internal_level :]
+            self.rungs[state.slot_id] = (state.seed_id, activated)
 
     def _report(self, epoch: int) -> EpochReport:
         cfg = self.config
         host = self.plateau - (self.plateau - self.start) * math.exp(-epoch / cfg.time_constant)
         host += self.rng.gauss(0.0, cfg.noise)
-        effects = {s.slot_id: self._seed_effect(s, epoch) for s in self.slot_states}
+        effects = {s.slot_id: self.seed_effect(s, epoch) for s in self.slot_states}
         accuracy = min(99.0, host + sum(effects.values()))
         loss = 0.05 + 2.0 * (1.0 - accuracy / 100.0)
         self.losses = [*self.losses, loss][-5:]
@@ -152,7 +211,7 @@ class SandboxEpisode:
         slots = []
         for state in self.slot_states:
             measured = state in blended
-            params = BLUEPRINT_PARAMS.get(state.blueprint, 0) if state.occupied else 0
+            params = seed_params(state)
             slots.append(
                 SlotReport(
                     slot_id=state.slot_id,
@@ -164,7 +223,7 @@ class SandboxEpisode:
                     seed_param_count=params,
                 )
             )
-        seed_params = sum(r.seed_param_count for r in slots)
+        added = sum(r.seed_param_count for r in slots)
         return EpochReport(
             epoch=epoch,
             max_epochs=cfg.episode_length,
@@ -178,7 +237,7 @@ class SandboxEpisode:
             - sum(effects[s.slot_id] for s in blended if s.stage is not SeedStage.FOSSILIZED),
             all_off_accuracy=accuracy - sum(effects.values()) if blended else None,
             host_params=cfg.host_params,
-            total_params=cfg.host_params + seed_params,
+            total_params=cfg.host_params + added,
             slots=slots,
             signals=self.signals.update(accuracy, loss),
         )
@@ -218,7 +277,10 @@ class SandboxEpisode:
                 self.counters["fossilized"] += 1
             elif isinstance(mutation, Prune):
                 self.counters["pruned"] += 1
+            elif isinstance(mutation, SetInternalLevel):
+                self.counters["grown" if mutation.to_level > mutation.from_level else "shrunk"] += 1
         self.slot_states = list(result.slots)
+        self._track_rungs()
         self.policy_state = decision.policy_state
         self.last_op = result.effective_op
         self.last_ok = result.succeeded
@@ -244,7 +306,7 @@ class SandboxEpisode:
         return EpisodeSummary(
             final_accuracy=accuracy,
             host_params=self.config.host_params,
-            seed_params_added=sum(BLUEPRINT_PARAMS.get(s.blueprint, 0) for s in fossils),
+            seed_params_added=sum(seed_params(s) for s in fossils),
             seeds_germinated=self.counters["germinated"],
             seeds_fossilized=self.counters["fossilized"],
             seeds_pruned=self.counters["pruned"],
@@ -256,16 +318,27 @@ class SandboxEpisode:
 
 def oracle_decision(request: DecisionRequest) -> Decision:
     """The known-optimal lifecycle: the best blueprint at once, fastest blend, advance when a gate allows, fossilize."""
+    return _oracle(request, OPTIMAL_BLUEPRINT, "oracle")
+
+
+def oracle_ladder_decision(request: DecisionRequest) -> Decision:
+    """The ladder variant's optimum (§8.5): germinate the ladder, grow it every epoch to its top, then fossilize."""
+    for index, legal in enumerate(request.masks.slot_by_op[LifecycleOp.GROW_INTERNAL]):
+        if legal:
+            action = FactoredAction(op=LifecycleOp.GROW_INTERNAL, slot=index)
+            return Decision(policy_id=request.policy_id, policy_version=0, action=action, reason="oracle_ladder: grow")
+    return _oracle(request, BlueprintAction.CONV_LADDER, "oracle_ladder")
+
+
+def _oracle(request: DecisionRequest, blueprint: BlueprintAction, name: str) -> Decision:
     action = FactoredAction(op=LifecycleOp.WAIT, slot=0)
     reason = "wait"
     advance = request.masks.op[LifecycleOp.ADVANCE]  # with auto-forward gates the tick advances by itself
     for index, state in enumerate(request.slots):
         stage = state.stage
         if stage is SeedStage.DORMANT and request.masks.slot_by_op[LifecycleOp.GERMINATE][index]:
-            action = FactoredAction(
-                op=LifecycleOp.GERMINATE, slot=index, blueprint=OPTIMAL_BLUEPRINT, tempo=TempoAction.FAST
-            )
-            reason = "germinate the best blueprint"
+            action = FactoredAction(op=LifecycleOp.GERMINATE, slot=index, blueprint=blueprint, tempo=TempoAction.FAST)
+            reason = f"germinate {blueprint.name.lower()}"
         elif advance and (
             stage is SeedStage.GERMINATED
             or (stage is SeedStage.TRAINING and state.metrics.epochs_in_current_stage >= DEFAULT_MIN_BLENDING_EPOCHS)
@@ -277,4 +350,4 @@ def oracle_decision(request: DecisionRequest) -> Decision:
         else:
             continue
         break
-    return Decision(policy_id=request.policy_id, policy_version=0, action=action, reason=f"oracle: {reason}")
+    return Decision(policy_id=request.policy_id, policy_version=0, action=action, reason=f"{name}: {reason}")

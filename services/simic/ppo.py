@@ -48,6 +48,7 @@ __all__ = [
     "clipped_surrogate",
     "entropy_floor_penalty",
     "evaluate_sequences",
+    "kl_weights",
     "ppo_update",
     "stale_steps",
     "weighted_value_loss",
@@ -181,6 +182,11 @@ def loss_terms(
     return LossTerms(policy_loss, value_loss, q_loss, aux_loss, entropy_loss, floor_penalty, kl)
 
 
+def kl_weights(batch: RolloutBatch) -> dict[str, torch.Tensor]:
+    """§5.14: each head's share of the early-stop KL is how often the head is causally relevant in the batch."""
+    return {head: batch.causal[head].float().mean() for head in HEAD_NAMES}
+
+
 def stale_steps(batch: RolloutBatch, current_version: int) -> torch.Tensor:
     """Steps the policy sampled with an older version than `current_version` (none when it is unknown, −1)."""
     if current_version < 0:
@@ -232,7 +238,7 @@ def ppo_update(
         advantages=norm_advantages,
         targets=value_normalizer.normalize(returns),
         value_weights=torch.where(batch.forced, config.forced_value_weight, 1.0),
-        kl_weights={head: batch.causal[head].float().mean() for head in HEAD_NAMES},
+        kl_weights=kl_weights(batch),
         acting=acting,
     )
     c = coefficients(config, updates_done, total_updates)

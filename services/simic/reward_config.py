@@ -39,6 +39,10 @@ class RewardConfig(msgspec.Struct, frozen=True, kw_only=True):
     baseline_loss: float = 2.3
     target_loss: float = 0.3
     auto_prune_penalty: float = -0.2
+    #: plans/kasmina2-phase0.md §8.1 (Choice 10): GROW/SHRINK_INTERNAL cost what SET_ALPHA_TARGET does in SHAPED/ESCROW.
+    internal_op_cost: float = 0.005
+    #: §8.3: off by default; the pivot lever's enabled value is 0.005 (§12.5).
+    internal_thrash_penalty: float = 0.0
 
     def __post_init__(self) -> None:
         if not 0.0 < self.gamma <= 1.0:
@@ -53,6 +57,10 @@ class RewardConfig(msgspec.Struct, frozen=True, kw_only=True):
             raise ValueError(f"typical_loss_delta_std must be positive, got {self.typical_loss_delta_std}")
         if self.baseline_loss <= self.target_loss:
             raise ValueError("baseline_loss must exceed target_loss for the loss-family terminal term")
+        for name in ("internal_op_cost", "internal_thrash_penalty"):
+            value = getattr(self, name)
+            if not math.isfinite(value) or value < 0.0:
+                raise ValueError(f"{name} is charged as a negative term, so it must be finite and >= 0, got {value}")
         if not 0.0 <= self.basic_plus_drip_fraction <= 1.0:
             raise ValueError(f"basic_plus_drip_fraction must lie in [0, 1], got {self.basic_plus_drip_fraction}")
 

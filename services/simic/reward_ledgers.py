@@ -1,4 +1,5 @@
-"""Per-env, per-episode reward memory: escrow credit, BASIC_PLUS drips and the scaffold ledger (reference §6.11–6.15).
+"""Per-env, per-episode reward memory: escrow credit, BASIC_PLUS drips, the scaffold ledger (reference §6.11–6.15)
+and each seed's internal-op directions (plans/kasmina2-phase0.md §8.3).
 
 One `EpisodeRewardState` lives beside each env's episode buffer in the learner and starts fresh with the episode.
 """
@@ -46,6 +47,7 @@ class EpisodeRewardState:
     scaffold_boosts: dict[str, list[ScaffoldBoost]] = field(default_factory=dict)
     forfeited: set[tuple[str, str]] = field(default_factory=set)
     potentials: dict[tuple[str, str], float] = field(default_factory=dict)
+    internal_ops: dict[str, list[int]] = field(default_factory=dict)
     pending_hindsight: float = 0.0
     episode_start_accuracy: float | None = None
 
@@ -62,6 +64,7 @@ class EpisodeRewardState:
         self.escrow_credit.pop(slot_id, None)
         self.drip_pools.pop(slot_id, None)
         self.scaffold_boosts.pop(slot_id, None)
+        self.internal_ops.pop(slot_id, None)
 
     # PBRS forfeiture (§6.9)
 
@@ -118,6 +121,16 @@ class EpisodeRewardState:
             if pool.epochs_left <= 0:
                 del self.drip_pools[slot_id]
         return paid
+
+    # Internal-op trajectory (plans/kasmina2-phase0.md §8.3)
+
+    def record_internal_op(self, slot_id: str, direction: int) -> list[int]:
+        """Append one applied GROW (+1) or SHRINK (−1) to the slot's seed's trajectory and return the trajectory."""
+        if direction not in (1, -1):
+            raise ValueError(f"internal op direction must be +1 or -1, got {direction}")
+        directions = self.internal_ops.setdefault(slot_id, [])
+        directions.append(direction)
+        return directions
 
     # ESCROW credit (§6.12)
 

@@ -1,7 +1,8 @@
 """Simic's reward: one entry point for every mode and family of reference/tamiyo_simic.md §6.
 
 `compute_reward` is called once per step record, in step order, with the env's `EpisodeRewardState`; the terms the
-reference adds outside the mode function (§6.11: scaffold hindsight credit, auto-prune penalty) are added here.
+reference adds outside the mode function (§6.11: scaffold hindsight credit, auto-prune penalty) and the optional
+internal-op thrash penalty (plans/kasmina2-phase0.md §8.3) are added here.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from services.simic.rewards_basic import basic_components
 from services.simic.rewards_contribution import contribution_components
 from services.simic.rewards_loss import loss_components
 from services.simic.rewards_sparse import simplified_components, sparse_components
+from services.simic.rewards_thrash import internal_thrash
 
 __all__ = [
     "DEFAULT_GAMMA",
@@ -56,6 +58,9 @@ def compute_reward(config: RewardConfig, inputs: RewardInputs, state: EpisodeRew
     else:
         mode_terms = sparse_components(config, inputs)
     components.update(mode_terms)
+
+    # plans/kasmina2-phase0.md §8.3: every mode, like the auto-prune charge; 0 unless the lever is turned on.
+    components["internal_thrash"] = internal_thrash(config, inputs, state)
 
     if inputs.new_auto_prunes:
         # §6.11: a seed the environment had to prune is charged to the policy on the step after it happened.

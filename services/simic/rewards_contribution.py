@@ -7,6 +7,7 @@ attribution B for a per-slot credit ledger.
 from __future__ import annotations
 
 import math
+from typing import Never, NoReturn
 
 from leyline_schemas.enums import LifecycleOp, RewardMode, SeedStage
 from leyline_schemas.lifecycle import SlotState
@@ -188,10 +189,15 @@ def _escrow_attribution(inputs: RewardInputs, state: EpisodeRewardState, rho: fl
 def _action_terms(
     config: RewardConfig, inputs: RewardInputs, seed: SlotState | None, state: EpisodeRewardState
 ) -> dict[str, float]:
-    """Per-op costs and shaping (§6.9); potential payments and the fossil bonus are named apart for the ablations."""
+    """Per-op costs and shaping (§6.9); potential payments and the fossil bonus are named apart for the ablations.
+
+    Every op has its own branch: an op this chain does not know raises instead of being charged as another.
+    """
     op = inputs.effective_op
     out: dict[str, float] = {}
-    if op is LifecycleOp.GERMINATE:
+    if op is LifecycleOp.WAIT:
+        pass
+    elif op is LifecycleOp.GERMINATE:
         if inputs.target is not None:
             out["action"] = -0.3
         elif not config.disable_pbrs and not inputs.is_terminal:
@@ -211,7 +217,17 @@ def _action_terms(
             out["action"] = -0.1
     elif op is LifecycleOp.SET_ALPHA_TARGET:
         out["action"] = -0.005
+    elif op is LifecycleOp.GROW_INTERNAL or op is LifecycleOp.SHRINK_INTERNAL:
+        # plans/kasmina2-phase0.md §8.1, Choice 10: a reversible local adjustment, priced like SET_ALPHA_TARGET.
+        out["action"] = -config.internal_op_cost
+    else:
+        unknown_op(op)
     return out
+
+
+def unknown_op(op: Never) -> NoReturn:
+    """The end of a per-op chain: mypy proves it unreachable for every LifecycleOp, and at run time it raises."""
+    raise ValueError(f"reward invariant: no reward rule for op {op!r}; every LifecycleOp needs its own branch")
 
 
 def _fossilize_shaping(inputs: RewardInputs, seed: SlotState | None) -> tuple[float, float, bool]:
