@@ -162,6 +162,41 @@ def cmd_experiment_ab(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_experiment_ladder(args: argparse.Namespace) -> int:
+    """Control (no conv_ladder) vs treatment (every CNN blueprint), paired per seed replicate; A1–A7 to the out dir."""
+    from services.experiments.ladder_experiment import LadderPlan, run_ladder_experiment
+
+    try:
+        plan = LadderPlan(
+            task=args.task,
+            rounds=args.rounds,
+            envs=args.envs,
+            seeds=args.seeds,
+            base_seed=args.seed,
+            eval_episodes=args.eval_episodes,
+            max_seeds=args.max_seeds,
+            episode_length=args.episode_length,
+            max_batches=args.max_batches,
+            reward_mode=RewardMode(args.reward_mode),
+        )
+    except ValueError as exc:
+        print(f"esper experiment ladder: {exc}", file=sys.stderr)
+        return 2
+    out = Path(args.out or f"runs/{plan.experiment_id}")
+    verdict = run_ladder_experiment(
+        plan, out=out, nats_url=args.nats, timeout=args.timeout, learner_env=policy_size_env(args.hidden)
+    )
+    if args.json:
+        print(json.dumps(verdict, indent=2))
+    else:
+        for name, check in verdict["checks"].items():
+            bulky = ("status", "post_op_deltas", "entropy_runs_below_floor")
+            figures = {k: v for k, v in check.items() if k not in bulky}
+            print(f"{name:<13} {check['status']:<12} {json.dumps(figures)[:200]}")
+        print(f"-> {out / 'ladder_verdict.json'} ({verdict['wall_seconds']}s)")
+    return 0
+
+
 def cmd_experiment_reward_efficiency(args: argparse.Namespace) -> int:
     """§7.6 final exam: Control, SHAPED, SIMPLIFIED, SPARSE on paired seeds; verdict.json, report.md, plots."""
     from services.experiments.exam import ExamSettings, run_exam
@@ -299,6 +334,24 @@ def register(sub: Any) -> None:
     ex.set_defaults(func=cmd_experiment_reward_efficiency)
 
     register_proof(esub)
+
+    ld = esub.add_parser("ladder", help="kasmina2 phase 0: PPO with and without conv_ladder, A1-A7 (§12)")
+    ld.add_argument("--task", default="digits_tiny", help="a CNN task with headroom (digits_tiny or mnist1d)")
+    ld.add_argument("--rounds", type=int, default=40, help="PPO rounds of --envs episodes per arm and replicate")
+    ld.add_argument("--envs", type=int, default=4, help="envs per arm")
+    ld.add_argument("--seeds", type=int, default=3, help="seed replicates (seed, seed+1000, ...)")
+    ld.add_argument("--seed", type=int, default=42)
+    ld.add_argument("--eval-episodes", type=int, default=8, help="held-out greedy episodes per contender")
+    ld.add_argument("--max-seeds", type=int, default=2)
+    ld.add_argument("--episode-length", type=int, default=None)
+    ld.add_argument("--max-batches", type=int, default=0)
+    ld.add_argument("--reward-mode", default="shaped", choices=[m.value for m in RewardMode])
+    ld.add_argument("--hidden", type=int, default=64)
+    ld.add_argument("--nats", default=None)
+    ld.add_argument("--timeout", type=float, default=7200.0)
+    ld.add_argument("--out", default=None)
+    ld.add_argument("--json", action="store_true")
+    ld.set_defaults(func=cmd_experiment_ladder)
 
     ts = esub.add_parser("tinystories-baseline", help="static vs heuristic- vs PPO-grown TransformerHost curves")
     ts.add_argument("--task", default="tinystories_small")

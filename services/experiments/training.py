@@ -25,7 +25,7 @@ from typing import Any
 import msgspec
 from nats.aio.client import Client
 
-from leyline_schemas import ArmSpec, PolicyKind, RemoteError, RewardFamily, RewardMode, RunSpec
+from leyline_schemas import ArmSpec, BlueprintAction, PolicyKind, RemoteError, RewardFamily, RewardMode, RunSpec
 from leyline_schemas.policy_ids import GREEDY_SUFFIX
 from services.experiments.statistics import bootstrap_interval
 from services.experiments.step_audit import evaluation_version_check, read_step_records, round_version_lags
@@ -61,6 +61,9 @@ class TrainingPlan:
     synthetic: bool = False
     run_prefix: str = "train"
     extra: dict[str, Any] = field(default_factory=dict)
+    #: Per arm id, the blueprints its runs may germinate (RunSpec.blueprints; absent: the task's full set). The
+    #: ladder experiment's control and treatment differ only by this (plans/kasmina2-phase0.md Choice 14).
+    arm_blueprints: dict[str, tuple[BlueprintAction, ...]] = field(default_factory=dict)
 
     def __post_init__(self) -> None:
         if not self.arms:
@@ -137,6 +140,7 @@ def training_spec(plan: TrainingPlan, arm: ArmSpec, run_id: str) -> RunSpec:
         learn=True,
         run_ahead=plan.run_ahead,
         created_at=time.time(),
+        blueprints=list(plan.arm_blueprints.get(arm.arm_id, ())),
     )
 
 
@@ -148,6 +152,7 @@ def evaluation_spec(
     *,
     version: int = 0,
     reward_family: RewardFamily = RewardFamily.CONTRIBUTION,
+    blueprints: Sequence[BlueprintAction] = (),
 ) -> RunSpec:
     """An evaluation run of `policy_id` on the held-out seeds, decided by `version` of the line (0: any version)."""
     slots, length, batch = _task_defaults(plan)
@@ -174,6 +179,7 @@ def evaluation_spec(
         permissive_gates=not plan.strict_gates,
         synthetic=plan.synthetic,
         created_at=time.time(),
+        blueprints=list(blueprints),
     )
 
 
@@ -211,6 +217,8 @@ def learning_curve(follower: RunFollower) -> list[dict[str, Any]]:
                 "approx_kl": round(update.approx_kl, 5) if update else None,
                 "explained_variance": round(update.explained_variance, 4) if update else None,
                 "version_lag_mean": round(update.version_lag_mean, 3) if update else None,
+                "head_entropies": dict(update.head_entropies) if update else {},
+                "skipped": update.skipped if update else None,
             }
         )
     return curve
@@ -289,7 +297,15 @@ async def evaluate_on(
         family = (
             families.get(name, plan.arms[0].reward_family) if mode is RewardMode.SHAPED else RewardFamily.CONTRIBUTION
         )
-        spec = evaluation_spec(plan, policy_id, mode, run_id, version=version or 0, reward_family=family)
+        spec = evaluation_spec(
+            plan,
+            policy_id,
+            mode,
+            run_id,
+            version=version or 0,
+            reward_family=family,
+            blueprints=plan.arm_blueprints.get(name, ()),
+        )
         _, follower, _ = await follow_run(nc, spec, timeout=timeout, show_progress=False)
         episodes = episode_rows(follower)
         result = {"run_id": run_id, "policy_id": policy_id, **summarize(episodes), "per_episode": episodes}
