@@ -9,6 +9,7 @@ from services.policy.weights import decode_policy
 from services.simic.episodes import ScoredEpisode, score_episode
 from services.simic.learner import ArmLearner, LearnerConfig
 from services.simic.ppo import PPOConfig
+from services.simic.rollout import EpisodeRollout, RolloutBatch, collate
 from services.tamiyo.learned import LearnedPolicy
 from services.tolaria.tasks import env_seed
 
@@ -55,3 +56,15 @@ def play_round(learner: ArmLearner, round_index: int, *, version: int | None = N
         ).run(policy.decide)
         scored.append(score_episode(records, learner.reward_config))
     return scored
+
+
+def collate_rollouts(learner: ArmLearner, rollouts: list[EpisodeRollout], chunk_length: int) -> RolloutBatch:
+    """`rollouts` as one PPO batch, normalised by the learner's observation statistics."""
+    norm = learner.obs_normalizer
+    return collate(
+        rollouts,
+        [norm.normalize(r.obs) for r in rollouts],
+        [norm.normalize(r.bootstrap_obs) for r in rollouts],
+        [r.rewards for r in rollouts],
+        chunk_length=chunk_length,
+    )

@@ -32,9 +32,9 @@ from services.simic.rewards import (
 )
 from services.simic.rewards_contribution import rent
 from services.simic.rewards_thrash import thrash_rate
-from services.simic.rollout import RolloutBatch, RolloutError, build_rollout, collate
+from services.simic.rollout import RolloutBatch, RolloutError, build_rollout
 from tests.kasmina.factories import seed
-from tests.simic.simic_helpers import learner_config, run_spec
+from tests.simic.simic_helpers import collate_rollouts, learner_config, run_spec
 
 LADDER = L.BlueprintAction.CONV_LADDER
 GROW, SHRINK = LifecycleOp.GROW_INTERNAL, LifecycleOp.SHRINK_INTERNAL
@@ -351,14 +351,7 @@ def test_invariant_38_a_stored_action_outside_its_op_conditioned_mask_is_rejecte
 
 def _ladder_batch(learner: ArmLearner, episodes: list[list[StepRecord]]) -> RolloutBatch:
     rollouts = [build_rollout(score_episode(records, learner.reward_config), 2) for records in episodes]
-    norm = learner.obs_normalizer
-    return collate(
-        rollouts,
-        [norm.normalize(r.obs) for r in rollouts],
-        [norm.normalize(r.bootstrap_obs) for r in rollouts],
-        [r.rewards for r in rollouts],
-        chunk_length=LENGTH,
-    )
+    return collate_rollouts(learner, rollouts, LENGTH)
 
 
 def test_invariant_39_a_ppo_update_with_internal_ops() -> None:

@@ -24,19 +24,12 @@ from services.simic.ppo import (
 )
 from services.simic.reward_config import RewardConfig
 from services.simic.rollout import build_rollout, collate
-from tests.simic.simic_helpers import LENGTH, learner_config, play_round, run_spec
+from tests.simic.simic_helpers import LENGTH, collate_rollouts, learner_config, play_round, run_spec
 
 
 def _batch(learner: ArmLearner, round_index: int = 0):  # type: ignore[no-untyped-def]
     rollouts = [build_rollout(s, 2) for s in play_round(learner, round_index)]
-    norm = learner.obs_normalizer
-    return collate(
-        rollouts,
-        [norm.normalize(r.obs) for r in rollouts],
-        [norm.normalize(r.bootstrap_obs) for r in rollouts],
-        [r.rewards for r in rollouts],
-        chunk_length=LENGTH,
-    )
+    return collate_rollouts(learner, rollouts, LENGTH)
 
 
 def test_update_pass_reproduces_the_rollout_log_probs_and_anchors_the_ratio_at_one() -> None:

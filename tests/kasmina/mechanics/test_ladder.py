@@ -4,8 +4,6 @@ construction, the slot's level checks and its version-2 checkpoint."""
 
 from __future__ import annotations
 
-import io
-
 import msgspec
 import pytest
 import torch
@@ -30,6 +28,7 @@ from services.kasmina.mechanics.ladder import ConvLadderSeed, MicrostructuredSee
 from services.kasmina.mechanics.model import MorphogeneticModel
 from services.kasmina.mechanics.slot import SLOT_CHECKPOINT_VERSION, SeedSlot, SlotCheckpointError, SlotSyncError
 from services.tolaria.hosts import CNNHost
+from tests.kasmina.mechanics.test_mech_slot import _roundtrip as checkpoint_roundtrip
 
 B = BlueprintAction
 SPEC = SEED_INTERNALS[B.CONV_LADDER]
@@ -369,15 +368,6 @@ def test_only_a_live_microstructured_seed_changes_level() -> None:
 # --------------------------------------------------------------------------- invariant 28: checkpoint version 2
 
 
-def roundtrip(slot: SeedSlot) -> SeedSlot:
-    buffer = io.BytesIO()
-    torch.save(slot.state_dict(), buffer)
-    buffer.seek(0)
-    fresh = SeedSlot(slot.slot_id, slot.channels, slot.topology)
-    fresh.load_state_dict(torch.load(buffer, weights_only=True))
-    return fresh
-
-
 SEEDED_STAGES = [
     (SeedStage.GERMINATED, 0.0),
     (SeedStage.TRAINING, 0.0),
@@ -394,7 +384,7 @@ def test_a_checkpoint_round_trip_restores_the_level_and_the_outputs(stage: SeedS
     trained(seed_of(slot))
     slot.set_internal_level(level)
     slot.sync(slot_state(slot, stage, alpha=alpha))
-    restored = roundtrip(slot)
+    restored = checkpoint_roundtrip(slot)
     assert restored.internal_level == level and restored.internal_kind is SeedInternalKind.CONV_LADDER
     assert restored.slot_checkpoint() == slot.slot_checkpoint()
     assert restored.slot_checkpoint()["version"] == SLOT_CHECKPOINT_VERSION == 2
@@ -410,7 +400,7 @@ def test_a_checkpoint_of_a_released_ladder_has_no_level(stage: SeedStage) -> Non
     slot = grown_slot()
     slot.set_internal_level(3)
     slot.sync(slot_state(slot, stage))
-    restored = roundtrip(slot)
+    restored = checkpoint_roundtrip(slot)
     assert (restored.internal_kind, restored.internal_level, restored.seed) == (SeedInternalKind.NONE, 0, None)
     assert restored.slot_checkpoint() == slot.slot_checkpoint()
 
