@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import math
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -25,10 +26,10 @@ from leyline_schemas import (
     RewardMode,
     StepRecord,
     Topology,
-    decode,
 )
 from leyline_schemas.observation import observation_size
 from services.experiments.ladder_verdict import CONTROL, TREATMENT, WAIT, Replicate, ladder_verdict
+from services.experiments.step_audit import read_step_records
 from services.experiments.training import TrainingPlan, train_and_evaluate_on
 from services.karn.ladder_report import ladder_report
 from services.karn.rebuild import rebuild
@@ -63,6 +64,12 @@ class LadderPlan:
             raise ValueError("rounds, envs, seeds and eval episodes must be at least 1")
 
     @property
+    def resolved_episode_length(self) -> int:
+        from services.tolaria.tasks import get_task
+
+        return self.episode_length or get_task(self.task).episode_length
+
+    @property
     def experiment_id(self) -> str:
         return self.name or f"ladder-{time.strftime('%Y%m%d-%H%M%S')}"
 
@@ -87,17 +94,18 @@ class LadderPlan:
         )
 
 
-def observation_widths(store: RunStore, run_id: str) -> dict[str, int]:
-    """How many of the run's step records there are, and how many carry an observation not 25 + 32·S wide."""
-    records = wrong = 0
-    for row in store.read("SELECT raw FROM steps WHERE run_id = ?", (run_id,)):
-        directive = decode(row["raw"], StepRecord).directive
-        records += 1
-        wrong += len(directive.observation) != observation_size(len(directive.observed_slots))
-    return {"records": records, "wrong": wrong}
+def observation_widths(records: Sequence[StepRecord]) -> dict[str, int]:
+    """How many step records there are, and how many carry an observation not 25 + 32·S wide (A7).
+
+    Read from the STEPS stream: Karn's store keeps steps without their observation.
+    """
+    wrong = sum(len(r.directive.observation) != observation_size(len(r.directive.blueprint_indices)) for r in records)
+    return {"records": len(records), "wrong": wrong}
 
 
-def replicate_reports(store: RunStore, plan: LadderPlan, result: dict[str, Any]) -> Replicate:
+def replicate_reports(
+    store: RunStore, plan: LadderPlan, result: dict[str, Any], widths: dict[str, dict[str, int]]
+) -> Replicate:
     """The ladder reports a verdict reads, from the store rebuilt after the replicate's runs."""
     episodes = plan.rounds * plan.envs
     half = (plan.rounds // 2) * plan.envs  # the first episode of the last half of the rounds
@@ -110,7 +118,6 @@ def replicate_reports(store: RunStore, plan: LadderPlan, result: dict[str, Any])
             "whole": ladder_report(store, run_id),
             "first_quarter": ladder_report(store, run_id, 0, quarter - 1),
             "last_quarter": ladder_report(store, run_id, episodes - quarter, episodes - 1),
-            "widths": observation_widths(store, run_id),
         }
     return Replicate(
         training=result["training"],
@@ -119,7 +126,7 @@ def replicate_reports(store: RunStore, plan: LadderPlan, result: dict[str, Any])
         whole={arm: r["whole"] for arm, r in reports.items()},
         first_quarter={arm: r["first_quarter"] for arm, r in reports.items()},
         last_quarter={arm: r["last_quarter"] for arm, r in reports.items()},
-        widths={arm: r["widths"] for arm, r in reports.items()},
+        widths=widths,
     )
 
 
@@ -133,11 +140,17 @@ def _bus_url(nc: Client) -> str:
 async def _run(nc: Client, plan: LadderPlan, experiment_id: str, out: Path, timeout: float) -> list[Replicate]:
     replicates = []
     for replicate in range(plan.seeds):
-        result = await train_and_evaluate_on(nc, plan.training_plan(experiment_id, replicate), timeout=timeout)
+        training_plan = plan.training_plan(experiment_id, replicate)
+        result = await train_and_evaluate_on(nc, training_plan, timeout=timeout)
+        expected = plan.rounds * plan.envs * plan.resolved_episode_length
+        widths = {}
+        for arm in (CONTROL, TREATMENT):
+            records = await read_step_records(nc, result["training"][arm]["run_id"], expected=expected)
+            widths[arm] = observation_widths(records)
         store_path = out / "karn.sqlite"
         await rebuild(_bus_url(nc), store_path)
         with RunStore.open(store_path) as store:
-            reports = replicate_reports(store, plan, result)
+            reports = replicate_reports(store, plan, result, widths)
         replicates.append(reports)
         summary = {**result, "ladder": {arm: reports.whole[arm] for arm in (CONTROL, TREATMENT)}}
         (out / f"replicate-{replicate}.json").write_text(json.dumps(summary, indent=2) + "\n")
