@@ -29,6 +29,7 @@ from leyline_schemas import (
 )
 from leyline_schemas.observation import observation_size
 from services.experiments.ladder_verdict import CONTROL, TREATMENT, WAIT, Replicate, ladder_verdict
+from services.experiments.provenance import provenance
 from services.experiments.step_audit import read_step_records
 from services.experiments.training import TrainingPlan, train_and_evaluate_on
 from services.karn.ladder_report import ladder_report
@@ -173,6 +174,7 @@ def run_ladder_experiment(
     envs = max(2 * plan.envs, 3 * plan.eval_episodes)
     env = {"ESPER_MAX_ENVS": str(max(4, math.ceil(envs))), **(learner_env or {})}
     started = time.monotonic()
+    origin = provenance()
 
     async def go() -> list[Replicate]:
         async with bus_session(nats_url, out, extra_env=env) as nc:
@@ -185,6 +187,7 @@ def run_ladder_experiment(
         "control_blueprints": [bp.name.lower() for bp in CONTROL_BLUEPRINTS],
         **ladder_verdict(replicates),
         "wall_seconds": round(time.monotonic() - started, 1),
+        "provenance": origin,
     }
     (out / "ladder_verdict.json").write_text(json.dumps(verdict, indent=2) + "\n")
     return verdict
