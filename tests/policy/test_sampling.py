@@ -126,3 +126,33 @@ def test_deterministic_mode_takes_the_most_likely_legal_value() -> None:
     sampled = sample_action(logits, masks, deterministic=True)
     assert sampled.action["op"] == L.LifecycleOp.GERMINATE
     assert sampled.action["blueprint"] == L.BlueprintAction.CONV_HEAVY
+
+
+@pytest.mark.parametrize("op", [L.LifecycleOp.GROW_INTERNAL, L.LifecycleOp.SHRINK_INTERNAL])
+def test_an_internal_op_legal_in_one_slot_picks_that_slot_and_canonical_heads(op: L.LifecycleOp) -> None:
+    """Invariant 33 of plans/kasmina2-phase0.md: only the op and the slot carry the decision."""
+    ladder = L.SlotState(
+        slot_id="r0c1",
+        stage=L.SeedStage.HOLDING,
+        seed_id="s",
+        blueprint=L.BlueprintAction.CONV_LADDER,
+        germinated_epoch=1,
+        controller=L.AlphaControllerState(alpha=1.0, alpha_start=1.0, alpha_target=1.0),
+        internal_kind=L.SeedInternalKind.CONV_LADDER,
+        internal_level=2,
+        internal_max_level=4,
+    )
+    states = [L.SlotState(slot_id="r0c0"), ladder, L.SlotState(slot_id="r0c2")]
+    base = compute_masks(states, slot_config(3), L.LifecycleConfig(), 0, epoch=5)
+    assert base.slot_by_op[op] == [False, True, False]
+    only = [o == op for o in L.LifecycleOp]  # the op itself the only legal one
+    masks = L.ActionMasks(
+        **{**{h: getattr(base, h) for h in L.HEAD_NAMES if h != "slot"}, "op": only}, slot_by_op=base.slot_by_op
+    )
+    generator = torch.Generator().manual_seed(3)
+    for _ in range(20):
+        logits = {head: torch.randn(n, generator=generator) * 5 for head, n in head_sizes(3).items()}
+        sampled = sample_action(logits, masks, generator=generator)
+        assert sampled.action["op"] == op and sampled.action["slot"] == 1
+        for head, value in CANONICAL_VALUES.items():
+            assert sampled.action[head] == value and sampled.log_probs[head] == 0.0
