@@ -10,7 +10,7 @@ from __future__ import annotations
 import math
 import os
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from types import MappingProxyType
 from typing import TYPE_CHECKING, Any, Literal
@@ -319,6 +319,16 @@ _REGISTRY: dict[str, TaskSpec] = {
     )
 }
 REFERENCE_TASKS = tuple(name for name in _REGISTRY if name.startswith(("cifar_", "tinystories")))
+
+# kasmina2 phase 0, track A0 (plans/kasmina2-phase0.md §2.1): the reference TinyStories host with a slot after every
+# layer (num_segments = n_layer = 6, slots r0c0…r0c5), denser injection points with no host change. Not a reference
+# task, so it is registered after REFERENCE_TASKS is taken.
+_REGISTRY["tinystories_layerwise"] = replace(
+    _REGISTRY["tinystories"],
+    name="tinystories_layerwise",
+    host_kwargs=MappingProxyType({**_GPT, "num_segments": int(_GPT["n_layer"])}),
+    default_slots=_slots(0, int(_GPT["n_layer"])),
+)
 
 # A CPU-sized TinyStories variant (not a reference task): a small TransformerHost on byte tokens of a local file.
 _REGISTRY["tinystories_small"] = TaskSpec(

@@ -50,6 +50,7 @@ def test_registry_holds_exactly_the_reference_tasks_plus_digits_and_synthetic_tw
         "synthetic_cnn",
         "synthetic_transformer",
         "tinystories_small",
+        "tinystories_layerwise",
     }
 
 
@@ -67,6 +68,9 @@ def test_slot_ids_follow_the_table(table: dict[str, dict[str, Any]]) -> None:
     for name in ("cifar_scale", "cifar_deep_multichannel", "cifar_deep_impaired"):
         assert table[name]["slot_ids"] == GRID_2x5, name
     assert table["tinystories"]["slot_ids"] == ["r0c0", "r0c1", "r0c2"]
+    # kasmina2 track A0: the same host with a slot after each of its 6 layers.
+    assert table["tinystories_layerwise"]["slot_ids"] == [f"r0c{i}" for i in range(6)]
+    assert table["tinystories_layerwise"]["host_params"] == table["tinystories"]["host_params"]
     assert table["digits"]["slot_ids"] == ["r0c0", "r0c1", "r0c2", "r1c0", "r1c1"]
     for row in table.values():
         assert set(row["default_slots"]) <= set(row["slot_ids"]), row["name"]
