@@ -2,9 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
 import logging
+import time
+from collections.abc import Awaitable, Callable
 
+from nats.errors import NoRespondersError
+from nats.errors import TimeoutError as NatsTimeoutError
 from nats.js import JetStreamContext
 from nats.js.api import (
     DiscardPolicy,
@@ -13,7 +18,7 @@ from nats.js.api import (
     StorageType,
     StreamConfig,
 )
-from nats.js.errors import BucketNotFoundError, NotFoundError
+from nats.js.errors import APIError, BucketNotFoundError, NotFoundError, ServiceUnavailableError
 from nats.js.kv import KeyValue
 from nats.js.object_store import ObjectStore
 
@@ -113,10 +118,60 @@ async def _bucket(js: JetStreamContext, config: KeyValueConfig) -> KeyValue:
         return await js.create_key_value(config)
 
 
-async def bootstrap(js: JetStreamContext) -> None:
-    """Create (or bring up to date) every stream, bucket and store; safe to call from every service."""
+#: JetStream's "no suitable peers for placement" and "JetStream cluster not available" error codes: a clustered
+#: server answers them while a peer is down or a meta leader is being elected.
+PLACEMENT_ERROR_CODES = frozenset({10005, 10008})
+BOOTSTRAP_PATIENCE_S = 90.0
+
+
+def is_transient(exc: BaseException) -> bool:
+    """Whether a JetStream call failed because the cluster is healing (retry), not because the request is wrong."""
+    if isinstance(exc, NatsTimeoutError | NoRespondersError | ServiceUnavailableError | asyncio.TimeoutError):
+        return True
+    return isinstance(exc, APIError) and exc.err_code in PLACEMENT_ERROR_CODES
+
+
+async def retry_transient(
+    call: Callable[[], Awaitable[None]],
+    *,
+    patience: float = BOOTSTRAP_PATIENCE_S,
+    on_retry: Callable[[BaseException], None] | None = None,
+) -> None:
+    """Run `call` until it succeeds, retrying transient cluster errors with backoff for up to `patience` seconds;
+    any other error, or a transient one past the deadline, is raised."""
+    deadline = time.monotonic() + patience
+    delay = 0.25
+    while True:
+        try:
+            await call()
+            return
+        except Exception as exc:
+            if not is_transient(exc) or time.monotonic() + delay > deadline:
+                raise
+            log.warning("JetStream not ready (%s: %s); retrying in %.2f s", type(exc).__name__, exc, delay)
+            if on_retry is not None:
+                on_retry(exc)
+            await asyncio.sleep(delay)
+            delay = min(2 * delay, 5.0)
+
+
+async def _bootstrap_once(js: JetStreamContext) -> None:
     await ensure_streams(js)
     await runs_bucket(js)
     await policies_bucket(js)
     await weights_store(js)
     await hosts_store(js)
+
+
+async def bootstrap(
+    js: JetStreamContext,
+    *,
+    patience: float = BOOTSTRAP_PATIENCE_S,
+    on_retry: Callable[[BaseException], None] | None = None,
+) -> None:
+    """Create (or bring up to date) every stream, bucket and store; safe to call from every service.
+
+    A service started while a clustered bus is healing (a peer restarting, a meta leader election) waits for it
+    instead of dying: transient errors are retried for up to `patience` seconds.
+    """
+    await retry_transient(lambda: _bootstrap_once(js), patience=patience, on_retry=on_retry)

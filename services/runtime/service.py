@@ -179,7 +179,7 @@ class ServiceRunner(Generic[SettingsT, StateT]):
 
         nc = await connect(self.settings, on_state=self._bus_state)
         js = nc.jetstream()
-        await jetstream.bootstrap(js)
+        await jetstream.bootstrap(js, on_retry=lambda _: self.metrics.count_event("bootstrap_retry"))
         telemetry = TelemetryPublisher(
             js, self.settings.instance, lambda kind: self.metrics.count_event(f"telemetry_drop_{kind}")
         )
