@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from leyline_schemas.base import Record
 from leyline_schemas.enums import (
     AlphaAlgorithm,
@@ -13,6 +15,7 @@ from leyline_schemas.enums import (
     SeedStage,
     SurfaceType,
     Topology,
+    blueprints_for,
 )
 
 MAX_INTERNAL_LEVEL = 4
@@ -160,6 +163,22 @@ class LifecycleConfig(Record, frozen=True, kw_only=True):
     internal_op_cooldown_epochs: int = 0
     #: Allow internal ops only while alpha holds (a pivot lever, off by default).
     internal_ops_require_alpha_hold: bool = False
+
+
+def foreign_blueprints(allowlist: Sequence[BlueprintAction], topology: Topology) -> list[int]:
+    """The positions of a blueprint allowlist (`LifecycleConfig.blueprints`, `RunSpec.blueprints`) that name a
+    blueprint the topology does not have; Kasmina refuses them per step, Tolaria at RUNS_START."""
+    available = set(blueprints_for(topology))
+    return [k for k, blueprint in enumerate(allowlist) if blueprint not in available]
+
+
+def allowed_blueprints(allowlist: Sequence[BlueprintAction], topology: Topology) -> frozenset[BlueprintAction]:
+    """The blueprints a germination may use: the allowlist (empty: all) within the topology's set, NOOP never.
+
+    Empty for a non-empty allowlist that names nothing usable, which both validators refuse.
+    """
+    available = set(blueprints_for(topology)) - {BlueprintAction.NOOP}
+    return frozenset(available & set(allowlist) if allowlist else available)
 
 
 class CommittedSeed(Record, frozen=True, kw_only=True):

@@ -19,9 +19,7 @@ from leyline_schemas.enums import (
 )
 from leyline_schemas.lifecycle import LifecycleConfig, SlotState
 from leyline_schemas.telemetry import SeedInternalLevelChanged
-from services.kasmina.transitions import SlotChange
-
-POLICY_INITIATOR = "policy"
+from services.kasmina.transitions import POLICY_INITIATOR, SlotChange
 
 
 def level_step(op: LifecycleOp) -> int:

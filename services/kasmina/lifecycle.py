@@ -37,7 +37,7 @@ from leyline_schemas.enums import (
     Topology,
     blueprint_name,
 )
-from leyline_schemas.lifecycle import LifecycleConfig, SeedMetrics, SlotState
+from leyline_schemas.lifecycle import LifecycleConfig, SeedMetrics, SlotState, allowed_blueprints
 from leyline_schemas.reports import SlotReport
 from leyline_schemas.telemetry import LifecyclePayload
 from services.kasmina.gates import GateResult
@@ -45,6 +45,7 @@ from services.kasmina.internal_ops import internal_level_change, internal_op_ref
 from services.kasmina.transitions import (
     DEFAULT_EMBARGO_EPOCHS_AFTER_PRUNE,
     MIN_PRUNE_AGE,
+    POLICY_INITIATOR,
     VALID_TRANSITIONS,
     SlotChange,
     TickRules,
@@ -59,7 +60,7 @@ from services.kasmina.transitions import (
     set_alpha_target_state,
     tick_slot,
 )
-from services.kasmina.validation import InvalidStepRequest, allowed_blueprints, validate_request
+from services.kasmina.validation import InvalidStepRequest, validate_request
 
 __all__ = [
     "DEFAULT_EMBARGO_EPOCHS_AFTER_PRUNE",
@@ -85,7 +86,6 @@ __all__ = [
 ]
 
 CONTRIBUTION_VELOCITY_DECAY = 0.7  # reference/kasmina.md §5 item 101
-POLICY_INITIATOR = "policy"
 
 
 def apply_slot_report(metrics: SeedMetrics, report: SlotReport | None) -> SeedMetrics:
@@ -193,7 +193,7 @@ def execution_refusal(
     if op is LifecycleOp.GERMINATE:
         if state.occupied:
             return f"germinate needs an empty slot; {state.slot_id} holds a seed in {stage.name}"
-        if blueprint not in allowed_blueprints(lifecycle, topology):
+        if blueprint not in allowed_blueprints(lifecycle.blueprints, topology):
             return f"blueprint {blueprint.name} is not available on this {topology.value} host"
     elif op is LifecycleOp.ADVANCE:
         if stage not in (SeedStage.GERMINATED, SeedStage.TRAINING, SeedStage.BLENDING):

@@ -25,10 +25,9 @@ from leyline_schemas.enums import (
     TempoAction,
 )
 from leyline_schemas.heads import require_row
-from leyline_schemas.lifecycle import LifecycleConfig, SlotConfig, SlotState
+from leyline_schemas.lifecycle import LifecycleConfig, SlotConfig, SlotState, allowed_blueprints
 from services.kasmina.internal_ops import internal_op_refusals
 from services.kasmina.transitions import MIN_PRUNE_AGE
-from services.kasmina.validation import allowed_blueprints
 
 # §2.3: sequential development; seeds in these stages block a new germination anywhere on the host.
 GERMINATION_BLOCKERS = frozenset(
@@ -95,7 +94,7 @@ def compute_masks(
     op_mask = [any(row) for row in slot_by_op]
     # §2.5: style and amplitude only vary where a germination or a retarget can actually use them.
     shaping = op_mask[LifecycleOp.GERMINATE] or op_mask[LifecycleOp.SET_ALPHA_TARGET]
-    allowed = allowed_blueprints(lifecycle, slot_config.topology)
+    allowed = allowed_blueprints(lifecycle.blueprints, slot_config.topology)
     return ActionMasks(
         op=require_row("op", op_mask),
         slot_by_op=slot_by_op,

@@ -37,6 +37,8 @@ from services.kasmina.gates import DEFAULT_MIN_BLENDING_EPOCHS, GateResult, Qual
 
 DEFAULT_EMBARGO_EPOCHS_AFTER_PRUNE = 5
 MIN_PRUNE_AGE = 5
+#: Who asked for a lifecycle change the policy decided (SeedPruned.initiator, SeedInternalLevelChanged.initiator).
+POLICY_INITIATOR = "policy"
 GOVERNOR_PRUNE_REASONS = frozenset({"governor_nan", "governor_lobotomy", "governor_divergence", "governor_rollback"})
 
 # §1.2 item 4; the order inside each tuple is the default-advance preference (item 5).

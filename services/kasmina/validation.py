@@ -7,8 +7,8 @@ from __future__ import annotations
 import math
 
 from leyline_schemas.directives import StepRequest
-from leyline_schemas.enums import BlueprintAction, GateLevel, SeedInternalKind, SeedStage, Topology, blueprints_for
-from leyline_schemas.lifecycle import LifecycleConfig, SlotState, internal_spec
+from leyline_schemas.enums import GateLevel, SeedInternalKind, SeedStage, Topology
+from leyline_schemas.lifecycle import LifecycleConfig, SlotState, allowed_blueprints, foreign_blueprints, internal_spec
 
 AUTO_FORWARD_GATES = frozenset({GateLevel.G1, GateLevel.G2, GateLevel.G3})
 
@@ -105,24 +105,17 @@ def _validate_lifecycle(lifecycle: LifecycleConfig, topology: Topology) -> None:
     for k, gate in enumerate(lifecycle.auto_forward_gates):
         if gate not in AUTO_FORWARD_GATES:
             raise InvalidStepRequest(f"lifecycle.auto_forward_gates[{k}]", f"{gate} is not G1, G2 or G3")
-    available = set(blueprints_for(topology))
-    for k, blueprint in enumerate(lifecycle.blueprints):
-        if blueprint not in available:
-            raise InvalidStepRequest(
-                f"lifecycle.blueprints[{k}]", f"{blueprint.name} is not a blueprint of a {topology.value} host"
-            )
-    if lifecycle.blueprints and all(bp is BlueprintAction.NOOP for bp in lifecycle.blueprints):
+    for k in foreign_blueprints(lifecycle.blueprints, topology):
+        raise InvalidStepRequest(
+            f"lifecycle.blueprints[{k}]",
+            f"{lifecycle.blueprints[k].name} is not a blueprint of a {topology.value} host",
+        )
+    if lifecycle.blueprints and not allowed_blueprints(lifecycle.blueprints, topology):
         raise InvalidStepRequest("lifecycle.blueprints", "the allowlist names no blueprint but NOOP")
     if lifecycle.internal_op_cooldown_epochs < 0:
         raise InvalidStepRequest(
             "lifecycle.internal_op_cooldown_epochs", f"must be ≥ 0, got {lifecycle.internal_op_cooldown_epochs}"
         )
-
-
-def allowed_blueprints(lifecycle: LifecycleConfig, topology: Topology) -> frozenset[BlueprintAction]:
-    """The blueprints a germination may use: the allowlist (empty: all) within the topology's set, NOOP never."""
-    available = set(blueprints_for(topology)) - {BlueprintAction.NOOP}
-    return frozenset(available & set(lifecycle.blueprints) if lifecycle.blueprints else available)
 
 
 def validate_request(req: StepRequest) -> None:

@@ -11,7 +11,6 @@ from nats.js.errors import KeyWrongLastSequenceError
 
 from leyline_schemas import (
     ArmSpec,
-    BlueprintAction,
     ErrorCode,
     RewardFamily,
     RewardMode,
@@ -24,11 +23,11 @@ from leyline_schemas import (
     RunStatusRequest,
     RunStopRequest,
     Topology,
-    blueprints_for,
     encode,
     routes,
     subjects,
 )
+from leyline_schemas.lifecycle import allowed_blueprints, foreign_blueprints
 from leyline_schemas.policy_ids import BUILTIN_POLICY_IDS
 from services.policy.pointers import read_pointer
 from services.runtime import jetstream
@@ -95,15 +94,14 @@ def _check_controls(spec: RunSpec, slots: list[str], host_params: int) -> None:
 
 def _check_blueprints(spec: RunSpec, topology: Topology) -> None:
     """The allowlist names only blueprints of the task's topology, and at least one besides NOOP."""
-    available = set(blueprints_for(topology))
-    foreign = [bp.name for bp in spec.blueprints if bp not in available]
+    foreign = [spec.blueprints[k].name for k in foreign_blueprints(spec.blueprints, topology)]
     if foreign:
         raise RequestRejected(
             ErrorCode.INVALID_REQUEST,
             f"blueprints {foreign} are not blueprints of a {topology.value} host",
             "blueprints",
         )
-    if spec.blueprints and all(bp is BlueprintAction.NOOP for bp in spec.blueprints):
+    if spec.blueprints and not allowed_blueprints(spec.blueprints, topology):
         raise RequestRejected(ErrorCode.INVALID_REQUEST, "the blueprint allowlist names only NOOP", "blueprints")
 
 
