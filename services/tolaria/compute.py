@@ -16,6 +16,7 @@ from torch import Tensor, nn
 from torch.utils.flop_counter import FlopCounterMode
 
 from leyline_schemas import EpochCompute
+from services.kasmina.mechanics.blueprints import attention_through_sdpa
 from services.kasmina.mechanics.model import MorphogeneticModel
 from services.tolaria.topology import forward_signature
 
@@ -54,7 +55,7 @@ def forward_flops_per_sample(model: nn.Module, sample: Tensor) -> int:
     if sample.dim() == 0 or sample.shape[0] != 1:
         raise ValueError(f"forward FLOPs are measured on a batch of one sample, got shape {tuple(sample.shape)}")
     counter = FlopCounterMode(display=False)
-    with _forked_rng(sample.device), _eval_mode(model), torch.no_grad(), counter:
+    with _forked_rng(sample.device), _eval_mode(model), torch.no_grad(), attention_through_sdpa(), counter:
         model(sample)
     return int(counter.get_total_flops())
 
@@ -70,7 +71,7 @@ def validation_flops_per_sample(
     if sample.dim() == 0 or sample.shape[0] != 1:
         raise ValueError(f"validation FLOPs are measured on a batch of one sample, got shape {tuple(sample.shape)}")
     counter = FlopCounterMode(display=False)
-    with _forked_rng(sample.device), _eval_mode(model), torch.no_grad(), counter:
+    with _forked_rng(sample.device), _eval_mode(model), torch.no_grad(), attention_through_sdpa(), counter:
         for _ in model.forward_configs(sample, configs):
             pass
     return int(counter.get_total_flops())

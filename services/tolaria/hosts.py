@@ -214,14 +214,34 @@ class TransformerBlock(nn.Module):
             nn.Linear(n_embd, 4 * n_embd), nn.GELU(), nn.Linear(4 * n_embd, n_embd), nn.Dropout(dropout)
         )
 
-    def forward(self, x: Tensor) -> Tensor:
-        x = x + self.attn(self.ln1(x))
+    def attend(self, x: Tensor) -> Tensor:
+        """The attention half: `x + Attn(LN x)`; a POST_ATTN surface sits after it."""
+        result: torch.Tensor = x + self.attn(self.ln1(x))
+        return result
+
+    def feed_forward(self, x: Tensor) -> Tensor:
+        """The MLP half: `x + MLP(LN x)`; a POST_MLP surface sits after it."""
         result: torch.Tensor = x + self.mlp(self.ln2(x))
         return result
 
+    def forward(self, x: Tensor) -> Tensor:
+        return self.feed_forward(self.attend(x))
+
+
+#: Where a TransformerHost puts its slots: "block_end" closes each of `num_segments` segments (the reference);
+#: "sublayer" puts one after every attention and every MLP half (kasmina2 track A1).
+TRANSFORMER_SURFACES = ("block_end", "sublayer")
+
 
 class TransformerHost(SlottedHostBase):
-    """GPT-style language model with a tied head; slot `r0c{i}` closes segment i of `num_segments` (§2.4 item 47)."""
+    """GPT-style language model with a tied head (reference/kasmina.md §2.4 item 47).
+
+    The forward pass is a timeline of half-layers: attention then MLP for each layer, so a boundary is the number
+    of halves run before it. With `surfaces="block_end"` slot `r0c{i}` closes segment i of `num_segments`. With
+    `surfaces="sublayer"` (kasmina2 track A1, plans/kasmina2-phase0.md §2.1) every layer l has a POST_ATTN slot
+    and a POST_MLP slot, `r0c{order}` with `order = 2·l + rank`; one row, so row-major action order, `order` and
+    execution order all agree. Routing runs the halves directly; no hooks.
+    """
 
     def __init__(
         self,
@@ -232,14 +252,20 @@ class TransformerHost(SlottedHostBase):
         block_size: int = 256,
         dropout: float = 0.1,
         num_segments: int = 3,
+        surfaces: str = "block_end",
     ) -> None:
         super().__init__()
         if n_embd % n_head != 0:
             raise ValueError(f"n_embd ({n_embd}) must be divisible by n_head ({n_head})")
+        if surfaces not in TRANSFORMER_SURFACES:
+            raise ValueError(f"unknown surfaces {surfaces!r}; choose one of {list(TRANSFORMER_SURFACES)}")
         if num_segments < 1 or n_layer % num_segments != 0:
             raise ValueError(f"num_segments ({num_segments}) must divide n_layer ({n_layer})")
+        if surfaces == "sublayer" and num_segments != n_layer:
+            raise ValueError(f"sublayer surfaces split every layer: num_segments ({num_segments}) must be n_layer")
         self.n_embd = n_embd
         self.block_size = block_size
+        self.surfaces = surfaces
         self.tok_emb = nn.Embedding(vocab_size, n_embd)
         self.pos_emb = nn.Embedding(block_size, n_embd)
         self.drop = nn.Dropout(dropout)
@@ -248,18 +274,33 @@ class TransformerHost(SlottedHostBase):
         self.head = nn.Linear(n_embd, vocab_size, bias=False)
         self.apply(self._init_weights)
         self.head.weight = self.tok_emb.weight
-        per = n_layer // num_segments
-        self._boundary = {f"r0c{i}": (i + 1) * per for i in range(num_segments)}
-        self._specs = [
-            SlotSpec(
-                slot_id=f"r0c{i}",
-                channels=n_embd,
-                order=i,
-                surface=SurfaceType.BLOCK_END,
-                position=(i + 1) / num_segments,
-            )
-            for i in range(num_segments)
-        ]
+        self._halves = 2 * n_layer
+        if surfaces == "sublayer":
+            kinds = (SurfaceType.POST_ATTN, SurfaceType.POST_MLP)
+            self._boundary = {f"r0c{k}": k + 1 for k in range(self._halves)}
+            self._specs = [
+                SlotSpec(
+                    slot_id=f"r0c{k}",
+                    channels=n_embd,
+                    order=k,
+                    surface=kinds[k % 2],
+                    position=(k + 1) / self._halves,
+                )
+                for k in range(self._halves)
+            ]
+        else:
+            per = self._halves // num_segments
+            self._boundary = {f"r0c{i}": (i + 1) * per for i in range(num_segments)}
+            self._specs = [
+                SlotSpec(
+                    slot_id=f"r0c{i}",
+                    channels=n_embd,
+                    order=i,
+                    surface=SurfaceType.BLOCK_END,
+                    position=(i + 1) / num_segments,
+                )
+                for i in range(num_segments)
+            ]
 
     @staticmethod
     def _init_weights(module: nn.Module) -> None:
@@ -286,12 +327,14 @@ class TransformerHost(SlottedHostBase):
         return result
 
     def _run(self, start: int, end: int, x: Tensor) -> Tensor:
-        for layer in self.layers[start:end]:
-            x = layer(x)
+        """Run the half-layers [start, end): half 2·l is layer l's attention, half 2·l + 1 its MLP."""
+        for half in range(start, end):
+            layer: TransformerBlock = self.layers[half // 2]  # type: ignore[assignment]
+            x = layer.attend(x) if half % 2 == 0 else layer.feed_forward(x)
         return x
 
     def forward(self, idx: Tensor) -> Tensor:
-        x = self._run(0, len(self.layers), self._embed(idx))
+        x = self._run(0, self._halves, self._embed(idx))
         result: torch.Tensor = self.head(self.ln_f(x))
         return result
 
@@ -309,5 +352,5 @@ class TransformerHost(SlottedHostBase):
     def forward_from_segment(self, segment: str, x: Tensor) -> Tensor:
         """From the boundary `segment` to the logits."""
         _check_segment(self._boundary, segment)
-        result: torch.Tensor = self.head(self.ln_f(self._run(self._boundary[segment], len(self.layers), x)))
+        result: torch.Tensor = self.head(self.ln_f(self._run(self._boundary[segment], self._halves, x)))
         return result

@@ -95,9 +95,7 @@ def _digits_data(seed: int, synthetic: bool, data_dir: Path | None) -> TaskData:
 def _mnist1d_data(seed: int, synthetic: bool, data_dir: Path | None) -> TaskData:
     # MNIST-1D is generated offline from the package's templates, so `synthetic` changes nothing here either.
     split = mnist1d.load_mnist1d_split(mnist1d.DEFAULT_SAMPLES, data_dir)
-    return TaskData(
-        split, _meta(split, "mnist1d", f"mnist1d-package:seed={mnist1d.DATASET_SEED}", num_classes=10)
-    )
+    return TaskData(split, _meta(split, "mnist1d", f"mnist1d-package:seed={mnist1d.DATASET_SEED}", num_classes=10))
 
 
 def _cifar_data(seed: int, synthetic: bool, data_dir: Path | None) -> TaskData:
@@ -348,6 +346,23 @@ _REGISTRY["tinystories_small"] = TaskSpec(
     compute_rent_weight=0.01,
     episode_length=12,
 )
+
+
+def _sublayer_variant(base: str) -> TaskSpec:
+    """kasmina2 track A1 (plans/kasmina2-phase0.md §2.1): `base`'s host with a POST_ATTN and a POST_MLP slot in
+    every layer, `r0c{2·layer + rank}`. Parameters and forward are unchanged; only where slots may sit differs."""
+    spec = _REGISTRY[base]
+    layers = int(spec.host_kwargs["n_layer"])
+    return replace(
+        spec,
+        name=f"{base}_sublayer",
+        host_kwargs=MappingProxyType({**spec.host_kwargs, "num_segments": layers, "surfaces": "sublayer"}),
+        default_slots=_slots(0, 2 * layers),
+    )
+
+
+for _base in ("tinystories", "tinystories_small", "synthetic_transformer"):
+    _REGISTRY[f"{_base}_sublayer"] = _sublayer_variant(_base)
 
 
 #: Headroom as `esper tasks --measure TASK` measured it on this repository's 2-core CPU machine (3 env seeds, the

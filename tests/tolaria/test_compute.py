@@ -239,3 +239,30 @@ def test_cumulative_flops_are_running_sums(per_epoch: list[int]) -> None:
     running = cumulative(per_epoch)
     assert len(running) == len(per_epoch)
     assert all(running[t] == sum(per_epoch[: t + 1]) for t in range(len(per_epoch)))
+
+
+def test_a_flex_attention_seed_is_counted_like_the_sdpa_seed_it_equals() -> None:
+    """FlopCounterMode cannot dispatch the flex_attention op; counting runs the same maths through SDPA."""
+    from services.kasmina.mechanics.blueprints import FlexAttentionSeed
+    from services.tolaria.hosts import TransformerHost
+
+    flops = {}
+    for blueprint in (BlueprintAction.ATTENTION, BlueprintAction.FLEX_ATTENTION):
+        torch.manual_seed(0)
+        host = TransformerHost(vocab_size=30, n_embd=16, n_head=2, n_layer=2, block_size=8, num_segments=2)
+        model = MorphogeneticModel(host)
+        model.germinate("r0c0", blueprint, BlendId.LINEAR, AlphaAlgorithm.ADD)
+        state = SlotState(
+            slot_id="r0c0",
+            stage=SeedStage.BLENDING,
+            seed_id=model.slot("r0c0").seed_id,
+            blueprint=blueprint,
+            blend=BlendId.LINEAR,
+            alpha_algorithm=AlphaAlgorithm.ADD,
+            controller=AlphaControllerState(alpha=0.5, alpha_target=1.0, mode=AlphaMode.UP),
+            isolate_gradients=False,
+        )
+        model.apply_states([state])
+        flops[blueprint] = forward_flops_per_sample(model, torch.zeros(1, 8, dtype=torch.long))
+    assert flops[BlueprintAction.FLEX_ATTENTION] == flops[BlueprintAction.ATTENTION] > 0
+    assert FlexAttentionSeed.sdpa_only is False  # the switch is back off once counting ends

@@ -18,6 +18,7 @@ from leyline_schemas import (
     SlotState,
     StepDirective,
 )
+from leyline_schemas.enums import SurfaceType
 from services.kasmina.mechanics.lifecycle import advance_state, germinate_state
 from services.tolaria.env import EpisodeEnv
 from services.tolaria.governor import state_equal
@@ -37,13 +38,20 @@ def make_env(digits, length: int = 20) -> EpisodeEnv:  # type: ignore[no-untyped
     )
 
 
-def germination(env: EpisodeEnv, slot: str, seed_id: str, observed: list[SlotState], epoch: int = 1) -> StepDirective:
-    """A directive germinating a NORM seed in `slot`, as Kasmina answers one (observed = the ticked states)."""
+def germination(
+    env: EpisodeEnv,
+    slot: str,
+    seed_id: str,
+    observed: list[SlotState],
+    epoch: int = 1,
+    blueprint: BlueprintAction = BlueprintAction.NORM,
+) -> StepDirective:
+    """A directive germinating a `blueprint` seed in `slot`, as Kasmina answers one (observed = the ticked states)."""
     index = [s.slot_id for s in observed].index(slot)
     change = germinate_state(
         slot,
         seed_id,
-        BlueprintAction.NORM,
+        blueprint,
         observed[index].blend,
         observed[index].alpha_algorithm,
         5,
@@ -55,7 +63,7 @@ def germination(env: EpisodeEnv, slot: str, seed_id: str, observed: list[SlotSta
     mutation = Germinate(
         slot_id=slot,
         seed_id=seed_id,
-        blueprint=BlueprintAction.NORM,
+        blueprint=blueprint,
         blend=change.state.blend,
         alpha_algorithm=change.state.alpha_algorithm,
         blend_tempo_epochs=5,
@@ -197,3 +205,31 @@ def test_a_slot_leaving_resetting_can_be_germinated_in_the_same_step(digits) -> 
     ticked = [SlotState(slot_id="r0c1") if s.slot_id == "r0c1" else s for s in env.slot_states]
     assert env.apply(germination(env, "r0c1", "s9", ticked, epoch=2)) == []
     assert env.model.slot("r0c1").has_seed and env.slot_states[1].stage is SeedStage.GERMINATED
+
+
+def test_seeds_at_post_attn_and_post_mlp_surfaces_start_as_identity_and_train() -> None:
+    """Track A1 end to end in one env: a LoRA seed inside layer 0 (POST_ATTN) and one after its MLP (POST_MLP)."""
+    task = get_task("synthetic_transformer_sublayer")
+    data = task.load_data(3, True, None)
+    env = EpisodeEnv(task, data, list(task.default_slots), seed=5, episode_length=8, batch_size=32, max_batches=3)
+    env.run_epoch(1)
+    probe = data.split.x_val[:4]
+    with torch.no_grad():
+        before = env.model(probe)
+    for slot, seed_id in (("r0c0", "s0"), ("r0c1", "s1")):
+        assert env.apply(germination(env, slot, seed_id, env.slot_states, blueprint=BlueprintAction.LORA)) == []
+    surfaces = {spec.slot_id: spec.surface for spec in env.model.slot_specs()}
+    assert (surfaces["r0c0"], surfaces["r0c1"]) == (SurfaceType.POST_ATTN, SurfaceType.POST_MLP)
+    with torch.no_grad():
+        assert torch.allclose(env.model(probe), before, atol=1e-6), "a germinated seed must be identity at birth"
+    env.slot_states = [
+        advance_state(s, permissive=True).state if s.slot_id in ("r0c0", "r0c1") else s for s in env.slot_states
+    ]
+    env.model.apply_states(env.slot_states)
+    initial = {slot: [p.detach().clone() for p in env.model.seed_parameters(slot)] for slot in ("r0c0", "r0c1")}
+    for epoch in (2, 3):
+        report = env.run_epoch(epoch).report
+        assert math.isfinite(report.val_loss)
+    for slot, params in initial.items():
+        moved = any(not torch.equal(p, q) for p, q in zip(params, env.model.seed_parameters(slot), strict=True))
+        assert moved, f"the seed at {slot} must receive gradients and train"

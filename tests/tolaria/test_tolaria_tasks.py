@@ -51,6 +51,9 @@ def test_registry_holds_exactly_the_reference_tasks_plus_digits_and_synthetic_tw
         "synthetic_transformer",
         "tinystories_small",
         "tinystories_layerwise",
+        "tinystories_sublayer",
+        "tinystories_small_sublayer",
+        "synthetic_transformer_sublayer",
     }
 
 
@@ -71,6 +74,14 @@ def test_slot_ids_follow_the_table(table: dict[str, dict[str, Any]]) -> None:
     # kasmina2 track A0: the same host with a slot after each of its 6 layers.
     assert table["tinystories_layerwise"]["slot_ids"] == [f"r0c{i}" for i in range(6)]
     assert table["tinystories_layerwise"]["host_params"] == table["tinystories"]["host_params"]
+    # kasmina2 track A1: a POST_ATTN and a POST_MLP slot in each layer, r0c{2·layer + rank}, on the same host.
+    for sublayer, plain, layers in (
+        ("tinystories_sublayer", "tinystories", 6),
+        ("tinystories_small_sublayer", "tinystories_small", 3),
+        ("synthetic_transformer_sublayer", "synthetic_transformer", 3),
+    ):
+        assert table[sublayer]["slot_ids"] == [f"r0c{k}" for k in range(2 * layers)], sublayer
+        assert table[sublayer]["host_params"] == table[plain]["host_params"], sublayer
     assert table["digits"]["slot_ids"] == ["r0c0", "r0c1", "r0c2", "r1c0", "r1c1"]
     for row in table.values():
         assert set(row["default_slots"]) <= set(row["slot_ids"]), row["name"]

@@ -3,10 +3,11 @@
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -190,15 +191,18 @@ class FlexAttentionSeed(CausalAttentionSeed):
     """The attention seed computed with FlexAttention and a cached causal block mask (§3.3 item 68).
 
     FlexAttention has no CPU backward, so on CPU with grad enabled (or when torch lacks it) the same maths runs
-    through SDPA.
+    through SDPA; so it does inside `attention_through_sdpa`.
     """
+
+    #: Set by `attention_through_sdpa`: every FlexAttention seed computes through SDPA while it is True.
+    sdpa_only: ClassVar[bool] = False
 
     def __init__(self, dim: int, n_head: int = _ATTENTION_HEADS) -> None:
         super().__init__(dim, n_head)
         self._masks: OrderedDict[tuple[int, str], Any] = OrderedDict()
 
     def _attend(self, q: Tensor, k: Tensor, v: Tensor) -> Tensor:
-        if q.device.type == "cpu" and torch.is_grad_enabled():
+        if FlexAttentionSeed.sdpa_only or (q.device.type == "cpu" and torch.is_grad_enabled()):
             return super()._attend(q, k, v)
         try:
             from torch.nn.attention.flex_attention import create_block_mask, flex_attention
@@ -219,6 +223,21 @@ class FlexAttentionSeed(CausalAttentionSeed):
         # A device move invalidates every cached mask.
         self._masks.clear()
         return super()._apply(fn, recurse)  # type: ignore[no-untyped-call]
+
+
+@contextmanager
+def attention_through_sdpa() -> Iterator[None]:
+    """Run every FlexAttention seed through SDPA, the same maths, while inside.
+
+    torch's `FlopCounterMode` has no rule for the flex_attention higher-order op and raises on it; FLOP counting
+    runs here, and SDPA's attention FLOPs are what the flex kernel computes.
+    """
+    previous = FlexAttentionSeed.sdpa_only
+    FlexAttentionSeed.sdpa_only = True
+    try:
+        yield
+    finally:
+        FlexAttentionSeed.sdpa_only = previous
 
 
 class ResidualMLPSeed(nn.Module):

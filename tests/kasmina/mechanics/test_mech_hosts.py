@@ -108,3 +108,61 @@ def test_transformer_segment_chain_equals_forward_and_routing_raises() -> None:
         host.forward_to_segment("r0c1", h, from_segment="r0c1")
     with pytest.raises(ValueError, match="block_size"):
         host(torch.zeros(1, 13, dtype=torch.long))
+
+
+def _sublayer_transformer() -> TransformerHost:
+    torch.manual_seed(0)
+    return TransformerHost(
+        vocab_size=40, n_embd=16, n_head=2, n_layer=3, block_size=12, dropout=0.0, num_segments=3, surfaces="sublayer"
+    ).eval()
+
+
+def test_sublayer_surfaces_put_post_attn_and_post_mlp_in_every_layer_in_order() -> None:
+    """Track A1: slot r0c{k} with order k = 2·layer + rank, POST_ATTN at even k and POST_MLP at odd k."""
+    host = _sublayer_transformer()
+    specs = host.injection_specs()
+    assert [(s.slot_id, s.order) for s in specs] == [(f"r0c{k}", k) for k in range(6)]
+    assert [s.surface for s in specs] == [SurfaceType.POST_ATTN, SurfaceType.POST_MLP] * 3
+    assert [s.position for s in specs] == pytest.approx([(k + 1) / 6 for k in range(6)])
+    assert host.execution_order() == [f"r0c{k}" for k in range(6)]
+    assert set(host.injection_points.values()) == {16}
+
+
+def test_sublayer_boundaries_sit_after_the_half_they_name() -> None:
+    host = _sublayer_transformer()
+    idx = torch.randint(0, 40, (2, 7))
+    with torch.no_grad():
+        x = host._embed(idx)
+        after_attn = host.layers[0].attend(x)
+        after_mlp = host.layers[0].feed_forward(after_attn)
+        assert torch.equal(host.forward_to_segment("r0c0", idx), after_attn)
+        assert torch.equal(host.forward_to_segment("r0c1", idx), after_mlp)
+        layer_1_attn = host.layers[1].attend(after_mlp)
+        assert torch.equal(host.forward_to_segment("r0c2", after_mlp, from_segment="r0c1"), layer_1_attn)
+        # POST_ATTN output differs from the layer's full output: the surface is inside the block, not at its end.
+        assert not torch.allclose(after_attn, after_mlp)
+
+
+def test_sublayer_host_chains_every_boundary_to_the_plain_forward_and_matches_the_block_end_host() -> None:
+    sub = _sublayer_transformer()
+    torch.manual_seed(0)
+    plain = TransformerHost(vocab_size=40, n_embd=16, n_head=2, n_layer=3, block_size=12, dropout=0.0).eval()
+    plain.load_state_dict(sub.state_dict())  # same parameters: the surfaces change where slots sit, not the net
+    idx = torch.randint(0, 40, (2, 7))
+    with torch.no_grad():
+        h = sub.forward_to_segment("r0c0", idx)
+        for prev, nxt in zip(sub.execution_order(), sub.execution_order()[1:], strict=False):
+            h = sub.forward_to_segment(nxt, h, from_segment=prev)
+        chained = sub.forward_from_segment("r0c5", h)
+        assert torch.allclose(sub(idx), chained, atol=1e-6)
+        assert torch.equal(sub(idx), plain(idx))
+        assert torch.equal(sub.forward_to_segment("r0c3", idx), plain.forward_to_segment("r0c1", idx))
+    with pytest.raises(ValueError, match="backwards"):
+        sub.forward_to_segment("r0c2", h, from_segment="r0c3")
+
+
+def test_surface_options_are_checked() -> None:
+    with pytest.raises(ValueError, match="unknown surfaces"):
+        TransformerHost(n_layer=3, num_segments=3, surfaces="post_attn")
+    with pytest.raises(ValueError, match="must be n_layer"):
+        TransformerHost(n_layer=6, num_segments=3, surfaces="sublayer")
