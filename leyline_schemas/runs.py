@@ -19,6 +19,9 @@ class ArmSpec(Record, frozen=True, kw_only=True):
     #: version it evaluates); a learning arm that continues a line trains it from here, so round r needs
     #: `from_version + r` (leyline_schemas.rounds.required_policy_version). 0: a fresh line, or any version.
     from_version: int = 0
+    #: What a GROW/SHRINK_INTERNAL costs in reward (plans/kasmina2-phase0.md §8.1; a §12.5 pivot lever); None:
+    #: Simic's default.
+    internal_op_cost: float | None = None
 
 
 class RunSpec(Message, frozen=True, kw_only=True):
@@ -54,6 +57,10 @@ class RunSpec(Message, frozen=True, kw_only=True):
     checkpoint_every: int = 1
     #: The blueprints germinations may use (plans/kasmina2-phase0.md §4.4); empty means the topology's full set.
     blueprints: list[BlueprintAction] = []
+    #: The internal-op pivot levers (plans/kasmina2-phase0.md §12.5), passed to every step's LifecycleConfig:
+    #: epochs after a level change during which internal ops are masked, and internal ops only while alpha holds.
+    internal_op_cooldown_epochs: int = 0
+    internal_ops_require_alpha_hold: bool = False
 
 
 class RunAccepted(Message, frozen=True, kw_only=True):

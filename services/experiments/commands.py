@@ -178,6 +178,9 @@ def cmd_experiment_ladder(args: argparse.Namespace) -> int:
             episode_length=args.episode_length,
             max_batches=args.max_batches,
             reward_mode=RewardMode(args.reward_mode),
+            internal_op_cooldown_epochs=args.internal_op_cooldown,
+            internal_ops_require_alpha_hold=args.require_alpha_hold,
+            internal_op_cost=args.internal_op_cost,
         )
     except ValueError as exc:
         print(f"esper experiment ladder: {exc}", file=sys.stderr)
@@ -346,6 +349,15 @@ def register(sub: Any) -> None:
     ld.add_argument("--episode-length", type=int, default=None)
     ld.add_argument("--max-batches", type=int, default=0)
     ld.add_argument("--reward-mode", default="shaped", choices=[m.value for m in RewardMode])
+    ld.add_argument(
+        "--require-alpha-hold", action="store_true", help="pivot lever (§12.5): internal ops only while alpha holds"
+    )
+    ld.add_argument(
+        "--internal-op-cooldown", type=int, default=0, help="pivot lever (§12.5): epochs masked after a level change"
+    )
+    ld.add_argument(
+        "--internal-op-cost", type=float, default=None, help="pivot lever (§12.5): reward cost of an internal op"
+    )
     ld.add_argument("--hidden", type=int, default=64)
     ld.add_argument("--nats", default=None)
     ld.add_argument("--timeout", type=float, default=7200.0)

@@ -55,6 +55,11 @@ class LadderPlan:
     max_batches: int = 0
     reward_mode: RewardMode = RewardMode.SHAPED
     name: str = ""
+    #: §12.5's pivot levers, applied to both arms (the control has no ladder, so they bind only the treatment).
+    internal_op_cooldown_epochs: int = 0
+    internal_ops_require_alpha_hold: bool = False
+    #: The reward's internal-op cost for both arms (None: Simic's default, plans/kasmina2-phase0.md §8.1).
+    internal_op_cost: float | None = None
 
     def __post_init__(self) -> None:
         from services.tolaria.tasks import get_task
@@ -63,6 +68,11 @@ class LadderPlan:
             raise ValueError(f"the ladder is a CNN seed; task {self.task} is not a CNN host")
         if min(self.rounds, self.envs, self.seeds, self.eval_episodes) < 1:
             raise ValueError("rounds, envs, seeds and eval episodes must be at least 1")
+        if self.internal_op_cooldown_epochs < 0:
+            raise ValueError(f"the internal-op cooldown must be >= 0 epochs, got {self.internal_op_cooldown_epochs}")
+        cost = self.internal_op_cost
+        if cost is not None and not (math.isfinite(cost) and cost >= 0):
+            raise ValueError(f"the internal-op cost must be finite and >= 0, got {cost}")
 
     @property
     def resolved_episode_length(self) -> int:
@@ -76,7 +86,12 @@ class LadderPlan:
 
     def training_plan(self, experiment_id: str, replicate: int) -> TrainingPlan:
         arms = tuple(
-            ArmSpec(arm_id=arm, policy_id=f"{experiment_id}-{arm}-s{replicate}", reward_mode=self.reward_mode)
+            ArmSpec(
+                arm_id=arm,
+                policy_id=f"{experiment_id}-{arm}-s{replicate}",
+                reward_mode=self.reward_mode,
+                internal_op_cost=self.internal_op_cost,
+            )
             for arm in (CONTROL, TREATMENT)
         )
         return TrainingPlan(
@@ -92,6 +107,8 @@ class LadderPlan:
             max_seeds=self.max_seeds,
             run_prefix=experiment_id,
             arm_blueprints={CONTROL: CONTROL_BLUEPRINTS},
+            internal_op_cooldown_epochs=self.internal_op_cooldown_epochs,
+            internal_ops_require_alpha_hold=self.internal_ops_require_alpha_hold,
         )
 
 

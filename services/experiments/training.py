@@ -64,6 +64,9 @@ class TrainingPlan:
     #: Per arm id, the blueprints its runs may germinate (RunSpec.blueprints; absent: the task's full set). The
     #: ladder experiment's control and treatment differ only by this (plans/kasmina2-phase0.md Choice 14).
     arm_blueprints: dict[str, tuple[BlueprintAction, ...]] = field(default_factory=dict)
+    #: The internal-op pivot levers (RunSpec), the same for training and evaluation runs so masks do not change.
+    internal_op_cooldown_epochs: int = 0
+    internal_ops_require_alpha_hold: bool = False
 
     def __post_init__(self) -> None:
         if not self.arms:
@@ -141,6 +144,8 @@ def training_spec(plan: TrainingPlan, arm: ArmSpec, run_id: str) -> RunSpec:
         run_ahead=plan.run_ahead,
         created_at=time.time(),
         blueprints=list(plan.arm_blueprints.get(arm.arm_id, ())),
+        internal_op_cooldown_epochs=plan.internal_op_cooldown_epochs,
+        internal_ops_require_alpha_hold=plan.internal_ops_require_alpha_hold,
     )
 
 
@@ -180,6 +185,8 @@ def evaluation_spec(
         synthetic=plan.synthetic,
         created_at=time.time(),
         blueprints=list(blueprints),
+        internal_op_cooldown_epochs=plan.internal_op_cooldown_epochs,
+        internal_ops_require_alpha_hold=plan.internal_ops_require_alpha_hold,
     )
 
 

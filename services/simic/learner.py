@@ -21,7 +21,7 @@ import torch
 from safetensors.torch import load as load_tensors
 from safetensors.torch import save as save_tensors
 
-from leyline_schemas import ArmSpec, RewardFamily, RewardMode, RunSpec, rounds
+from leyline_schemas import ArmSpec, RunSpec, rounds
 from services.policy.network import FactoredRecurrentActorCritic, NetworkConfig, seeded_network
 from services.policy.normalization import ObservationNormalizer
 from services.policy.weights import (
@@ -56,9 +56,14 @@ class LearnerConfig:
             num_slots=num_slots, hidden=self.hidden, head_hidden=self.head_hidden, lstm_layers=self.lstm_layers
         )
 
-    def rewards(self, mode: RewardMode, family: RewardFamily = RewardFamily.CONTRIBUTION) -> RewardConfig:
-        """How episodes are scored for these arms: the reward's γ is PPO's γ, read from here and nowhere else (§6.3)."""
-        return RewardConfig(mode=mode, family=family, gamma=self.ppo.gamma)
+    def rewards(self, arm: ArmSpec) -> RewardConfig:
+        """How `arm`'s episodes are scored: its mode, family and internal-op cost (when it sets one), at PPO's γ,
+        read from here and nowhere else (§6.3)."""
+        if arm.internal_op_cost is None:
+            return RewardConfig(mode=arm.reward_mode, family=arm.reward_family, gamma=self.ppo.gamma)
+        return RewardConfig(
+            mode=arm.reward_mode, family=arm.reward_family, gamma=self.ppo.gamma, internal_op_cost=arm.internal_op_cost
+        )
 
 
 def arm_seed(run_seed: int, policy_id: str) -> int:
@@ -119,7 +124,7 @@ class ArmLearner:
         self.updates_done = updates_done
         self.reward_normalizer = reward_normalizer or RewardNormalizer()
         self.value_normalizer = value_normalizer or ValueNormalizer()
-        self.reward_config = config.rewards(self.arm.reward_mode, self.arm.reward_family)
+        self.reward_config = config.rewards(self.arm)
         self.optimizer = torch.optim.Adam(network.parameters(), lr=config.ppo.learning_rate, eps=config.ppo.adam_eps)
         self.pending: dict[int, dict[int, EpisodeRollout | None]] = {}
         self.note = ""

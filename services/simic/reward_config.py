@@ -9,7 +9,7 @@ from dataclasses import dataclass
 import msgspec
 
 from leyline_schemas.enums import RewardFamily, RewardMode
-from leyline_schemas.runs import RunSpec
+from leyline_schemas.runs import ArmSpec, RunSpec
 
 # The one discount of a learning arm: PBRS (§6.3) and GAE (§5.6) must use the same γ. PPOConfig.gamma defaults to
 # this, and an arm's RewardConfig takes its γ from its PPOConfig (LearnerConfig.rewards), never a literal of its own.
@@ -71,22 +71,14 @@ def require_matching_gamma(config: RewardConfig, ppo_gamma: float) -> None:
         raise ValueError(f"reward gamma {config.gamma} differs from PPO gamma {ppo_gamma}; PBRS would not telescope")
 
 
-def reward_mode(spec: RunSpec | None, arm_id: str) -> RewardMode:
-    """The reward mode an arm of the run is scored under; simplified for an unknown run or arm."""
+def arm_of(spec: RunSpec | None, arm_id: str) -> ArmSpec:
+    """The arm of the run scored as `arm_id`; for an unknown run or arm, a SIMPLIFIED contribution arm with the
+    reward defaults."""
     if spec is not None:
         for arm in spec.arms:
             if arm.arm_id == arm_id:
-                return arm.reward_mode
-    return RewardMode.SIMPLIFIED
-
-
-def reward_family(spec: RunSpec | None, arm_id: str) -> RewardFamily:
-    """The reward family an arm of the run is scored under; contribution for an unknown run or arm."""
-    if spec is not None:
-        for arm in spec.arms:
-            if arm.arm_id == arm_id:
-                return arm.reward_family
-    return RewardFamily.CONTRIBUTION
+                return arm
+    return ArmSpec(arm_id=arm_id, policy_id="", reward_mode=RewardMode.SIMPLIFIED)
 
 
 @dataclass(frozen=True)

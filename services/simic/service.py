@@ -40,7 +40,7 @@ from services.simic.episodes import EpisodeBuffer, episode_outcome, score_episod
 from services.simic.learner import ArmLearner, LearnerConfig, RoundUpdate
 from services.simic.ledger import ArmKey, StepLedger
 from services.simic.ppo import PPOConfig
-from services.simic.reward_config import reward_family, reward_mode
+from services.simic.reward_config import arm_of
 from services.simic.rollout import RolloutError
 from services.simic.versions import VersionPublisher
 
@@ -222,7 +222,7 @@ class Learners:
         first = records[0]
         spec = await self.spec(first.run_id)
         # Scored at the learner's γ: PBRS telescopes only under the discount GAE uses (§6.3).
-        rewards = self.settings.learner_config().rewards(reward_mode(spec, first.arm), reward_family(spec, first.arm))
+        rewards = self.settings.learner_config().rewards(arm_of(spec, first.arm))
         mode = rewards.mode
         scored = score_episode(records, rewards)
         outcome = episode_outcome(scored, mode)

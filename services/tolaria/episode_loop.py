@@ -98,6 +98,8 @@ class EpisodeLoop:
             auto_forward_gates=list(spec.auto_forward_gates),
             max_epochs=spec.episode_length,
             blueprints=list(spec.blueprints),
+            internal_op_cooldown_epochs=spec.internal_op_cooldown_epochs,
+            internal_ops_require_alpha_hold=spec.internal_ops_require_alpha_hold,
         )
         self.where = {"env_id": env_id, "episode": episode}
 

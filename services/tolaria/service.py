@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 import time
 from dataclasses import dataclass
 
@@ -125,6 +126,12 @@ def _check_spec(spec: RunSpec) -> tuple[RunSpec, int]:
         raise RequestRejected(
             ErrorCode.INVALID_REQUEST, "checkpoint_every must be >= 0 (0: no host checkpoints)", "checkpoint_every"
         )
+    if spec.internal_op_cooldown_epochs < 0:
+        raise RequestRejected(
+            ErrorCode.INVALID_REQUEST,
+            f"internal_op_cooldown_epochs must be >= 0 (0: no cooldown), got {spec.internal_op_cooldown_epochs}",
+            "internal_op_cooldown_epochs",
+        )
     try:
         task = get_task(spec.task)
     except ValueError as exc:
@@ -152,6 +159,14 @@ def _check_spec(spec: RunSpec) -> tuple[RunSpec, int]:
             )
         if arm.from_version < 0:
             raise RequestRejected(ErrorCode.INVALID_REQUEST, f"arm {arm.arm_id}: from_version must be >= 0", "arms")
+        cost = arm.internal_op_cost
+        if cost is not None and not (math.isfinite(cost) and cost >= 0.0):
+            raise RequestRejected(
+                ErrorCode.INVALID_REQUEST,
+                f"arm {arm.arm_id}: internal_op_cost is charged as a negative term, so it must be finite and >= 0, "
+                f"got {cost}",
+                "arms",
+            )
     if spec.learn:
         # Each learning arm is its own line of versions: a shared or built-in id would never get a version 0.
         ids = [a.policy_id for a in arms]

@@ -98,3 +98,42 @@ def test_the_blueprint_allowlist_reaches_the_spec_and_tolaria_checks_it() -> Non
         with pytest.raises(RequestRejected, match=words) as refused:
             _check_spec(msgspec.structs.replace(spec, blueprints=blueprints))
         assert refused.value.field == "blueprints"
+
+
+def test_the_internal_op_levers_reach_training_and_evaluation_specs_and_the_episode_lifecycle() -> None:
+    """plans/kasmina2-phase0.md §12.5: the pivot levers ride on the RunSpec into every step's LifecycleConfig."""
+    from services.experiments.ladder_experiment import LadderPlan
+
+    plan = LadderPlan(rounds=1, seeds=1, internal_op_cooldown_epochs=2, internal_ops_require_alpha_hold=True)
+    training = plan.training_plan("ladder-x", 0)
+    for spec in (
+        training_spec(training, training.arms[1], "train-z"),
+        evaluation_spec(training, "line+greedy", L.RewardMode.SHAPED, "eval-z"),
+    ):
+        assert (spec.internal_op_cooldown_epochs, spec.internal_ops_require_alpha_hold) == (2, True)
+    with pytest.raises(ValueError, match="cooldown must be >= 0"):
+        LadderPlan(internal_op_cooldown_epochs=-1)
+    with pytest.raises(RequestRejected, match="internal_op_cooldown_epochs must be >= 0") as refused:
+        _check_spec(L.RunSpec(run_id="cooldown-refused", internal_op_cooldown_epochs=-1))
+    assert refused.value.field == "internal_op_cooldown_epochs"
+
+
+
+def test_an_arm_internal_op_cost_reaches_the_reward_config_and_a_bad_one_is_refused() -> None:
+    from services.experiments.ladder_experiment import LadderPlan
+    from services.simic.learner import LearnerConfig
+    from services.simic.reward_config import RewardConfig, arm_of
+
+    plan = LadderPlan(rounds=1, seeds=1, internal_op_cost=0.05).training_plan("ladder-c", 0)
+    assert {arm.internal_op_cost for arm in plan.arms} == {0.05}
+    spec = training_spec(plan, plan.arms[1], "train-c")
+    assert LearnerConfig().rewards(arm_of(spec, plan.arms[1].arm_id)).internal_op_cost == 0.05
+    default = LearnerConfig().rewards(L.ArmSpec(arm_id="a", policy_id="p", reward_mode=L.RewardMode.SHAPED))
+    assert default.internal_op_cost == RewardConfig().internal_op_cost
+    assert arm_of(spec, "missing").reward_mode is L.RewardMode.SIMPLIFIED
+    for bad in (-0.1, float("nan")):
+        arm = L.ArmSpec(arm_id="main", policy_id="heuristic", internal_op_cost=bad)
+        with pytest.raises(RequestRejected, match="internal_op_cost is charged as a negative term"):
+            _check_spec(L.RunSpec(run_id="cost-refused", arms=[arm]))
+        with pytest.raises(ValueError, match="internal-op cost must be finite"):
+            LadderPlan(internal_op_cost=bad)
