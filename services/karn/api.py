@@ -1,5 +1,5 @@
-"""Karn's HTTP API (FastAPI): runs, envs, seeds, policies, outcomes, analytics, the ladder report and a live event
-stream (SSE).
+"""Karn's HTTP API (FastAPI): runs, envs (and one env's counterfactual detail), seeds, policies, outcomes,
+analytics, the ladder report, experiment reports, a live event stream (SSE) and, at `/`, the Overwatch web view.
 
 Every response is strict JSON: non-finite numbers become null. An unknown run id is a 404 naming the run.
 """
@@ -22,10 +22,12 @@ from pydantic import BaseModel
 
 from leyline_schemas import LeylineDecodeError, TelemetryEvent, decode, subjects, to_builtins
 from services import __version__
-from services.karn import queries
+from services.karn import overwatch, queries
+from services.karn.env_detail import UnknownEnv, env_detail
 from services.karn.jsonsafe import json_ready
 from services.karn.ladder_report import ladder_report
 from services.karn.queries import UnknownRun
+from services.karn.reports import UnknownReport, list_reports, report_summary
 from services.karn.store import RunStore
 
 KEEPALIVE_SECONDS = 15.0
@@ -55,8 +57,11 @@ def _sse(event: str, data: dict[str, Any], event_id: str | int | None = None) ->
     return f"{head}event: {event}\ndata: {json.dumps(json_ready(data), allow_nan=False)}\n\n".encode()
 
 
-def create_app(store_path: Path, nats_url: str | None = None, poll_seconds: float = 0.5) -> FastAPI:
-    """The API over the store at `store_path`; with `nats_url`, the event stream comes live from the bus."""
+def create_app(
+    store_path: Path, nats_url: str | None = None, poll_seconds: float = 0.5, reports_dir: Path | None = None
+) -> FastAPI:
+    """The API over the store at `store_path`; with `nats_url`, the event stream comes live from the bus; with
+    `reports_dir`, the experiment reports under it (e.g. `docs/results`)."""
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -82,6 +87,11 @@ def create_app(store_path: Path, nats_url: str | None = None, poll_seconds: floa
     async def unknown_run(_: Request, exc: UnknownRun) -> StrictJSONResponse:
         return StrictJSONResponse(status_code=404, content={"detail": str(exc), "run_id": exc.run_id})
 
+    @app.exception_handler(UnknownEnv)
+    @app.exception_handler(UnknownReport)
+    async def unknown_thing(_: Request, exc: LookupError) -> StrictJSONResponse:
+        return StrictJSONResponse(status_code=404, content={"detail": str(exc)})
+
     @app.get("/healthz", tags=["service"])
     def healthz() -> dict[str, Any]:
         """Liveness, with the store's path and counters (undecodable messages, per stream)."""
@@ -101,6 +111,15 @@ def create_app(store_path: Path, nats_url: str | None = None, poll_seconds: floa
     def envs(run_id: str) -> list[dict[str, Any]]:
         """Each env's latest epoch: accuracy, best, slots (stage:blueprint), contributions, last action."""
         return queries.envs(store(), run_id)
+
+    @app.get("/runs/{run_id}/envs/{env_id}", tags=["runs"], responses=NOT_FOUND)
+    def env(
+        run_id: str,
+        env_id: StoreInt,
+        episode: Annotated[int | None, Query(ge=0, le=STORE_INT_MAX, description="default: the newest")] = None,
+    ) -> dict[str, Any]:
+        """One env's latest step: seeds, the counterfactual waterfall, pair interactions and terminal Shapley."""
+        return env_detail(store(), run_id, env_id, episode)
 
     @app.get("/runs/{run_id}/seeds", tags=["seeds"], responses=NOT_FOUND)
     def seeds(
@@ -157,6 +176,16 @@ def create_app(store_path: Path, nats_url: str | None = None, poll_seconds: floa
         after a level change against WAIT (plans/kasmina2-phase0.md §9, §12.1)."""
         return ladder_report(store(), run_id, first_episode, last_episode)
 
+    @app.get("/experiments", tags=["experiments"])
+    def experiments() -> list[dict[str, Any]]:
+        """The experiment reports under the reports directory: name, title, kind and verdict."""
+        return list_reports(reports_dir)
+
+    @app.get("/experiments/{name}", tags=["experiments"], responses=NOT_FOUND)
+    def experiment(name: str) -> dict[str, Any]:
+        """One report: verdict, settings, cohort table, comparisons, checks, accuracy against training FLOPs."""
+        return report_summary(reports_dir, name)
+
     @app.get("/runs/{run_id}/events", tags=["events"], responses=NOT_FOUND)
     def events(
         run_id: str,
@@ -191,6 +220,7 @@ def create_app(store_path: Path, nats_url: str | None = None, poll_seconds: floa
             body = _store_events(request, store(), run_id, start, limit, poll_seconds)
         return StreamingResponse(body, media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
 
+    overwatch.mount(app)
     return app
 
 

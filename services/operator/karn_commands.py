@@ -45,8 +45,16 @@ def cmd_serve(args: argparse.Namespace) -> int:
     from services.operator.up import bus_url
 
     nats_url = bus_url(args.nats) if args.nats else None
-    print(f"esper karn: API on http://{args.host}:{args.port} (OpenAPI at /docs), store {path}", file=sys.stderr)
-    uvicorn.run(create_app(path, nats_url), host=args.host, port=args.port, log_level="warning")
+    reports = Path(args.reports).expanduser().resolve() if args.reports else None
+    if reports is not None and not reports.is_dir():
+        print(f"esper karn serve: --reports {reports} is not a directory", file=sys.stderr)
+        return 2
+    print(
+        f"esper karn: Overwatch on http://{args.host}:{args.port}/ (API, OpenAPI at /docs), store {path}"
+        + (f", reports {reports}" if reports else ""),
+        file=sys.stderr,
+    )
+    uvicorn.run(create_app(path, nats_url, reports_dir=reports), host=args.host, port=args.port, log_level="warning")
     return 0
 
 
@@ -105,11 +113,12 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     p.set_defaults(func=cmd_sanctum)
     sub = p.add_subparsers(dest="karn_command")
 
-    s = sub.add_parser("serve", help="the HTTP API (OpenAPI at /docs)")
+    s = sub.add_parser("serve", help="the Overwatch web view at / and the HTTP API (OpenAPI at /docs)")
     s.add_argument("--port", type=int, default=8765)
     s.add_argument("--host", default="127.0.0.1")
     s.add_argument("--store", default=None, help="run store file (default: ESPER_STORE_PATH or .esper/karn.sqlite)")
     s.add_argument("--nats", default=None, help="stream live events from this bus instead of tailing the store")
+    s.add_argument("--reports", default=None, help="experiment result directories to show (e.g. docs/results)")
     s.set_defaults(func=cmd_serve)
 
     e = sub.add_parser("export", help="export one run as JSON Lines or Parquet")
