@@ -7,6 +7,8 @@ The event stream is an endless response by design, so it is fuzzed only through 
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 import schemathesis
 from fastapi import FastAPI
@@ -23,7 +25,7 @@ def app(tmp_path_factory: pytest.TempPathFactory) -> FastAPI:
     path = tmp_path_factory.mktemp("fuzz") / "karn.sqlite"
     with RunStore.open(path) as store:
         store.ingest(script("run-fuzz", learn=True, policy_id="ppo-fuzz").items)
-    return create_app(path, poll_seconds=0.05)
+    return create_app(path, poll_seconds=0.05, reports_dir=Path(__file__).resolve().parents[2] / "docs" / "results")
 
 
 FUZZ = settings(
@@ -37,7 +39,7 @@ FUZZ = settings(
 def test_every_route_answers_as_its_openapi_document_says(app: FastAPI) -> None:
     api = schemathesis.openapi.from_asgi("/openapi.json", app).exclude(path="/runs/{run_id}/stream")
     operations = [result.ok() for result in api.get_all_operations()]
-    assert len(operations) == 13
+    assert len(operations) == 16  # 13, then Overwatch's env detail and the two experiment-report routes
     with TestClient(app) as client:  # runs the lifespan, so the store is open
         for operation in operations:
 
@@ -53,7 +55,7 @@ def test_a_known_run_answers_every_route_and_unknown_runs_get_a_declared_404(app
     with TestClient(app) as client:
         document = client.get("/openapi.json").json()
         run_routes = [p for p in document["paths"] if p.startswith("/runs/{run_id}")]
-        assert len(run_routes) == 11
+        assert len(run_routes) == 12
         for route in run_routes:
             assert "404" in document["paths"][route]["get"]["responses"], route
         for route in run_routes:
@@ -73,6 +75,8 @@ def test_integers_beyond_the_store_range_are_a_422_naming_the_parameter(app: Fas
             (f"/runs/run-fuzz/seeds?env_id={huge}", "env_id"),
             (f"/runs/run-fuzz/seeds/{huge}/0/s", "env_id"),
             (f"/runs/run-fuzz/seeds/0/{huge}/s", "episode"),
+            (f"/runs/run-fuzz/envs/{huge}", "env_id"),
+            (f"/runs/run-fuzz/envs/0?episode={huge}", "episode"),
             (f"/runs/run-fuzz/stream?after={huge}", "after"),
             (f"/runs/run-fuzz/stream?limit={huge}", "limit"),
         ]:

@@ -318,8 +318,11 @@ def test_a_live_run_updates_over_sse_and_reconnects_after_a_server_restart(
             store.ingest(items[half : 2 * half])
         middle = server.get("/runs/run-live/envs")[0]
         assert (middle["episode"], middle["epoch"]) != (first["episode"], first["epoch"])
-        _wait_for(page, "([sel, text]) => document.querySelector(sel)?.textContent.startsWith(text)",
-                  [cell, f"{middle['epoch']} /"])
+        _wait_for(
+            page,
+            "([sel, text]) => document.querySelector(sel)?.textContent.startsWith(text)",
+            [cell, f"{middle['epoch']} /"],
+        )
 
         server.stop()
         _wait_for(page, "() => document.getElementById('live').dataset.state === 'reconnecting'")

@@ -33,6 +33,16 @@ function tickLabel(v) {
   return a >= 10 || v === 0 ? v.toFixed(0) : v.toFixed(2);
 }
 
+// Five evenly spaced ticks, or for a count axis (epochs, episodes, versions) whole numbers only.
+function xTicks(xr, integer) {
+  if (!integer) return [0, 1, 2, 3, 4].map((i) => xr[0] + ((xr[1] - xr[0]) * i) / 4);
+  const lo = Math.ceil(xr[0]), hi = Math.floor(xr[1]);
+  const step = Math.max(1, Math.ceil((hi - lo) / 5));
+  const ticks = [];
+  for (let v = lo; v <= hi; v += step) ticks.push(v);
+  return ticks;
+}
+
 // series: [{name, points: [[x, y], ...]}]; points with a non-finite y are gaps, not zeros.
 function lineChart(series, opts) {
   const o = Object.assign({ width: 560, height: 240, xLabel: "", yLabel: "", id: "", integerX: false }, opts || {});
@@ -53,12 +63,13 @@ function lineChart(series, opts) {
   const sy = (y) => pad.t + H - ((y - yr[0]) / (yr[1] - yr[0])) * H;
   svg.appendChild(svgEl("rect", { x: pad.l, y: pad.t, width: W, height: H, class: "plot-area" }));
   for (let i = 0; i <= 4; i++) {
-    const yv = yr[0] + ((yr[1] - yr[0]) * i) / 4, xv = xr[0] + ((xr[1] - xr[0]) * i) / 4;
+    const yv = yr[0] + ((yr[1] - yr[0]) * i) / 4;
     svg.appendChild(svgEl("line", { x1: pad.l, x2: pad.l + W, y1: sy(yv), y2: sy(yv), class: "grid" }));
     svg.appendChild(svgEl("text", { x: pad.l - 4, y: sy(yv) + 4, "text-anchor": "end", class: "tick" }, tickLabel(yv)));
-    if (o.integerX && Math.abs(xv - Math.round(xv)) > 1e-9) continue;
+  }
+  for (const xv of xTicks(xr, o.integerX)) {
     svg.appendChild(svgEl("text", { x: sx(xv), y: pad.t + H + 14, "text-anchor": "middle", class: "tick" },
-      o.integerX ? String(Math.round(xv)) : tickLabel(xv)));
+      o.integerX ? String(xv) : tickLabel(xv)));
   }
   svg.appendChild(svgEl("text", { x: pad.l + W / 2, y: o.height - 4, "text-anchor": "middle", class: "axis" },
     o.xLabel));

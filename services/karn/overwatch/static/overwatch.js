@@ -26,7 +26,7 @@ const Overwatch = (() => {
     return isNum(seconds) ? new Date(seconds * 1000).toISOString().replace("T", " ").slice(0, 19) + "Z" : MISSING;
   }
 
-  // ------------------------------------------------------------------ DOM helpers (text only: no innerHTML of data)
+  // ------------------------------------------------------------------ DOM helpers: data becomes text nodes, never parsed HTML
   function el(tag, attrs, ...children) {
     const node = document.createElement(tag);
     for (const [k, v] of Object.entries(attrs || {})) {

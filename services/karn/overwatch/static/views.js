@@ -104,7 +104,7 @@
           { name: "entropy", points: versions.map((v) => [v.version, v.entropy]) },
           { name: "approx KL × 10", points: versions.map((v) => [v.version, O.isNum(v.approx_kl) ? v.approx_kl * 10 : null]) },
         ], { xLabel: "version", yLabel: "value", height: 180, integerX: true })
-        : el("p", { class: "muted" }, "waiting for first update");
+        : el("p", { class: "muted" }, "no PPO update: a fixed policy, or waiting for the first update");
       return el("div", { class: "policy", "data-policy": p.policy_id },
         el("h3", {}, `${p.policy_id} · latest v${fmtText(p.latest_version)} · ${fmtInt(p.steps)} steps`),
         versions.length ? table("versions-" + p.policy_id, ["version", "Lp", "Lv", "entropy", "KL", "clip", "EV", ""],
