@@ -8,90 +8,20 @@ with one line; CI sets ESPER_REQUIRE_BROWSER=1, which turns the skip into a fail
 
 from __future__ import annotations
 
-import json
 import math
-import os
-import shutil
-import socket
-import threading
-import time
-import urllib.request
 from collections.abc import Iterator
-from dataclasses import dataclass, field
-from decimal import ROUND_HALF_UP, Decimal
 from pathlib import Path
 from typing import Any
 
 import msgspec
 import pytest
-import uvicorn
 from karn_fixtures import script
+from overwatch_browser import Server, cells, find_chromium, fmt, open_page, shoot
 
 import leyline_schemas as L
-from services.karn.api import create_app
 from services.karn.store import RunStore
 
-REPO = Path(__file__).resolve().parents[2]
-RESULTS = REPO / "docs" / "results"
 PROOF_REPORT = "proof-mnist1d-5seeds"
-
-
-def _chromium() -> str:
-    found = os.environ.get("ESPER_CHROMIUM") or shutil.which("chromium") or shutil.which("chromium-browser")
-    reason = ""
-    if not found:
-        reason = "no chromium on this machine (apt-get install chromium, or set ESPER_CHROMIUM)"
-    else:
-        try:
-            import playwright.sync_api  # noqa: F401
-        except ImportError:
-            reason = "playwright is not installed (make install)"
-    if reason:
-        if os.environ.get("ESPER_REQUIRE_BROWSER") == "1":
-            pytest.fail(f"Overwatch browser tests are required here, but {reason}")
-        pytest.skip(f"Overwatch browser tests skipped: {reason}")
-    return str(found)
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
-
-
-@dataclass
-class Server:
-    """`esper karn serve`'s app under uvicorn in a thread; `restart` keeps the port."""
-
-    store_path: Path
-    port: int = field(default_factory=_free_port)
-    thread: threading.Thread | None = None
-    server: uvicorn.Server | None = None
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
-
-    def start(self) -> None:
-        app = create_app(self.store_path, poll_seconds=0.1, reports_dir=RESULTS)
-        config = uvicorn.Config(app, host="127.0.0.1", port=self.port, log_level="warning", timeout_graceful_shutdown=1)
-        self.server = uvicorn.Server(config)
-        self.thread = threading.Thread(target=self.server.run, daemon=True)
-        self.thread.start()
-        deadline = time.monotonic() + 20
-        while not self.server.started:
-            assert time.monotonic() < deadline, "uvicorn did not start"
-            time.sleep(0.05)
-
-    def stop(self) -> None:
-        assert self.server is not None and self.thread is not None
-        self.server.should_exit = True
-        self.thread.join(timeout=20)
-        assert not self.thread.is_alive(), "uvicorn did not stop"
-
-    def get(self, path: str) -> Any:
-        with urllib.request.urlopen(self.url + path, timeout=10) as response:
-            return json.loads(response.read())
 
 
 def _shapley(run: Any, env_id: int, episode: int) -> L.TelemetryEvent:
@@ -107,17 +37,15 @@ def _shapley(run: Any, env_id: int, episode: int) -> L.TelemetryEvent:
 
 @pytest.fixture(scope="module")
 def chromium() -> str:
-    return _chromium()
+    return find_chromium()
 
 
 @pytest.fixture(scope="module")
 def browser(chromium: str) -> Iterator[Any]:
-    from playwright.sync_api import sync_playwright
+    from overwatch_browser import launched_browser
 
-    with sync_playwright() as p:
-        launched = p.chromium.launch(executable_path=chromium, args=["--no-sandbox", "--disable-dev-shm-usage"])
+    with launched_browser(chromium) as launched:
         yield launched
-        launched.close()
 
 
 @pytest.fixture(scope="module")
@@ -138,60 +66,16 @@ def seeded(tmp_path_factory: pytest.TempPathFactory, chromium: str) -> Iterator[
     server.stop()
 
 
-def _page(browser: Any, server: Server, screenshots: Path | None = None) -> tuple[Any, list[str]]:
-    """A page that records every request it makes and refuses any outside the server's origin."""
-    context = browser.new_context(viewport={"width": 1280, "height": 900})
-    requests: list[str] = []
-    page = context.new_page()
-    page.on("request", lambda request: requests.append(request.url))
-
-    def guard(route: Any) -> None:
-        if route.request.url.startswith(server.url + "/"):
-            route.continue_()
-        else:
-            route.abort()
-
-    page.route("**/*", guard)
-    return page, requests
-
-
-def _shoot(page: Any, tmp: Path, name: str) -> Path:
-    """A full-page screenshot in the test's directory, and in ESPER_SCREENSHOT_DIR when it is set (docs images)."""
-    shot = tmp / f"{name}.png"
-    page.screenshot(path=str(shot), full_page=True)
-    target = os.environ.get("ESPER_SCREENSHOT_DIR")
-    if target:
-        Path(target).mkdir(parents=True, exist_ok=True)
-        shutil.copy(shot, Path(target) / f"{name}.png")
-    assert shot.stat().st_size > 10_000, "a screenshot of the page must not be blank"
-    return shot
-
-
-def _cells(page: Any, selector: str) -> list[dict[str, str | None]]:
-    values: list[dict[str, str | None]] = page.eval_on_selector_all(
-        selector,
-        "cells => cells.map(c => ({field: c.dataset.field, value: c.dataset.value ?? null, text: c.textContent}))",
-    )
-    return values
-
-
-def _fmt(value: float | None, digits: int = 2) -> str:
-    """As the page formats a number: JavaScript's toFixed (ties away from zero on the exact binary value)."""
-    if value is None:
-        return "—"
-    return str(Decimal(value).quantize(Decimal(1).scaleb(-digits), rounding=ROUND_HALF_UP))
-
-
 def test_runs_to_env_detail_show_the_api_numbers_and_stay_on_localhost(
     browser: Any, seeded: Server, tmp_path: Path
 ) -> None:
-    page, requests = _page(browser, seeded)
+    page, requests = open_page(browser, seeded)
     response = page.goto(seeded.url + "/")
     assert response.ok and "default-src 'none'" in response.headers["content-security-policy"]
     page.wait_for_selector("#runs a.run-link")
     (run,) = [r for r in seeded.get("/runs") if r["run_id"] == "run-web"]
     row = page.locator('#runs tr[data-run="run-web"]')
-    assert row.locator('[data-field="best_accuracy"]').inner_text() == _fmt(run["best_accuracy"])
+    assert row.locator('[data-field="best_accuracy"]').inner_text() == fmt(run["best_accuracy"])
     assert row.locator('[data-field="state"]').inner_text() == "completed"
 
     row.locator("a.run-link").click()
@@ -199,9 +83,9 @@ def test_runs_to_env_detail_show_the_api_numbers_and_stay_on_localhost(
     envs = seeded.get("/runs/run-web/envs")
     for env in envs:
         shown = page.locator(f'#envs tr[data-env="{env["env_id"]}"]')
-        assert shown.locator('[data-field="val_accuracy"]').inner_text() == _fmt(env["val_accuracy"])
-        assert shown.locator('[data-field="best_accuracy"]').inner_text() == _fmt(env["best_accuracy"])
-        assert shown.locator('[data-field="val_loss"]').inner_text() == _fmt(env["val_loss"], 4)
+        assert shown.locator('[data-field="val_accuracy"]').inner_text() == fmt(env["val_accuracy"])
+        assert shown.locator('[data-field="best_accuracy"]').inner_text() == fmt(env["best_accuracy"])
+        assert shown.locator('[data-field="val_loss"]').inner_text() == fmt(env["val_loss"], 4)
         for slot, text in env["slots"].items():
             assert shown.locator(f'[data-field="slot:{slot}"]').inner_text() == text
     assert envs[3]["val_loss"] is None  # the diverged env: shown as missing, never as a number
@@ -219,9 +103,9 @@ def test_runs_to_env_detail_show_the_api_numbers_and_stay_on_localhost(
     (policy,) = seeded.get("/runs/run-web/policies")
     latest = policy["versions"][-1]
     version_row = page.locator(f'#versions-ppo-web tr[data-version="{latest["version"]}"]')
-    assert version_row.locator('[data-field="approx_kl"]').inner_text() == _fmt(latest["approx_kl"], 4)
-    assert version_row.locator('[data-field="entropy"]').inner_text() == _fmt(latest["entropy"], 3)
-    _shoot(page, tmp_path, "overwatch-run")
+    assert version_row.locator('[data-field="approx_kl"]').inner_text() == fmt(latest["approx_kl"], 4)
+    assert version_row.locator('[data-field="entropy"]').inner_text() == fmt(latest["entropy"], 3)
+    shoot(page, tmp_path, "overwatch-run")
 
     page.locator('#envs tr[data-env="0"] a.env-link').click()
     page.wait_for_selector("#env-detail")
@@ -231,20 +115,20 @@ def test_runs_to_env_detail_show_the_api_numbers_and_stay_on_localhost(
     )
     assert [label for label, _ in bars] == [b["label"] for b in detail["waterfall"]]
     assert [delta for _, delta in bars] == pytest.approx([b["delta"] for b in detail["waterfall"]])
-    shown_seeds = {c["field"]: c["text"] for c in _cells(page, "#seeds tbody tr:first-child td")}
+    shown_seeds = {c["field"]: c["text"] for c in cells(page, "#seeds tbody tr:first-child td")}
     first = detail["seeds"][0]
-    assert shown_seeds["contribution"] == _fmt(first["contribution"])
+    assert shown_seeds["contribution"] == fmt(first["contribution"])
     assert shown_seeds["stage"] == (first["stage"] or "—")
     shapley = {c["slot_id"]: c for c in detail["shapley"]["values"]}
     for slot, value in shapley.items():
         shown = page.locator(f'#shapley tr[data-slot="{slot}"]')
-        assert shown.locator('[data-field="value"]').inner_text() == _fmt(value["value"])
-        assert shown.locator('[data-field="std"]').inner_text() == _fmt(value["std"])
+        assert shown.locator('[data-field="value"]').inner_text() == fmt(value["value"])
+        assert shown.locator('[data-field="std"]').inner_text() == fmt(value["std"])
     assert page.locator('#shapley tr[data-slot="r0c2"] [data-field="std"]').inner_text() == "—"  # no std sent
     for pair in detail["interactions"]:
         text = page.locator(f'#interactions [data-field="interaction:{pair["slot_a"]}:{pair["slot_b"]}"]').inner_text()
-        assert text == _fmt(pair["interaction"])
-    _shoot(page, tmp_path, "overwatch-env-detail")
+        assert text == fmt(pair["interaction"])
+    shoot(page, tmp_path, "overwatch-env-detail")
 
     assert requests, "the page made no request at all"
     assert all(url.startswith(seeded.url + "/") for url in requests), requests
@@ -252,7 +136,7 @@ def test_runs_to_env_detail_show_the_api_numbers_and_stay_on_localhost(
 
 
 def test_an_experiment_report_shows_its_cohorts_and_flops_curves(browser: Any, seeded: Server, tmp_path: Path) -> None:
-    page, requests = _page(browser, seeded)
+    page, requests = open_page(browser, seeded)
     page.goto(seeded.url + "/#/experiments")
     page.wait_for_selector("#reports")
     listed = seeded.get("/experiments")
@@ -265,20 +149,20 @@ def test_an_experiment_report_shows_its_cohorts_and_flops_curves(browser: Any, s
         row = page.locator(f'#cohorts tr[data-cohort="{cohort["cohort"]}"]')
         acc = cohort["final_accuracy"]
         shown = row.locator('[data-field="final_accuracy"]').inner_text()
-        assert shown == f"{_fmt(acc['mean'])} [{_fmt(acc['low'])}, {_fmt(acc['high'])}]"
-        assert row.locator('[data-field="train_gflops"]').inner_text() == _fmt(cohort["train_gflops"], 3)
+        assert shown == f"{fmt(acc['mean'])} [{fmt(acc['low'])}, {fmt(acc['high'])}]"
+        assert row.locator('[data-field="train_gflops"]').inner_text() == fmt(cohort["train_gflops"], 3)
     series = page.locator("#flops-chart path[data-series]").evaluate_all("paths => paths.map(p => p.dataset.series)")
     assert series == list(report["flops_curves"])
     for comparison in report["comparisons"]:
         row = page.locator(f'#comparisons tr[data-comparison="{comparison["id"]}"]')
         assert row.locator('[data-field="status"]').inner_text() == comparison["status"]
-    _shoot(page, tmp_path, "overwatch-experiment")
+    shoot(page, tmp_path, "overwatch-experiment")
     assert all(url.startswith(seeded.url + "/") for url in requests), requests
     page.context.close()
 
 
 def test_unknown_pages_and_runs_say_so(browser: Any, seeded: Server) -> None:
-    page, _ = _page(browser, seeded)
+    page, _ = open_page(browser, seeded)
     page.goto(seeded.url + "/#/runs/no-such-run")
     page.wait_for_selector("#error")
     assert "no-such-run" in page.locator("#error").inner_text()
@@ -305,7 +189,7 @@ def test_a_live_run_updates_over_sse_and_reconnects_after_a_server_restart(
         store.ingest(items[:half])
     server = Server(path)
     server.start()
-    page, requests = _page(browser, server)
+    page, requests = open_page(browser, server)
     try:
         page.goto(server.url + "/#/runs/run-live")
         page.wait_for_selector("#envs tbody tr")
@@ -338,11 +222,11 @@ def test_a_live_run_updates_over_sse_and_reconnects_after_a_server_restart(
         final = server.get("/runs/run-live/envs")
         for env in final:
             text = page.locator(f'#envs tr[data-env="{env["env_id"]}"] [data-field="val_accuracy"]').inner_text()
-            assert text == _fmt(env["val_accuracy"])
+            assert text == fmt(env["val_accuracy"])
         streams = [u for u in requests if "/stream" in u]
         assert len(streams) >= 2 and any("after=" in u for u in streams[1:]), streams
         assert all(url.startswith(server.url + "/") for url in requests), requests
-        _shoot(page, tmp_path, "overwatch-live")
+        shoot(page, tmp_path, "overwatch-live")
     finally:
         page.context.close()
         if server.thread is not None and server.thread.is_alive():

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import time
 from collections import deque
+from typing import ClassVar
 
 from textual.app import App, ComposeResult
-from textual.binding import Binding
+from textual.binding import Binding, BindingType
 from textual.containers import Horizontal
 from textual.widgets import DataTable, Footer, Input
 
@@ -15,6 +16,9 @@ from services.karn.sanctum.anomaly_strip import AnomalyStrip
 from services.karn.sanctum.env_detail_screen import EnvDetailScreen
 from services.karn.sanctum.env_overview import EnvOverview
 from services.karn.sanctum.event_log import EventLog
+from services.karn.sanctum.help.index import HelpIndexScreen
+from services.karn.sanctum.help.modal import PanelHelpModal
+from services.karn.sanctum.help.registry import help_for_class
 from services.karn.sanctum.help_screen import HelpScreen
 from services.karn.sanctum.run_header import RunHeader
 from services.karn.sanctum.scoreboard_panel import ScoreboardPanel
@@ -30,15 +34,20 @@ class SanctumApp(App[None]):
 
     CSS_PATH = "sanctum.tcss"
     TITLE = "Esper · Sanctum"
-    BINDINGS = [
+    BINDINGS: ClassVar[list[BindingType]] = [
         Binding("q", "quit", "quit"),
-        Binding("d", "detail", "env detail"),
+        Binding("d", "detail", "env detail (Enter on a row too)"),
         Binding("j", "next_env", "next env", show=False),
         Binding("k", "previous_env", "previous env", show=False),
-        Binding("slash", "filter", "filter"),
-        Binding("escape", "clear_filter", "clear filter", show=False),
-        Binding("question_mark", "help", "help"),
-        *(Binding(str(key), f"select_env({(key - 1) % 10})", show=False) for key in range(10)),
+        Binding("g", "first_env", "first env", show=False),
+        Binding("G", "last_env", "last env", show=False),
+        Binding("slash", "filter", "filter envs and the event log"),
+        Binding("escape", "clear_filter", "clear the filter", show=False),
+        Binding("r", "refresh_now", "rebuild the frame now", show=False),
+        Binding("question_mark", "help", "help for the focused panel (the key list elsewhere)"),
+        Binding("f1", "help_index", "help index"),
+        *(Binding(str(key), f"select_env({(key - 1) % 10})", show=False) for key in range(1, 10)),
+        Binding("0", "select_env(9)", show=False),
     ]
 
     def __init__(self, feed: Feed, refresh_seconds: float = REFRESH_SECONDS) -> None:
@@ -145,9 +154,31 @@ class SanctumApp(App[None]):
         box.remove_class("-shown")
         self._table.focus()
 
+    def action_first_env(self) -> None:
+        self._table.action_scroll_top()
+
+    def action_last_env(self) -> None:
+        self._table.action_scroll_bottom()
+
+    def action_refresh_now(self) -> None:
+        self.refresh_frame()
+
     def action_help(self) -> None:
-        if not isinstance(self.screen, HelpScreen):
-            self.push_screen(HelpScreen())
+        """The focused panel's help (looking up its ancestors too); the key list where no panel has help."""
+        if isinstance(self.screen, HelpScreen | PanelHelpModal | HelpIndexScreen):
+            return
+        focused = self.screen.focused
+        nodes = [focused, *focused.ancestors] if focused is not None else [self.screen]
+        for node in nodes:
+            panel = help_for_class(type(node).__name__)
+            if panel is not None:
+                self.push_screen(PanelHelpModal(panel))
+                return
+        self.push_screen(HelpScreen([b for b in self.BINDINGS if isinstance(b, Binding)]))
+
+    def action_help_index(self) -> None:
+        if not isinstance(self.screen, HelpIndexScreen):
+            self.push_screen(HelpIndexScreen())
 
     def on_input_changed(self, event: Input.Changed) -> None:
         self._table.filter_text = event.value

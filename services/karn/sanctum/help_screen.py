@@ -1,6 +1,8 @@
-"""The help screen: every key Sanctum answers to."""
+"""The key table (`?` where no panel help applies): generated from the app's bindings, so it cannot go stale."""
 
 from __future__ import annotations
+
+from collections.abc import Sequence
 
 from rich.table import Table
 from textual.app import ComposeResult
@@ -9,16 +11,29 @@ from textual.containers import Vertical
 from textual.screen import ModalScreen
 from textual.widgets import Static
 
-KEYS = (
-    ("q", "quit (or leave the detail screen)"),
-    ("d / Enter", "detail of the selected env: seed cards, counterfactuals, interactions"),
-    ("j / k", "select the next / previous env"),
-    ("1 … 9, 0", "select env 0 … 8, 9"),
-    ("/", "filter envs and the event log (env id, status, stage, blueprint, action)"),
-    ("Esc", "clear the filter / close this screen"),
-    ("Tab / Shift+Tab", "move between panels"),
-    ("?", "this help"),
-)
+from services.karn.snapshot import LIVE_WITHIN, SLOW_WITHIN
+
+#: Keys Textual answers to on its own, shown beside the app's.
+BUILT_IN_KEYS = (("Tab / Shift+Tab", "move between panels"),)
+SELECT_ENV_ACTION = "select_env("
+
+
+def _display(key: str) -> str:
+    names = {"question_mark": "?", "slash": "/", "escape": "Esc", "f1": "F1", "enter": "Enter"}
+    return " / ".join(names.get(k.strip(), k.strip()) for k in key.split(","))
+
+
+def key_rows(bindings: Sequence[Binding]) -> list[tuple[str, str]]:
+    """One row per binding with its description; the ten env-selecting digits share one row."""
+    rows: list[tuple[str, str]] = []
+    digits = [b for b in bindings if b.action.startswith(SELECT_ENV_ACTION)]
+    for binding in bindings:
+        if binding.action.startswith(SELECT_ENV_ACTION):
+            if binding is digits[0]:
+                rows.append((", ".join(b.key for b in digits), "select env 0 … 9 (1 is env 0, 0 is env 9)"))
+            continue
+        rows.append((_display(binding.key), binding.description))
+    return [*rows, *BUILT_IN_KEYS]
 
 
 class HelpScreen(ModalScreen[None]):
@@ -26,15 +41,20 @@ class HelpScreen(ModalScreen[None]):
 
     BINDINGS = [Binding("escape,q,question_mark", "app.pop_screen", "close")]
 
+    def __init__(self, bindings: Sequence[Binding]) -> None:
+        super().__init__()
+        self.rows = key_rows(bindings)
+
     def compose(self) -> ComposeResult:
         table = Table(title="Sanctum keys", box=None, padding=(0, 2))
         table.add_column("key", style="bold cyan", no_wrap=True)
         table.add_column("what it does")
-        for key, text in KEYS:
+        for key, text in self.rows:
             table.add_row(key, text)
         with Vertical(id="help-box"):
             yield Static(table)
             yield Static(
-                "Header: LIVE < 2 s since the last event, SLOW < 5 s, STALE beyond; REPLAY for a stored run.",
+                f"Header: LIVE < {LIVE_WITHIN:g} s since the last event, SLOW < {SLOW_WITHIN:g} s, STALE beyond; "
+                "REPLAY for a stored run. ? on a panel explains that panel; F1 lists them all.",
                 id="help-note",
             )

@@ -8,8 +8,22 @@ from rich.text import Text
 from textual.reactive import reactive
 from textual.widgets import Static
 
+from services.karn.sanctum import thresholds as T
 from services.karn.sanctum.cells import number, signed, sparkline
 from services.karn.snapshot import PolicyView
+
+#: Every row label the panel renders; each has a FieldHelp in help/panels/tamiyo.py (plans/karn2-sanctum-v2.md K10).
+ROW_LABELS = ("decisions", "entropy", "PPO", "Lp", "Lv", "H", "KL", "clip", "EV", "version lag", "load failed")
+
+
+def _graded(value: float | None, band: T.Band, digits: int, signed_value: bool = False) -> Text:
+    """The number in its band's colour, with the grade's word after a warning or worse (never colour alone)."""
+    shown = signed(value, digits) if signed_value else number(value, digits)
+    grade = band.grade(value)
+    text = Text(shown, style=band.style(value))
+    if grade in ("warn", "critical"):
+        text.append(f" {T.GRADE_WORDS[grade]}", style=T.GRADE_STYLES[grade])
+    return text
 
 
 def _bar(fraction: float, width: int = 12) -> str:
@@ -55,22 +69,22 @@ class TamiyoPanel(Static):
                     ("  Lv ", "dim"),
                     number(v.value_loss, 4),
                     ("  H ", "dim"),
-                    number(v.entropy, 3),
+                    _graded(v.entropy, T.ENTROPY, 3),
                 )
             )
             parts.append(
                 Text.assemble(
                     ("KL ", "dim"),
-                    number(v.approx_kl, 4),
+                    _graded(v.approx_kl, T.APPROX_KL, 4),
                     " ",
                     (sparkline(v.kl_history, 10), "yellow"),
                     ("  clip ", "dim"),
-                    number(v.clip_fraction, 2),
+                    _graded(v.clip_fraction, T.CLIP_FRACTION, 2),
                     ("  EV ", "dim"),
-                    signed(v.explained_variance, 2),
+                    _graded(v.explained_variance, T.EXPLAINED_VARIANCE, 2, signed_value=True),
                 )
             )
-        parts.append(Text.assemble(("version lag ", "dim"), number(v.version_lag, 2)))
+        parts.append(Text.assemble(("version lag ", "dim"), _graded(v.version_lag, T.VERSION_LAG, 2)))
         if v.load_failure:
             parts.append(Text(f"load failed {v.load_failure}", style="bold red"))
         return Group(*parts)

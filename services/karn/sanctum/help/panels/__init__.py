@@ -1,0 +1,1 @@
+"""One help content module per registered panel; `registry` collects them."""

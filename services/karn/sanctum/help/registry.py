@@ -1,0 +1,47 @@
+"""Every panel's help by id, and which widget class each belongs to (plans/karn2-sanctum-v2.md §6)."""
+
+from __future__ import annotations
+
+from services.karn.sanctum.help.content import PanelHelp
+from services.karn.sanctum.help.panels import (
+    anomaly_strip,
+    env_detail,
+    env_overview,
+    event_log,
+    run_header,
+    scoreboard,
+    tamiyo,
+)
+
+PANELS: dict[str, PanelHelp] = {
+    panel.panel_id: panel
+    for panel in (
+        run_header.HELP,
+        anomaly_strip.HELP,
+        env_overview.HELP,
+        scoreboard.HELP,
+        tamiyo.HELP,
+        event_log.HELP,
+        env_detail.HELP,
+    )
+}
+
+#: Widget (or screen) class name → panel id. Names, not classes, so help never imports a widget.
+WIDGETS: dict[str, str] = {
+    "RunHeader": "run_header",
+    "AnomalyStrip": "anomaly_strip",
+    "EnvOverview": "env_overview",
+    "ScoreboardPanel": "scoreboard",
+    "TamiyoPanel": "tamiyo",
+    "EventLog": "event_log",
+    "EnvDetailScreen": "env_detail",
+}
+
+
+def panel_ids() -> list[str]:
+    return list(PANELS)
+
+
+def help_for_class(class_name: str) -> PanelHelp | None:
+    panel_id = WIDGETS.get(class_name)
+    return PANELS.get(panel_id) if panel_id else None
