@@ -22,7 +22,7 @@ from services.karn.sanctum.anomaly_strip import LABELS as ANOMALY_LABELS
 from services.karn.sanctum.app import SanctumApp
 from services.karn.sanctum.env_overview import LEADING, REWARD, TRAILING, EnvOverview
 from services.karn.sanctum.help.index import HelpIndexScreen
-from services.karn.sanctum.help.modal import NO_HELP, PanelHelpModal, help_title, render_help
+from services.karn.sanctum.help.modal import NO_HELP, PanelHelpModal, help_title, plain_help
 from services.karn.sanctum.help.registry import PANELS, WIDGETS, help_for_class
 from services.karn.sanctum.help_screen import HelpScreen, key_rows
 from services.karn.sanctum.tamiyo_panel import ROW_LABELS, TamiyoPanel
@@ -44,11 +44,11 @@ def test_every_panel_has_enough_help_and_its_modal_shows_its_title() -> None:  #
         assert len(panel.overview) >= 50, panel.panel_id
         assert len(panel.fields) >= 3 and len(panel.diagnostics) >= 2, panel.panel_id
         assert len({f.name for f in panel.fields}) == len(panel.fields), f"{panel.panel_id}: a field named twice"
-        text = render_help(panel).plain
+        text = plain_help(panel)
         assert help_title(panel) in text and panel.title.upper() in text
         for heading in ("WHAT THIS SHOWS", "FIELD REFERENCE", "WHAT TO LOOK FOR"):
             assert heading in text, (panel.panel_id, heading)
-    assert render_help(None).plain == NO_HELP
+    assert plain_help(None).strip() == NO_HELP
 
 
 def test_every_colour_rule_is_generated_from_the_thresholds_and_its_numbers_are_theirs() -> None:  # K9

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import io
+
+from rich.console import Console, Group
+from rich.table import Table
 from rich.text import Text
 from textual import events
 from textual.app import ComposeResult
@@ -21,34 +25,47 @@ def help_title(panel: PanelHelp | None) -> str:
     return f"[?] {panel.title.upper()} HELP" if panel else "[?] HELP"
 
 
-def render_help(panel: PanelHelp | None) -> Text:
-    """The modal's text: WHAT THIS SHOWS, FIELD REFERENCE, WHAT TO LOOK FOR, KEYBOARD."""
+def _two_columns() -> Table:
+    table = Table(box=None, show_header=False, padding=(0, 1, 0, 0), expand=True)
+    table.add_column(width=FIELD_WIDTH, no_wrap=True, style="bold")
+    table.add_column(ratio=1)
+    return table
+
+
+def render_help(panel: PanelHelp | None) -> Group | Text:
+    """The modal's content: WHAT THIS SHOWS, FIELD REFERENCE (descriptions hang under their name, the colour
+    rules on the next line), WHAT TO LOOK FOR (+ good, ! warning, X critical) and KEYBOARD."""
     if panel is None:
         return Text(NO_HELP, style="italic")
-    text = Text()
-    text.append(help_title(panel) + "\n\n", style="bold")
-    text.append("WHAT THIS SHOWS\n", style="bold cyan")
-    text.append(panel.overview + "\n\n")
-    text.append("FIELD REFERENCE\n", style="bold cyan")
+    parts: list[Text | Table] = [Text(help_title(panel), style="bold"), Text("")]
+    parts += [Text("WHAT THIS SHOWS", style="bold cyan"), Text(panel.overview), Text("")]
+    parts.append(Text("FIELD REFERENCE", style="bold cyan"))
+    fields = _two_columns()
     for field in panel.fields:
-        text.append(field.name.ljust(FIELD_WIDTH), style="bold")
-        text.append(" " + field.description + "\n")
+        description = Text(field.description)
         if field.color_rules:
-            text.append(" " * (FIELD_WIDTH + 1) + field.color_rules + "\n", style="dim")
-    text.append("\nWHAT TO LOOK FOR\n", style="bold cyan")
+            description.append("\n" + field.color_rules, style="dim")
+        fields.add_row(field.name, description)
+    parts += [fields, Text(""), Text("WHAT TO LOOK FOR", style="bold cyan")]
     for d in panel.diagnostics:
         style = {"good": "green", "warning": "yellow", "critical": "bold red"}[d.severity]
-        text.append(f"{SEVERITY_MARKS[d.severity]} ", style=style)
-        text.append(f"{d.pattern}: ", style="bold")
-        text.append(d.meaning + "\n")
+        line = Text.assemble((f"{SEVERITY_MARKS[d.severity]} ", style), (f"{d.pattern}: ", "bold"), d.meaning)
         if d.action:
-            text.append(f"  Action: {d.action}\n", style="dim")
+            line.append(f"\n  Action: {d.action}", style="dim")
+        parts.append(line)
     if panel.keyboard:
-        text.append("\nKEYBOARD\n", style="bold cyan")
+        keys = _two_columns()
         for key, what in panel.keyboard.items():
-            text.append(key.ljust(FIELD_WIDTH), style="bold")
-            text.append(" " + what + "\n")
-    return text
+            keys.add_row(key, what)
+        parts += [Text(""), Text("KEYBOARD", style="bold cyan"), keys]
+    return Group(*parts)
+
+
+def plain_help(panel: PanelHelp | None, width: int = 72) -> str:
+    """The modal's text as a terminal of `width` columns shows it (for checks and for copying)."""
+    console = Console(width=width, record=True, file=io.StringIO())
+    console.print(render_help(panel))
+    return console.export_text()
 
 
 class PanelHelpModal(ModalScreen[None]):
