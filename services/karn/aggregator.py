@@ -6,10 +6,13 @@ the UI thread asks for snapshots on a timer, so a slow terminal drops frames, ne
 
 from __future__ import annotations
 
+import json
 import statistics
 import threading
 from collections import Counter, deque
 from dataclasses import dataclass
+
+import msgspec
 
 from leyline_schemas import (
     HEAD_NAMES,
@@ -34,7 +37,8 @@ from services.karn.barrier import CommittedEpoch, EnvEpoch, EpochBarrier, envs_i
 from services.karn.env_state import EnvState
 from services.karn.live_log import describe, stamp, where
 from services.karn.pareto import OutcomePoint, hypervolume, pareto_frontier
-from services.karn.policy_line import ENTROPY_COLLAPSE, PolicyLine
+from services.karn.policy_line import PolicyLine
+from services.karn.sanctum.thresholds import APPROX_KL, ENTROPY
 from services.karn.snapshot import (
     Anomalies,
     EnvDetail,
@@ -42,6 +46,7 @@ from services.karn.snapshot import (
     EpisodeScore,
     HeaderView,
     LogLine,
+    RunInfo,
     SanctumSnapshot,
     Scoreboard,
     freshness,
@@ -49,7 +54,6 @@ from services.karn.snapshot import (
 
 LOG_LINES = 100
 RATE_WINDOW = 10.0
-KL_LIMIT = 0.05
 
 
 @dataclass
@@ -283,6 +287,17 @@ class SanctumAggregator:
                 slot_ids=tuple(slot_ids),
             )
 
+    def run_info(self) -> RunInfo:
+        """Every field of the run's RunSpec (a live feed reads it from the bus), else of its RunStarted event."""
+        with self._lock:
+            source: RunSpec | RunStarted | None = self._spec or self._started
+            if source is None:
+                return RunInfo(self.run_id, "nothing received yet", ())
+            what = "RunSpec" if isinstance(source, RunSpec) else "RunStarted (the full RunSpec lives on the bus)"
+            values = msgspec.to_builtins(source)
+            names = [f.name for f in msgspec.structs.fields(source)]
+            return RunInfo(self.run_id, what, tuple((n, json.dumps(values.get(n), ensure_ascii=False)) for n in names))
+
     def env_detail(self, env_id: int) -> EnvDetail | None:
         with self._lock:
             env = self._envs.get(env_id)
@@ -337,7 +352,8 @@ class SanctumAggregator:
         ppo_issues = sum(
             1
             for line in self._policies.values()
-            if line.updates and (line.updates[-1].entropy < ENTROPY_COLLAPSE or line.updates[-1].approx_kl > KL_LIMIT)
+            if line.updates
+            and "critical" in (ENTROPY.grade(line.updates[-1].entropy), APPROX_KL.grade(line.updates[-1].approx_kl))
         )
         return Anomalies(
             stalled=sum(1 for e in rows if e.status == "stalled"),

@@ -28,7 +28,7 @@ from leyline_schemas import (
     subjects,
 )
 from services.karn.aggregator import SanctumAggregator
-from services.karn.snapshot import EnvDetail, SanctumSnapshot
+from services.karn.snapshot import EnvDetail, RunInfo, SanctumSnapshot
 from services.runtime.kv import bucket_keys
 
 log = logging.getLogger("esper.karn.feed")
@@ -61,6 +61,9 @@ class Feed(abc.ABC):
 
     def env_detail(self, env_id: int) -> EnvDetail | None:
         return self.aggregator.env_detail(env_id) if self.aggregator is not None else None
+
+    def run_info(self) -> RunInfo | None:
+        return self.aggregator.run_info() if self.aggregator is not None else None
 
     @abc.abstractmethod
     def _main(self) -> None:

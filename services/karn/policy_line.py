@@ -9,9 +9,6 @@ from dataclasses import dataclass, field
 from leyline_schemas import HEAD_NAMES, PPOUpdateCompleted
 from services.karn.snapshot import PolicyView
 
-#: Entropy below this is a collapsed policy (reference/tolaria_karn.md §8.8).
-ENTROPY_COLLAPSE = 0.1
-
 
 @dataclass
 class PolicyLine:

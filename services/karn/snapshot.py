@@ -210,3 +210,12 @@ class SanctumSnapshot:
     policies: tuple[PolicyView, ...]
     log: tuple[LogLine, ...]
     slot_ids: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class RunInfo:
+    """The `i` screen: every field of the run's spec, untruncated (`source` says which message it came from)."""
+
+    run_id: str
+    source: str
+    fields: tuple[tuple[str, str], ...]

@@ -43,3 +43,15 @@ def run_esper(
     log = out / "services.log"
     assert result.returncode == 0, result.stdout + result.stderr + (log.read_text()[-4000:] if log.exists() else "")
     return result, json.loads((out / "report.json").read_text())
+
+
+def esper(*args: str, env: dict[str, str], timeout: float = 180) -> subprocess.CompletedProcess[str]:
+    """`esper ARGS` as a subprocess in the repository, with `env` as its whole environment; never raises on failure."""
+    return subprocess.run(
+        [sys.executable, "-m", "services.operator.cli", *args],
+        cwd=REPO,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+    )

@@ -10,11 +10,13 @@ from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import TypeVar
 
+import msgspec
 import pytest
 from karn_fixtures import accuracy, publish, put_run, script
 from textual.pilot import Pilot
 from textual.widget import Widget
 
+import leyline_schemas as L
 from services.karn.feeds import LiveFeed, StoreFeed
 from services.karn.sanctum.anomaly_strip import AnomalyStrip
 from services.karn.sanctum.app import SanctumApp
@@ -22,6 +24,7 @@ from services.karn.sanctum.env_detail_screen import EnvDetailScreen
 from services.karn.sanctum.env_overview import EnvOverview
 from services.karn.sanctum.help.modal import PanelHelpModal
 from services.karn.sanctum.run_header import RunHeader
+from services.karn.sanctum.run_info_screen import RunInfoScreen
 from services.karn.sanctum.tamiyo_panel import TamiyoPanel
 from services.karn.store import RunStore
 from services.runtime import jetstream
@@ -108,6 +111,11 @@ async def test_attached_to_a_live_run_shows_the_runs_numbers(nats_url: str, js: 
         await pilot.press("escape", "question_mark")  # v2: `?` on the env table is that panel's help
         assert isinstance(app.screen, PanelHelpModal) and app.screen.panel is not None
         assert app.screen.panel.panel_id == "env_overview"
+        await pilot.press("escape", "i")  # RunInfo: every RunSpec field, read from the bus
+        assert isinstance(app.screen, RunInfoScreen) and app.screen.info is not None
+        assert app.screen.info.source == "RunSpec" and app.screen.info.run_id == run_id
+        assert [name for name, _ in app.screen.info.fields] == [f.name for f in msgspec.structs.fields(L.RunSpec)]
+        assert dict(app.screen.info.fields)["run_id"] == f'"{run_id}"'
         await pilot.press("escape", "slash")
         await pilot.press(*"FOSS")
         await until(pilot, lambda: table.row_count == 1)

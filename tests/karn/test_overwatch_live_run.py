@@ -5,27 +5,16 @@ the numbers are the Karn service's store, and the page must follow the run to it
 from __future__ import annotations
 
 import os
-import subprocess
-import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from overwatch_browser import REPO, Server, find_chromium, fmt, launched_browser, open_page, shoot
+from overwatch_browser import Server, find_chromium, fmt, launched_browser, open_page, shoot
+
+from tests.integration.esper_cli import esper
 
 pytestmark = pytest.mark.integration
-
-
-def _esper(*args: str, env: dict[str, str], timeout: float = 180) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "services.operator.cli", *args],
-        cwd=REPO,
-        env=env,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-    )
 
 
 @pytest.fixture
@@ -35,13 +24,13 @@ def stack(tmp_path: Path) -> Iterator[tuple[str, Path, dict[str, str]]]:
     state = tmp_path / "state"
     env = {k: v for k, v in os.environ.items() if k != "ESPER_NATS_URL"}
     env.update({"ESPER_STORE_PATH": str(store), "ESPER_TORCH_THREADS": "1"})
-    up = _esper("up", "--state-dir", str(state), env=env)
+    up = esper("up", "--state-dir", str(state), env=env)
     log = state / "esper.log"
     assert up.returncode == 0, up.stdout + up.stderr + (log.read_text()[-3000:] if log.exists() else "")
     try:
         yield up.stdout.strip().splitlines()[-1], store, env
     finally:
-        _esper("down", "--state-dir", str(state), env=env)
+        esper("down", "--state-dir", str(state), env=env)
 
 
 def test_the_page_follows_a_real_run_over_the_bus_to_its_end(
@@ -53,16 +42,14 @@ def test_the_page_follows_a_real_run_over_the_bus_to_its_end(
     try:
         with launched_browser(find_chromium()) as browser:
             page, requests = open_page(browser, server)
-            submitted = _esper(
+            submitted = esper(
                 "run", "--nats", url, "--detach", "--task", "digits", "--episodes", "2", "--envs", "2",
                 "--episode-length", "10", "--max-batches", "3", "--no-progress", env=env, timeout=120,
             )  # fmt: skip
             assert submitted.returncode == 0, submitted.stdout + submitted.stderr
             run_id = _run_id(submitted.stdout + submitted.stderr)
             page.goto(f"{server.url}/#/runs/{run_id}")
-            page.wait_for_function(
-                "() => document.getElementById('live').dataset.state === 'live'", timeout=60_000
-            )
+            page.wait_for_function("() => document.getElementById('live').dataset.state === 'live'", timeout=60_000)
             page.wait_for_function(
                 "() => /live · [1-9]/.test(document.getElementById('live').textContent)", timeout=120_000
             )  # events arrived over the bus while the run trained

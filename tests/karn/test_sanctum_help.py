@@ -9,6 +9,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+import msgspec
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
@@ -16,6 +17,7 @@ from karn_fixtures import script
 from rich.console import Console
 from textual.widgets import Input, OptionList
 
+import leyline_schemas as L
 from services.karn.feeds import StoreFeed
 from services.karn.sanctum import thresholds as T
 from services.karn.sanctum.anomaly_strip import LABELS as ANOMALY_LABELS
@@ -25,6 +27,7 @@ from services.karn.sanctum.help.index import HelpIndexScreen
 from services.karn.sanctum.help.modal import NO_HELP, PanelHelpModal, help_title, plain_help
 from services.karn.sanctum.help.registry import PANELS, WIDGETS, help_for_class
 from services.karn.sanctum.help_screen import HelpScreen, key_rows
+from services.karn.sanctum.run_info_screen import RunInfoScreen
 from services.karn.sanctum.tamiyo_panel import ROW_LABELS, TamiyoPanel
 from services.karn.snapshot import LIVE_WITHIN, SLOW_WITHIN, PolicyView
 
@@ -180,6 +183,22 @@ async def test_question_mark_opens_the_focused_panels_help_or_the_key_table(stor
         assert [options.get_option_at_index(i).id for i in range(options.option_count)] == list(PANELS)
         await pilot.press("down", "enter")
         assert isinstance(app.screen, PanelHelpModal) and app.screen.panel is list(PANELS.values())[1]
+
+
+@pytest.mark.integration
+async def test_run_info_from_a_store_says_where_its_fields_came_from(store: Path) -> None:  # K12 (replay)
+    app = SanctumApp(StoreFeed(store, None), refresh_seconds=0.1)
+    async with app.run_test(size=(200, 50)) as pilot:
+        await pilot.pause(0.3)
+        await pilot.press("i")
+        assert isinstance(app.screen, RunInfoScreen) and app.screen.info is not None
+        info = app.screen.info
+        assert info.run_id == "run-help" and info.source.startswith("RunStarted")
+        names = [name for name, _ in info.fields]
+        assert names == [f.name for f in msgspec.structs.fields(L.RunStarted)]
+        assert dict(info.fields)["slot_ids"] == '["r0c0", "r0c1", "r0c2"]'
+        await pilot.press("i")
+        assert not isinstance(app.screen, RunInfoScreen)
 
 
 def test_help_lookup_walks_class_names_only() -> None:

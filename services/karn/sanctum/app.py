@@ -21,6 +21,7 @@ from services.karn.sanctum.help.modal import PanelHelpModal
 from services.karn.sanctum.help.registry import help_for_class
 from services.karn.sanctum.help_screen import HelpScreen
 from services.karn.sanctum.run_header import RunHeader
+from services.karn.sanctum.run_info_screen import RunInfoScreen
 from services.karn.sanctum.scoreboard_panel import ScoreboardPanel
 from services.karn.sanctum.tamiyo_panel import TamiyoPanel
 from services.karn.snapshot import PolicyView
@@ -46,6 +47,7 @@ class SanctumApp(App[None]):
         Binding("r", "refresh_now", "rebuild the frame now", show=False),
         Binding("question_mark", "help", "help for the focused panel (the key list elsewhere)"),
         Binding("f1", "help_index", "help index"),
+        Binding("i", "run_info", "run info: the whole run spec"),
         *(Binding(str(key), f"select_env({(key - 1) % 10})", show=False) for key in range(1, 10)),
         Binding("0", "select_env(9)", show=False),
     ]
@@ -175,6 +177,10 @@ class SanctumApp(App[None]):
                 self.push_screen(PanelHelpModal(panel))
                 return
         self.push_screen(HelpScreen([b for b in self.BINDINGS if isinstance(b, Binding)]))
+
+    def action_run_info(self) -> None:
+        if not isinstance(self.screen, RunInfoScreen):
+            self.push_screen(RunInfoScreen(self.feed.run_info()))
 
     def action_help_index(self) -> None:
         if not isinstance(self.screen, HelpIndexScreen):
