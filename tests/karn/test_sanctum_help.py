@@ -96,6 +96,21 @@ def test_the_tamiyo_panel_renders_every_documented_label_and_grades_with_words()
     assert "-0.20 CRIT" in text  # EV below zero
 
 
+def test_with_no_ppo_update_the_panel_says_so_and_shows_no_ppo_number() -> None:  # K11
+    view = PolicyView(
+        policy_id="heuristic", version=0, decisions=3, actions=(("WAIT", 3),), head_entropies=(), entropy_source="",
+        updates=0,
+    )  # fmt: skip
+    panel = TamiyoPanel()
+    panel.view = view
+    console = Console(width=120, record=True)
+    console.print(panel.render())
+    text = console.export_text()
+    assert "waiting for first update" in text
+    for label in ("Lp", "Lv", "KL", "clip", "EV"):
+        assert f"{label} " not in text, label
+
+
 @pytest.mark.parametrize(
     ("band", "value", "grade"),
     [

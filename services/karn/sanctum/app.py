@@ -45,6 +45,8 @@ class SanctumApp(App[None]):
         Binding("slash", "filter", "filter envs and the event log"),
         Binding("escape", "clear_filter", "clear the filter", show=False),
         Binding("r", "refresh_now", "rebuild the frame now", show=False),
+        Binding("h", "app.focus_previous", "focus the panel to the left", show=False),
+        Binding("l", "app.focus_next", "focus the panel to the right", show=False),
         Binding("question_mark", "help", "help for the focused panel (the key list elsewhere)"),
         Binding("f1", "help_index", "help index"),
         Binding("i", "run_info", "run info: the whole run spec"),

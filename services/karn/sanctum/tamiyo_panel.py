@@ -32,7 +32,7 @@ def _bar(fraction: float, width: int = 12) -> str:
 
 
 class TamiyoPanel(Static):
-    """Shows one `view`; 'no updates yet' until its first PPOUpdateCompleted arrives."""
+    """Shows one `view`; 'waiting for first update' until its first PPOUpdateCompleted."""
 
     can_focus = True
     view: reactive[PolicyView | None] = reactive(None)
@@ -58,7 +58,7 @@ class TamiyoPanel(Static):
             heads.append("—")
         parts: list[Text | Table] = [title, actions, heads]
         if v.updates == 0:
-            parts.append(Text("PPO: no updates yet", style="dim italic"))
+            parts.append(Text("PPO: waiting for first update", style="dim italic"))
         else:
             parts.append(
                 Text.assemble(

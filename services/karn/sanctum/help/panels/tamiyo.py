@@ -15,7 +15,11 @@ HELP = PanelHelp(
     fields=(
         FieldHelp("decisions", "Steps this line has decided in the run; the bars are the share of each op."),
         FieldHelp("entropy", "Mean entropy per action head over the line's recent decisions (or the update's)."),
-        FieldHelp("PPO", "PPO updates applied to this line; 'no updates yet' until the first one."),
+        FieldHelp(
+            "PPO",
+            "PPO updates applied to this line; 'waiting for first update' until the first one "
+            "(a fixed policy never has one).",
+        ),
         FieldHelp("Lp", "Policy loss of the latest update (the clipped surrogate, negated)."),
         FieldHelp("Lv", "Value loss of the latest update."),
         FieldHelp("H", "Mean policy entropy of the latest update.", T.ENTROPY.color_rules()),
