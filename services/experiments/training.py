@@ -158,6 +158,7 @@ def evaluation_spec(
     version: int = 0,
     reward_family: RewardFamily = RewardFamily.CONTRIBUTION,
     blueprints: Sequence[BlueprintAction] = (),
+    internal_op_cost: float | None = None,
 ) -> RunSpec:
     """An evaluation run of `policy_id` on the held-out seeds, decided by `version` of the line (0: any version)."""
     slots, length, batch = _task_defaults(plan)
@@ -175,6 +176,7 @@ def evaluation_spec(
                 reward_mode=reward_mode,
                 reward_family=reward_family,
                 from_version=version,
+                internal_op_cost=internal_op_cost,
             )
         ],
         seed=plan.eval_seed if plan.eval_seed is not None else plan.seed + EVAL_SEED_OFFSET,
@@ -296,6 +298,7 @@ async def evaluate_on(
         return {}
     stamp = time.strftime("%Y%m%d-%H%M%S")
     families = {arm.arm_id: arm.reward_family for arm in plan.arms}
+    costs = {arm.arm_id: arm.internal_op_cost for arm in plan.arms}
 
     async def one(name: str, policy_id: str, mode: RewardMode) -> tuple[str, dict[str, Any]]:
         run_id = f"eval-{stamp}-{name.replace('+', '-')}-{uuid.uuid4().hex[:4]}"
@@ -312,6 +315,7 @@ async def evaluate_on(
             version=version or 0,
             reward_family=family,
             blueprints=plan.arm_blueprints.get(name, ()),
+            internal_op_cost=costs.get(name, plan.arms[0].internal_op_cost),
         )
         _, follower, _ = await follow_run(nc, spec, timeout=timeout, show_progress=False)
         episodes = episode_rows(follower)

@@ -147,6 +147,19 @@ def test_a4_judges_roi_and_the_paired_accuracy_difference() -> None:
     assert statuses([replicate(params=(0, 1000))])["A4_roi"] == INCONCLUSIVE
 
 
+def test_a4_also_reports_the_accuracy_difference_clustered_by_replicate() -> None:
+    """A difference that lives in one replicate's lines: the pair bootstrap sees 12 tight pairs, the replicate
+    cluster bootstrap sees one replicate of three that moved, and says so with a wider interval."""
+    replicates = [replicate(accuracies=(60.0, 60.0, 55.0)) for _ in range(2)] + [
+        replicate(accuracies=(63.0, 60.0, 55.0))
+    ]
+    a4 = ladder_verdict(replicates)["checks"]["A4_roi"]
+    pairs, clustered = a4["accuracy_difference"], a4["accuracy_difference_by_replicate"]
+    assert pairs["mean"] == pytest.approx(-1.0) and clustered["estimate"] == pytest.approx(-1.0)
+    assert clustered["replicates"] == 3 and clustered["n"] == 12 and clustered["method"] == "cluster_bootstrap"
+    assert clustered["low"] < pairs["low"], "clustering by replicate must widen the interval here"
+
+
 def test_a5_fails_a_treatment_entropy_collapse_unless_control_collapses_too() -> None:
     collapsed = [0.5, 0.2, 0.2, 0.2, 0.2, 0.2, 0.5]
     assert statuses([replicate(entropies=([0.5] * 7, collapsed))])["A5_stability"] == FAIL

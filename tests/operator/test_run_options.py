@@ -131,6 +131,8 @@ def test_an_arm_internal_op_cost_reaches_the_reward_config_and_a_bad_one_is_refu
     default = LearnerConfig().rewards(L.ArmSpec(arm_id="a", policy_id="p", reward_mode=L.RewardMode.SHAPED))
     assert default.internal_op_cost == RewardConfig().internal_op_cost
     assert arm_of(spec, "missing").reward_mode is L.RewardMode.SIMPLIFIED
+    scored = evaluation_spec(plan, "line+greedy", L.RewardMode.SHAPED, "eval-c", internal_op_cost=0.05)
+    assert scored.arms[0].internal_op_cost == 0.05, "held-out episodes are scored with the arm's cost too"
     for bad in (-0.1, float("nan")):
         arm = L.ArmSpec(arm_id="main", policy_id="heuristic", internal_op_cost=bad)
         with pytest.raises(RequestRejected, match="internal_op_cost is charged as a negative term"):
