@@ -97,7 +97,7 @@ const Overwatch = (() => {
   function stopLive() {
     if (live.source) live.source.close();
     if (live.timer) clearTimeout(live.timer);
-    Object.assign(live, { source: null, runId: null, lastSeq: null, backoff: BACKOFF_START_MS, timer: null });
+    Object.assign(live, { source: null, runId: null, lastSeq: null, backoff: BACKOFF_START_MS, timer: null, events: 0 });
     setLive("idle", "read-only");
   }
 
