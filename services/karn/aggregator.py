@@ -34,6 +34,7 @@ from leyline_schemas import (
     TelemetryEvent,
 )
 from services.karn.barrier import CommittedEpoch, EnvEpoch, EpochBarrier, envs_in_round
+from services.karn.decision_cards import DecisionCards
 from services.karn.env_state import EnvState
 from services.karn.live_log import describe, stamp, where
 from services.karn.pareto import OutcomePoint, hypervolume, pareto_frontier
@@ -94,6 +95,7 @@ class SanctumAggregator:
         self._barrier: EpochBarrier | None = None
         self._counts: Counter[str] = Counter()
         self._policy_events: set[str] = set()
+        self._cards = DecisionCards()
 
     # -- input -------------------------------------------------------------------------------------------------
 
@@ -179,6 +181,7 @@ class SanctumAggregator:
                 line.decision_entropies.append(tuple(getattr(decision.entropies, h) for h in HEAD_NAMES))
             op = record.directive.effective_op.name
             self._count_action(record.policy_id, record.env_id, record.episode, record.step, op)
+            self._cards.offer(record)
 
     # -- internals (called under the lock) ---------------------------------------------------------------------
 
@@ -285,6 +288,7 @@ class SanctumAggregator:
                 policies=tuple(self._policies[p].view() for p in sorted(self._policies)),
                 log=tuple(self._log),
                 slot_ids=tuple(slot_ids),
+                decisions=self._cards.cards(now),
             )
 
     def run_info(self) -> RunInfo:

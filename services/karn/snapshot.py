@@ -200,6 +200,31 @@ class EnvDetail:
 
 
 @dataclass(frozen=True)
+class DecisionCard:
+    """One decision as §4.9's card shows it; None is a value the policy did not send."""
+
+    env_id: int
+    episode: int
+    epoch: int
+    op: str
+    slot: str
+    confidence: float | None
+    accuracy: float | None
+    #: Mean normalised entropy over the op's causal heads.
+    entropy: float | None
+    #: The critic's V(s) at the decision (normalised units).
+    value: float | None
+    #: Causal heads that had one legal value: their choice was forced, not made.
+    forced: tuple[str, ...]
+    policy_id: str
+    policy_version: int
+    blueprint: str = ""
+    tempo: str = ""
+    style: str = ""
+    reason: str = ""
+
+
+@dataclass(frozen=True)
 class SanctumSnapshot:
     """One frame's worth of state for the whole screen."""
 
@@ -210,6 +235,7 @@ class SanctumSnapshot:
     policies: tuple[PolicyView, ...]
     log: tuple[LogLine, ...]
     slot_ids: tuple[str, ...] = ()
+    decisions: tuple[DecisionCard, ...] = ()
 
 
 @dataclass(frozen=True)

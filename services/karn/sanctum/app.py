@@ -13,6 +13,7 @@ from textual.widgets import DataTable, Footer, Input
 
 from services.karn.feeds import Feed
 from services.karn.sanctum.anomaly_strip import AnomalyStrip
+from services.karn.sanctum.decisions_panel import DecisionsPanel
 from services.karn.sanctum.env_detail_screen import EnvDetailScreen
 from services.karn.sanctum.env_overview import EnvOverview
 from services.karn.sanctum.event_log import EventLog
@@ -70,6 +71,7 @@ class SanctumApp(App[None]):
             yield ScoreboardPanel(id="scoreboard")
         with Horizontal(id="bottom"):
             yield Horizontal(id="policies")
+            yield DecisionsPanel(id="decisions")
             yield EventLog(id="event-log")
         yield Footer()
 
@@ -82,6 +84,7 @@ class SanctumApp(App[None]):
         self._scoreboard = self.query_one(ScoreboardPanel)
         self._policies = self.query_one("#policies", Horizontal)
         self._event_log = self.query_one(EventLog)
+        self._decisions = self.query_one(DecisionsPanel)
         self._filter = self.query_one("#filter", Input)
         self.feed.start()
         self._table.focus()
@@ -108,6 +111,7 @@ class SanctumApp(App[None]):
             self._scoreboard.board = snapshot.scoreboard
             self._show_policies(snapshot.policies)
             self._event_log.log_lines = snapshot.log
+            self._decisions.cards = snapshot.decisions
         if isinstance(self.screen, EnvDetailScreen):
             self.screen.detail = self.feed.env_detail(self.screen.env_id)
         self.frame_times.append(time.perf_counter() - started)

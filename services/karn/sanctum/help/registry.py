@@ -5,6 +5,7 @@ from __future__ import annotations
 from services.karn.sanctum.help.content import PanelHelp
 from services.karn.sanctum.help.panels import (
     anomaly_strip,
+    decisions,
     env_detail,
     env_overview,
     event_log,
@@ -21,6 +22,7 @@ PANELS: dict[str, PanelHelp] = {
         env_overview.HELP,
         scoreboard.HELP,
         tamiyo.HELP,
+        decisions.HELP,
         event_log.HELP,
         env_detail.HELP,
     )
@@ -33,6 +35,7 @@ WIDGETS: dict[str, str] = {
     "EnvOverview": "env_overview",
     "ScoreboardPanel": "scoreboard",
     "TamiyoPanel": "tamiyo",
+    "DecisionsPanel": "decisions",
     "EventLog": "event_log",
     "EnvDetailScreen": "env_detail",
 }
