@@ -207,3 +207,34 @@ def test_sanctum_widgets_only_read_snapshots() -> None:
         source = module.read_text()
         assert "nats" not in source and "TelemetryEvent" not in source, module.name
         assert "import torch" not in source, module.name
+
+
+@pytest.mark.parametrize("size", [(120, 40), (200, 60)])
+async def test_every_panel_fits_and_is_titled_at_both_screen_sizes(tmp_path: Path, size: tuple[int, int]) -> None:
+    """K15: at 120×40 and 200×60 every panel lies inside the terminal with a nonzero height, and the screenshot shows
+    each panel's border title (the same words as its help title)."""
+    from services.karn.sanctum.decisions_panel import DecisionsPanel
+    from services.karn.sanctum.event_log import EventLog
+    from services.karn.sanctum.help.registry import panel_title
+    from services.karn.sanctum.scoreboard_panel import ScoreboardPanel
+
+    path = tmp_path / "karn.sqlite"
+    with RunStore.open(path) as store:
+        store.ingest(script("run-sizes", learn=True, policy_id="ppo-sizes").items)
+    app = SanctumApp(StoreFeed(path, None), refresh_seconds=0.1)
+    width, height = size
+    async with app.run_test(size=size) as pilot:
+        table = await mounted(pilot, app, EnvOverview)
+        await until(pilot, lambda: table.row_count == 4 and bool(app.query(TamiyoPanel)))
+        await pilot.pause(0.3)
+        panels = [RunHeader, AnomalyStrip, EnvOverview, ScoreboardPanel, TamiyoPanel, DecisionsPanel, EventLog]
+        for kind in panels:
+            for widget in app.query(kind):
+                region = widget.region
+                assert region.width > 0 and region.height > 0, (kind.__name__, size, region)
+                assert region.right <= width and region.bottom <= height, (kind.__name__, size, region)
+        app.save_screenshot(f"sanctum_{width}x{height}.svg", str(tmp_path))
+    text = screen_text((tmp_path / f"sanctum_{width}x{height}.svg").read_text())
+    for kind in (EnvOverview, ScoreboardPanel, DecisionsPanel, EventLog, TamiyoPanel):
+        title = panel_title(kind.__name__)
+        assert title and title in text, (kind.__name__, size)

@@ -19,7 +19,7 @@ from services.karn.sanctum.env_overview import EnvOverview
 from services.karn.sanctum.event_log import EventLog
 from services.karn.sanctum.help.index import HelpIndexScreen
 from services.karn.sanctum.help.modal import PanelHelpModal
-from services.karn.sanctum.help.registry import help_for_class
+from services.karn.sanctum.help.registry import help_for_class, panel_title
 from services.karn.sanctum.help_screen import HelpScreen
 from services.karn.sanctum.run_header import RunHeader
 from services.karn.sanctum.run_info_screen import RunInfoScreen
@@ -85,6 +85,8 @@ class SanctumApp(App[None]):
         self._policies = self.query_one("#policies", Horizontal)
         self._event_log = self.query_one(EventLog)
         self._decisions = self.query_one(DecisionsPanel)
+        for widget in (self._table, self._scoreboard, self._event_log, self._decisions):
+            widget.border_title = panel_title(type(widget).__name__)
         self._filter = self.query_one("#filter", Input)
         self.feed.start()
         self._table.focus()
@@ -123,6 +125,8 @@ class SanctumApp(App[None]):
             row.remove_children()
             panels = [TamiyoPanel() for _ in views]
             row.mount_all(panels)
+            for panel, view in zip(panels, views, strict=True):
+                panel.border_title = f"{panel_title('TamiyoPanel')} · {view.policy_id}"
         for panel, view in zip(panels, views, strict=True):
             panel.view = view
 

@@ -15,26 +15,25 @@ CARD_LABELS = ("conf", "H", "V", "reward", "forced")
 
 
 def render_card(card: DecisionCard) -> Text:
+    """Three short lines (a card must fit a third of the bottom row): what, how sure, and by whom."""
     text = Text()
-    text.append(f"{card.op}", style="bold")
-    if card.slot:
-        text.append(f"@{card.slot}", style="bold")
-    text.append(f"  env {card.env_id} · ep {card.episode} · e{card.epoch} · acc ", style="dim")
+    text.append(card.op + (f"@{card.slot}" if card.slot else ""), style="bold")
+    text.append(f"  env {card.env_id} ep {card.episode} e{card.epoch}", style="dim")
+    text.append("\n  acc ", style="dim")
     text.append(percent(card.accuracy))
-    text.append("\n  conf ", style="dim")
+    text.append("  conf ", style="dim")
     text.append(number(card.confidence, 2))
     text.append("  H ", style="dim")
     text.append(number(card.entropy, 2))
-    text.append("  V ", style="dim")
-    text.append(signed(card.value, 2))
-    text.append("  reward ", style="dim")
-    text.append("—", style="dim")  # Karn has no per-step reward: Simic scores whole episodes
     if card.blueprint:
         text.append(f"\n  {card.blueprint} {card.tempo} {card.style}", style="cyan")
     if card.forced:
         text.append("\n  forced ", style="dim")
         text.append(", ".join(card.forced), style="yellow")
-    text.append(f"\n  {card.policy_id} v{card.policy_version}", style="dim")
+    text.append("\n  V ", style="dim")
+    text.append(signed(card.value, 2))
+    # Karn has no per-step reward (Simic scores whole episodes), and says so.
+    text.append(f"  reward —  {card.policy_id} v{card.policy_version}", style="dim")
     return text
 
 
@@ -46,8 +45,5 @@ class DecisionsPanel(Static):
 
     def render(self) -> Group | Text:
         if not self.cards:
-            return Text("Decisions\nno decision yet", style="dim")
-        parts: list[Text] = [Text("Decisions", style="bold")]
-        for card in self.cards:
-            parts.append(render_card(card))
-        return Group(*parts)
+            return Text("no decision yet", style="dim")
+        return Group(*(render_card(card) for card in self.cards))

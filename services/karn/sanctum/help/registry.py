@@ -45,6 +45,12 @@ def panel_ids() -> list[str]:
     return list(PANELS)
 
 
+def panel_title(class_name: str) -> str:
+    """The title a widget's border shows: its help's title, so the two always name the panel alike."""
+    panel = help_for_class(class_name)
+    return panel.title if panel else ""
+
+
 def help_for_class(class_name: str) -> PanelHelp | None:
     panel_id = WIDGETS.get(class_name)
     return PANELS.get(panel_id) if panel_id else None
