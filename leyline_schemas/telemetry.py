@@ -153,6 +153,10 @@ class PPOUpdateCompleted(Record, frozen=True, kw_only=True, tag="ppo_update_comp
     update_seconds: float = 0.0
     skipped: bool = False
     diagnostics: dict[str, float] = {}
+    #: The network the line trains: "lstm" (the factored recurrent actor-critic) or "slot_transformer" (tamiyo4),
+    #: and for the latter the CLS → slot attention mass per slot id (plans/karn2-sanctum-v2.md §4.10, K14).
+    architecture: str = "lstm"
+    slot_attention: dict[str, float] = {}
 
 
 class PolicyUpdated(Record, frozen=True, kw_only=True, tag="policy_updated", tag_field="kind"):

@@ -58,4 +58,6 @@ class PolicyLine:
             kl_history=tuple(u.approx_kl for u in self.updates[-30:]),
             value_loss_history=tuple(u.value_loss for u in self.updates[-30:]),
             load_failure=self.load_failure,
+            architecture=last.architecture if last else None,
+            slot_attention=tuple(last.slot_attention.items()) if last else (),
         )

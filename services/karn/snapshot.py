@@ -171,6 +171,10 @@ class PolicyView:
     kl_history: tuple[float, ...] = ()
     value_loss_history: tuple[float, ...] = ()
     load_failure: str = ""
+    #: From the latest PPO update: "lstm" or "slot_transformer"; None before the first (a fixed policy has none).
+    architecture: str | None = None
+    #: The slot transformer's CLS → slot attention mass, per slot id (empty for the LSTM).
+    slot_attention: tuple[tuple[str, float], ...] = ()
 
 
 @dataclass(frozen=True)

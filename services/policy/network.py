@@ -135,6 +135,10 @@ class ResidualLSTM(nn.Module):
         return torch.cat(outputs, dim=1), state
 
 
+#: What PPOUpdateCompleted.architecture says for this network (tamiyo4's slot transformer will say "slot_transformer").
+ARCHITECTURE = "lstm"
+
+
 class FactoredRecurrentActorCritic(nn.Module):
     """§4: a shared recurrent trunk, eight factored heads, V(s), and the detached Q(s, op) and contribution heads."""
 

@@ -20,6 +20,7 @@ from nats.js.object_store import ObjectStore
 
 from leyline_schemas import ActivePolicy, PolicyUpdated, PPOUpdateCompleted, RunSpec
 from leyline_schemas.policy_ids import BUILTIN_POLICY_IDS
+from services.policy.network import ARCHITECTURE
 from services.policy.pointers import (
     delete_weights,
     fetch_object,
@@ -53,6 +54,7 @@ def ppo_event(learner: ArmLearner, update: RoundUpdate) -> PPOUpdateCompleted:
         version_lag_mean=update.lag_mean,
         update_seconds=stats.update_seconds,
         skipped=update.skipped,
+        architecture=ARCHITECTURE,
         diagnostics={
             **stats.diagnostics,
             "round": float(update.round_index),

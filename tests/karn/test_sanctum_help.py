@@ -82,18 +82,52 @@ def test_the_tamiyo_panel_renders_every_documented_label_and_grades_with_words()
         policy_id="ppo-x", version=3, decisions=10, actions=(("WAIT", 8), ("GERMINATE", 2)),
         head_entropies=(("op", 0.5),), entropy_source="update", updates=2, policy_loss=-0.01, value_loss=0.4,
         entropy=0.05, approx_kl=0.02, clip_fraction=0.1, explained_variance=-0.2, version_lag=0.0,
-        load_failure="sha mismatch",
+        load_failure="sha mismatch", architecture="lstm",
     )  # fmt: skip
-    panel = TamiyoPanel()
-    panel.view = view
-    console = Console(width=120, record=True)
-    console.print(panel.render())
-    text = console.export_text()
+    text = _rendered(view)
     for label in ROW_LABELS:
-        assert label in text, label
+        if label not in ("XFMR", "attn"):  # the slot transformer's badge and row (K14, below)
+            assert label in text, label
     assert "0.050 CRIT" in text  # entropy below the critical floor, said in a word
     assert "0.0200 warn" in text  # KL between warn and critical
     assert "-0.20 CRIT" in text  # EV below zero
+
+
+def _rendered(view: PolicyView, width: int = 120) -> str:
+    panel = TamiyoPanel()
+    panel.view = view
+    console = Console(width=width, record=True)
+    console.print(panel.render())
+    return console.export_text()
+
+
+def test_the_header_badge_and_attention_row_follow_the_architecture() -> None:  # K14
+    base = {"policy_id": "p", "version": 2, "decisions": 4, "actions": (("WAIT", 4),), "head_entropies": (),
+            "entropy_source": "", "updates": 1}  # fmt: skip
+    xfmr = _rendered(
+        PolicyView(**base, architecture="slot_transformer", slot_attention=(("r0c0", 0.7), ("r0c1", 0.3)))  # type: ignore[arg-type]
+    )
+    assert "XFMR" in xfmr and "attn r0c0 0.70  r0c1 0.30" in xfmr and "LSTM" not in xfmr
+    lstm = _rendered(PolicyView(**base, architecture="lstm"))  # type: ignore[arg-type]
+    assert "LSTM" in lstm and "attn" not in lstm and "XFMR" not in lstm
+    fixed = _rendered(PolicyView(**{**base, "updates": 0}))  # type: ignore[arg-type]
+    assert "LSTM" not in fixed and "XFMR" not in fixed, "no update, no architecture claimed"
+    # The update's own field reaches the view through the aggregator.
+    from services.karn.aggregator import SanctumAggregator
+
+    run = script("run-arch", learn=True, policy_id="ppo-arch")
+    aggregator = SanctumAggregator("run-arch")
+    for item in run.items:
+        if isinstance(item, L.StepRecord):
+            aggregator.apply_step(item)
+        else:
+            update = item.payload
+            if isinstance(update, L.PPOUpdateCompleted):
+                payload = msgspec.structs.replace(update, architecture="slot_transformer", slot_attention={"r0c1": 1.0})
+                item = msgspec.structs.replace(item, payload=payload)
+            aggregator.apply_event(item)
+    (view,) = aggregator.snapshot(0.0).policies
+    assert view.architecture == "slot_transformer" and view.slot_attention == (("r0c1", 1.0),)
 
 
 def test_with_no_ppo_update_the_panel_says_so_and_shows_no_ppo_number() -> None:  # K11

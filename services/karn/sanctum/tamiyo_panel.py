@@ -13,7 +13,12 @@ from services.karn.sanctum.cells import number, signed, sparkline
 from services.karn.snapshot import PolicyView
 
 #: Every row label the panel renders; each has a FieldHelp in help/panels/tamiyo.py (plans/karn2-sanctum-v2.md K10).
-ROW_LABELS = ("decisions", "entropy", "PPO", "Lp", "Lv", "H", "KL", "clip", "EV", "version lag", "load failed")
+ROW_LABELS = (
+    "decisions", "entropy", "PPO", "Lp", "Lv", "H", "KL", "clip", "EV", "version lag", "load failed", "LSTM", "XFMR",
+    "attn",
+)  # fmt: skip
+#: §4.10: the header badge per architecture.
+ARCHITECTURE_BADGES = {"lstm": "LSTM", "slot_transformer": "XFMR"}
 
 
 def _graded(value: float | None, band: T.Band, digits: int, signed_value: bool = False) -> Text:
@@ -43,6 +48,8 @@ class TamiyoPanel(Static):
             return Text("no policy")
         title = Text.assemble(("Tamiyo ", "dim"), (v.policy_id, "bold"), f"  v{v.version}", ("  decisions ", "dim"))
         title.append(str(v.decisions))
+        if v.architecture is not None:
+            title.append(f"  {ARCHITECTURE_BADGES.get(v.architecture, v.architecture)}", style="bold magenta")
         actions = Table(box=None, padding=(0, 1), show_header=False)
         actions.add_column("op", no_wrap=True)
         actions.add_column("bar", no_wrap=True)
@@ -57,6 +64,10 @@ class TamiyoPanel(Static):
         else:
             heads.append("—")
         parts: list[Text | Table] = [title, actions, heads]
+        if v.slot_attention:
+            parts.append(
+                Text.assemble(("attn ", "dim"), "  ".join(f"{slot} {mass:.2f}" for slot, mass in v.slot_attention))
+            )
         if v.updates == 0:
             parts.append(Text("PPO: waiting for first update", style="dim italic"))
         else:

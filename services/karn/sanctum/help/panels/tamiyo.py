@@ -32,6 +32,9 @@ HELP = PanelHelp(
             T.VERSION_LAG.color_rules(),
         ),
         FieldHelp("load failed", "The last weights this line could not load, and why (shown only then)."),
+        FieldHelp("LSTM", "Badge: the line trains the factored recurrent actor-critic (from its latest update)."),
+        FieldHelp("XFMR", "Badge: the line trains the slot-transformer policy (tamiyo4)."),
+        FieldHelp("attn", "The slot transformer's CLS attention mass on each slot (shown only for XFMR lines)."),
     ),
     diagnostics=(
         DiagnosticPattern(
