@@ -59,10 +59,53 @@ def list_reports(root: Path | None) -> list[dict[str, Any]]:
                 "name": directory.name,
                 "title": _title(directory),
                 "kind": _kind(verdict),
-                "verdict": verdict.get("verdict") if isinstance(verdict.get("verdict"), str) else None,
+                "verdict": _verdict_word(verdict.get("verdict")),
             }
         )
     return found
+
+
+def _verdict_word(verdict: Any) -> str | None:
+    """The one-word verdict: the proof's string, or the reward-efficiency exam's `overall`."""
+    if isinstance(verdict, str):
+        return verdict
+    if isinstance(verdict, dict) and isinstance(verdict.get("overall"), str):
+        return str(verdict["overall"])
+    return None
+
+
+def _exam_cohorts(cohorts: dict[str, Any]) -> list[dict[str, Any]]:
+    """The reward-efficiency exam's cohort dict as table rows (its episodes are the pairs)."""
+    return [
+        {
+            "cohort": name,
+            "pairs": row.get("episodes"),
+            "final_accuracy": row.get("final_accuracy"),
+            "seed_params_added": (row.get("seed_params_added") or {}).get("mean"),
+        }
+        for name, row in cohorts.items()
+        if isinstance(row, dict)
+    ]
+
+
+def _exam_criteria(criteria: dict[str, Any]) -> list[dict[str, Any]]:
+    rows = []
+    for key, c in criteria.items():
+        if not isinstance(c, dict):
+            continue
+        difference = c.get("difference") or {}
+        rows.append(
+            {
+                "id": key,
+                "comparison": f"{c.get('treatment')} − {c.get('control')} ({c.get('metric')})",
+                "estimate": difference.get("mean"),
+                "low": difference.get("low"),
+                "high": difference.get("high"),
+                "level": None,
+                "status": c.get("status"),
+            }
+        )
+    return rows
 
 
 def _kind(verdict: dict[str, Any]) -> str:
@@ -154,12 +197,17 @@ def report_summary(root: Path | None, name: str) -> dict[str, Any]:
     assert verdict_file is not None
     verdict = json.loads(verdict_file.read_text(encoding="utf-8"))
     curves = verdict.get("curves") if listed[name]["kind"] == "proof" else None
+    exam = verdict.get("verdict") if isinstance(verdict.get("verdict"), dict) else {}
+    if isinstance(verdict.get("cohorts"), list):
+        cohorts = _cohort_rows(verdict["cohorts"])
+    else:
+        cohorts = _exam_cohorts(exam.get("cohorts") or {})
     summary: dict[str, Any] = json_ready(
         {
             **listed[name],
             "settings": verdict.get("settings") or verdict.get("plan"),
-            "cohorts": _cohort_rows(verdict["cohorts"]) if isinstance(verdict.get("cohorts"), list) else [],
-            "comparisons": _comparisons(verdict.get("primary")),
+            "cohorts": cohorts,
+            "comparisons": _comparisons(verdict.get("primary")) + _exam_criteria(exam.get("criteria") or {}),
             "checks": _checks(verdict.get("checks")),
             "flops_curves": flops_curves(curves) if isinstance(curves, dict) else None,
             "provenance": verdict.get("provenance"),

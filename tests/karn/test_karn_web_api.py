@@ -56,6 +56,26 @@ def reports(tmp_path_factory: pytest.TempPathFactory) -> Path:
     }
     (proof / "verdict.json").write_text(json.dumps(verdict))
     (proof / "report.md").write_text("# A proof on mnist1d\n\nbody\n")
+    exam = root / "exam-x"
+    exam.mkdir()
+    (exam / "verdict.json").write_text(
+        json.dumps(
+            {
+                "experiment": "reward-efficiency",
+                "verdict": {
+                    "overall": "INCONCLUSIVE",
+                    "criteria": {
+                        "simplified_beats_shaped_on_roi": {
+                            "metric": "roi", "treatment": "simplified", "control": "shaped", "status": "inconclusive",
+                            "difference": {"mean": 0.5, "low": -1.0, "high": 2.0, "n": 8},
+                        }
+                    },
+                    "cohorts": {"shaped": {"episodes": 8, "final_accuracy": {"mean": 43.6, "low": 41.9, "high": 45.2},
+                                           "seed_params_added": {"mean": 12.0}}},
+                },
+            }
+        )
+    )  # fmt: skip
     (root / "broken").mkdir()
     (root / "broken" / "verdict.json").write_text("{not json")
     (root / "notes").mkdir()  # no verdict: not a report
@@ -112,7 +132,17 @@ def test_unknown_envs_episodes_and_reports_are_404s_that_say_what(client: TestCl
 
 def test_reports_list_titles_kinds_and_refuse_what_they_cannot_read(client: TestClient, reports: Path) -> None:
     listed = {r["name"]: r for r in client.get("/experiments").json()}
-    assert set(listed) == {"proof-x", "broken"}
+    assert set(listed) == {"proof-x", "exam-x", "broken"}
+    exam = client.get("/experiments/exam-x").json()
+    assert (exam["kind"], exam["verdict"]) == ("reward-efficiency", "INCONCLUSIVE")
+    assert exam["cohorts"] == [
+        {"cohort": "shaped", "pairs": 8, "final_accuracy": {"mean": 43.6, "low": 41.9, "high": 45.2},
+         "seed_params_added": 12.0}
+    ]  # fmt: skip
+    (criterion,) = exam["comparisons"]
+    assert criterion["comparison"] == "simplified − shaped (roi)" and criterion["status"] == "inconclusive"
+    assert (criterion["estimate"], criterion["low"], criterion["high"]) == (0.5, -1.0, 2.0)
+    assert exam["flops_curves"] is None
     assert listed["proof-x"] == {
         "name": "proof-x",
         "title": "A proof on mnist1d",
