@@ -23,7 +23,7 @@ from pydantic import BaseModel
 from leyline_schemas import LeylineDecodeError, TelemetryEvent, decode, subjects, to_builtins
 from services import __version__
 from services.karn import overwatch, queries
-from services.karn.env_detail import UnknownEnv, env_detail
+from services.karn.env_detail import UnknownEnv, env_detail, lifecycles
 from services.karn.jsonsafe import json_ready
 from services.karn.ladder_report import ladder_report
 from services.karn.queries import UnknownRun
@@ -120,6 +120,11 @@ def create_app(
     ) -> dict[str, Any]:
         """One env's latest step: seeds, the counterfactual waterfall, pair interactions and terminal Shapley."""
         return env_detail(store(), run_id, env_id, episode)
+
+    @app.get("/runs/{run_id}/lifecycle", tags=["seeds"], responses=NOT_FOUND)
+    def lifecycle(run_id: str) -> dict[str, Any]:
+        """Each env's newest episode as stage segments per seed (the web view's swimlanes)."""
+        return lifecycles(store(), run_id)
 
     @app.get("/runs/{run_id}/seeds", tags=["seeds"], responses=NOT_FOUND)
     def seeds(

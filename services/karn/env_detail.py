@@ -7,11 +7,21 @@ all-off accuracy has no waterfall, and an env with no Shapley event has `shapley
 
 from __future__ import annotations
 
+import itertools
 import math
 from collections.abc import Sequence
 from typing import Any
 
-from leyline_schemas import SeedStage, ShapleyComputed, StepRecord, TelemetryEvent, blueprint_name, decode
+from leyline_schemas import (
+    SeedGerminated,
+    SeedStage,
+    SeedStageChanged,
+    ShapleyComputed,
+    StepRecord,
+    TelemetryEvent,
+    blueprint_name,
+    decode,
+)
 from services.karn.jsonsafe import json_ready
 from services.karn.queries import require_run
 from services.karn.store import RunStore
@@ -77,6 +87,62 @@ def _shapley(store: RunStore, run_id: str, env_id: int, episode: int) -> dict[st
         if slot in payload.shapley
     ]
     return {"episode": event.episode, "epoch": event.epoch, "strategy": payload.strategy, "values": values}
+
+
+_LIFECYCLE_KINDS = ("seed_germinated", "seed_stage_changed")
+_GONE_STAGES = frozenset({"PRUNED", "EMBARGOED", "RESETTING", "DORMANT"})
+
+
+def lifecycles(store: RunStore, run_id: str) -> dict[str, Any]:
+    """Each env's newest episode as stage segments per seed: GERMINATED from its germination epoch, then one segment
+    per stage change, each running until the next change (the last until the seed ended, or the env's newest epoch).
+    """
+    require_run(store, run_id)
+    rows = store.read(
+        "SELECT raw FROM events WHERE run_id = ? AND kind IN (?, ?) ORDER BY seq", (run_id, *_LIFECYCLE_KINDS)
+    )
+    newest = {
+        int(r["env_id"]): (int(r["episode"]), int(r["epoch"]))
+        for r in store.read(
+            "SELECT env_id, episode, max(epoch) AS epoch FROM env_epochs WHERE run_id = ? "
+            "AND (env_id, episode) IN (SELECT env_id, max(episode) FROM env_epochs WHERE run_id = ? GROUP BY env_id) "
+            "GROUP BY env_id, episode",
+            (run_id, run_id),
+        )
+    }
+    seeds: dict[tuple[int, str], dict[str, Any]] = {}
+    for row in rows:
+        event = decode(row["raw"], TelemetryEvent)
+        if event.env_id is None or event.env_id not in newest or event.episode != newest[event.env_id][0]:
+            continue
+        p = event.payload
+        key = (event.env_id, p.seed_id)  # type: ignore[union-attr]
+        epoch = event.epoch or 0
+        if isinstance(p, SeedGerminated):
+            seeds[key] = {
+                "env_id": event.env_id,
+                "seed_id": p.seed_id,
+                "slot_id": p.slot_id,
+                "blueprint": blueprint_name(p.blueprint),
+                "segments": [{"stage": "GERMINATED", "from": epoch, "to": epoch}],
+            }
+        elif isinstance(p, SeedStageChanged) and key in seeds:
+            seeds[key]["segments"].append({"stage": p.to_stage, "from": epoch, "to": epoch})
+    for (env_id, _), seed in seeds.items():
+        current = newest[env_id][1]
+        segments = seed["segments"]
+        for here, following in itertools.pairwise(segments):
+            here["to"] = max(here["from"], following["from"] - 1)
+        # A fossil stays in the host to the end; a pruned seed's slot states are one-epoch marks.
+        gone = segments[-1]["stage"] in _GONE_STAGES
+        segments[-1]["to"] = segments[-1]["from"] if gone else max(segments[-1]["from"], current)
+    envs: dict[str, Any] = {
+        str(env_id): {"env_id": env_id, "episode": episode, "epoch": epoch, "seeds": []}
+        for env_id, (episode, epoch) in sorted(newest.items())
+    }
+    for (env_id, _), seed in seeds.items():
+        envs[str(env_id)]["seeds"].append(seed)
+    return envs
 
 
 def env_detail(store: RunStore, run_id: str, env_id: int, episode: int | None = None) -> dict[str, Any]:

@@ -39,7 +39,7 @@ FUZZ = settings(
 def test_every_route_answers_as_its_openapi_document_says(app: FastAPI) -> None:
     api = schemathesis.openapi.from_asgi("/openapi.json", app).exclude(path="/runs/{run_id}/stream")
     operations = [result.ok() for result in api.get_all_operations()]
-    assert len(operations) == 16  # 13, then Overwatch's env detail and the two experiment-report routes
+    assert len(operations) == 17  # 13, then Overwatch's env detail, lifecycle and two experiment-report routes
     with TestClient(app) as client:  # runs the lifespan, so the store is open
         for operation in operations:
 
@@ -55,7 +55,7 @@ def test_a_known_run_answers_every_route_and_unknown_runs_get_a_declared_404(app
     with TestClient(app) as client:
         document = client.get("/openapi.json").json()
         run_routes = [p for p in document["paths"] if p.startswith("/runs/{run_id}")]
-        assert len(run_routes) == 12
+        assert len(run_routes) == 13
         for route in run_routes:
             assert "404" in document["paths"][route]["get"]["responses"], route
         for route in run_routes:

@@ -3,6 +3,7 @@ itself (served from the package under a same-origin Content-Security-Policy)."""
 
 from __future__ import annotations
 
+import itertools
 import json
 from collections.abc import Iterator
 from pathlib import Path
@@ -206,3 +207,20 @@ def test_the_page_is_served_from_the_package_under_a_same_origin_policy(client: 
     )
     assert "innerHTML" not in text, "data reaches the page as text nodes only"
     assert "method:" not in text and "POST" not in text, "the page is read-only"
+
+
+def test_lifecycles_are_stage_segments_of_each_envs_newest_episode(client: TestClient) -> None:
+    lifecycle = client.get("/runs/run-web/lifecycle").json()
+    assert set(lifecycle) == {"0", "1", "2", "3"}
+    env0 = lifecycle["0"]
+    assert (env0["episode"], env0["epoch"]) == (0, 12)
+    (conv,) = [s for s in env0["seeds"] if s["blueprint"] == "conv_light"]
+    stages = [(seg["stage"], seg["from"], seg["to"]) for seg in conv["segments"]]
+    assert [stage for stage, _, _ in stages] == ["GERMINATED", "TRAINING", "BLENDING", "HOLDING", "FOSSILIZED"]
+    for (_, _, end), (_, start, _) in itertools.pairwise(stages):
+        assert start == end + 1, "segments tile the seed's life with no gap and no overlap"
+    assert stages[-1][2] == 12, "a fossil stays in the host to the newest epoch"
+    (pruned,) = lifecycle["1"]["seeds"]
+    assert pruned["segments"][-1]["stage"] == "PRUNED"
+    assert pruned["segments"][-1]["from"] == pruned["segments"][-1]["to"], "a pruned seed's end is one mark"
+    assert client.get("/runs/nope/lifecycle").status_code == 404

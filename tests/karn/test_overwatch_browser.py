@@ -93,13 +93,17 @@ def test_runs_to_env_detail_show_the_api_numbers_and_stay_on_localhost(
     # Curves, a swimlane per env and the policy line with its versions.
     assert page.locator("#accuracy-chart path[data-series]").count() == 1
     assert page.locator("#reward-chart path[data-series]").count() == 1
-    seeds = seeded.get("/runs/run-web/seeds")
+    lifecycle = seeded.get("/runs/run-web/lifecycle")
     for env in envs:
-        expected = [s for s in seeds if s["env_id"] == env["env_id"] and s["episode"] == env["episode"]]
+        expected = [seg["stage"] for s in lifecycle[str(env["env_id"])]["seeds"] for seg in s["segments"]]
         stages = page.locator(f"#swimlane-{env['env_id']} rect[data-stage]").evaluate_all(
             "rects => rects.map(r => r.dataset.stage)"
         )
-        assert sorted(stages) == sorted(s["stage"] for s in expected)
+        assert sorted(stages) == sorted(expected)
+    # env 0's conv_light went GERMINATED → TRAINING → BLENDING → HOLDING → FOSSILIZED: every stage has its segment.
+    assert {"TRAINING", "BLENDING", "HOLDING", "FOSSILIZED"} <= set(
+        page.locator("#swimlane-0 rect[data-stage]").evaluate_all("rects => rects.map(r => r.dataset.stage)")
+    )
     (policy,) = seeded.get("/runs/run-web/policies")
     latest = policy["versions"][-1]
     version_row = page.locator(f'#versions-ppo-web tr[data-version="{latest["version"]}"]')

@@ -172,10 +172,12 @@ function swimlane(lanes, maxEpoch, opts) {
       const x = sx(bar.from), w = Math.max(sx(bar.to + 1) - x, 3);
       const rect = svgEl("rect", { x, y: y + 3, width: w, height: o.laneHeight - 6,
         class: "stage stage-" + String(bar.stage).toLowerCase(), "data-stage": bar.stage });
-      rect.appendChild(svgEl("title", {}, `${bar.label} ${bar.stage} (epochs ${bar.from}–${bar.to})`));
+      rect.appendChild(svgEl("title", {}, `${bar.label ? bar.label + " " : ""}${bar.stage} (epochs ${bar.from}–${bar.to})`));
       svg.appendChild(rect);
-      svg.appendChild(svgEl("text", { x: x + 3, y: y + o.laneHeight * 0.68, class: "bar-label" },
-        `${bar.label} · ${bar.stage}`));
+      const words = bar.label ? `${bar.label} · ${bar.stage}` : bar.stage;
+      if (w > words.length * 5.5) {  // a segment too short for its words keeps them in the tooltip only
+        svg.appendChild(svgEl("text", { x: x + 3, y: y + o.laneHeight * 0.68, class: "bar-label" }, words));
+      }
     }
   });
   for (let i = 0; i <= 4; i++) {

@@ -64,23 +64,19 @@
       section("Reward", reward, C.legend(["episode return, under the run's reward mode"])));
   }
 
-  function swimlanes(status, envs, seeds) {
+  // One lane per slot; each seed is its stage segments, from the lifecycle events (GERMINATED → … → FOSSILIZED).
+  function swimlanes(status, lifecycle) {
     const slots = status.slot_ids || [];
     const max = status.episode_length || 1;
-    const blocks = envs.map((e) => {
-      const mine = seeds.filter((s) => s.env_id === e.env_id && s.episode === e.episode);
+    const blocks = Object.values(lifecycle).map((env) => {
       const lanes = slots.map((slot) => ({
         lane: slot,
-        bars: mine.filter((s) => s.slot_id === slot && O.isNum(s.germinated_epoch)).map((s) => ({
-          from: s.germinated_epoch,
-          to: O.isNum(s.ended_epoch) ? s.ended_epoch : (O.isNum(e.epoch) ? e.epoch : s.germinated_epoch),
-          label: s.blueprint,
-          stage: s.stage,
-        })),
+        bars: env.seeds.filter((s) => s.slot_id === slot).flatMap((s) =>
+          s.segments.map((seg, i) => ({ from: seg.from, to: seg.to, stage: seg.stage, label: i === 0 ? s.blueprint : "" }))),
       }));
-      return el("div", { class: "lane-block", "data-env": e.env_id },
-        el("h3", {}, `env ${e.env_id} · episode ${fmtInt(e.episode)}`),
-        C.swimlane(lanes, max, { id: "swimlane-" + e.env_id }));
+      return el("div", { class: "lane-block", "data-env": env.env_id },
+        el("h3", {}, `env ${env.env_id} · episode ${fmtInt(env.episode)}`),
+        C.swimlane(lanes, max, { id: "swimlane-" + env.env_id }));
     });
     return section("Seed lifecycle (latest episode per env)", ...blocks);
   }
@@ -116,8 +112,8 @@
 
   async function renderRun(runId) {
     const base = "/runs/" + enc(runId);
-    const [status, envs, epochs, episodes, seeds, policies] = await Promise.all([
-      api(base), api(base + "/envs"), api(base + "/epochs"), api(base + "/episodes"), api(base + "/seeds"),
+    const [status, envs, epochs, episodes, lifecycle, policies] = await Promise.all([
+      api(base), api(base + "/envs"), api(base + "/epochs"), api(base + "/episodes"), api(base + "/lifecycle"),
       api(base + "/policies"),
     ]);
     if (status.state === "running") O.followRun(runId, () => O.navigate());
@@ -136,7 +132,7 @@
       status.message ? el("p", { class: "muted" }, status.message) : null,
       section("Envs", envs.length ? envTable(runId, status, envs) : el("p", { class: "muted" }, "No epoch yet.")),
       curves(status, epochs, episodes),
-      swimlanes(status, envs, seeds),
+      swimlanes(status, lifecycle),
       policyPanel(policies));
   }
 
