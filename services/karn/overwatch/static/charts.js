@@ -168,17 +168,32 @@ function swimlane(lanes, maxEpoch, opts) {
       lane.lane));
     svg.appendChild(svgEl("line", { x1: pad.l, x2: pad.l + W, y1: y + o.laneHeight - 1, y2: y + o.laneHeight - 1,
       class: "grid" }));
+    let pending = "";  // a seed's blueprint, written on its first segment wide enough to hold it
+    let lastEnd = pad.l;
+    const outside = () => {  // a seed too short for its name: the name goes just after its last segment
+      if (pending) svg.appendChild(svgEl("text", { x: lastEnd + 3, y: y + o.laneHeight * 0.68, class: "tick" }, pending));
+      pending = "";
+    };
     for (const bar of lane.bars) {
+      if (bar.label) {
+        outside();
+        pending = bar.label;
+      }
       const x = sx(bar.from), w = Math.max(sx(bar.to + 1) - x, 3);
       const rect = svgEl("rect", { x, y: y + 3, width: w, height: o.laneHeight - 6,
         class: "stage stage-" + String(bar.stage).toLowerCase(), "data-stage": bar.stage });
       rect.appendChild(svgEl("title", {}, `${bar.label ? bar.label + " " : ""}${bar.stage} (epochs ${bar.from}–${bar.to})`));
       svg.appendChild(rect);
-      const words = bar.label ? `${bar.label} · ${bar.stage}` : bar.stage;
-      if (w > words.length * 5.5) {  // a segment too short for its words keeps them in the tooltip only
+      const fits = (words) => w > words.length * 6.2 + 6;  // 10 px text; what does not fit stays in the tooltip
+      const both = pending ? `${pending} · ${bar.stage}` : "";
+      const words = both && fits(both) ? both : fits(bar.stage) ? bar.stage : "";
+      if (words) {
         svg.appendChild(svgEl("text", { x: x + 3, y: y + o.laneHeight * 0.68, class: "bar-label" }, words));
+        if (words === both) pending = "";
       }
+      lastEnd = x + w;
     }
+    outside();
   });
   for (let i = 0; i <= 4; i++) {
     const e = 1 + Math.round(((maxEpoch - 1) * i) / 4);
@@ -187,4 +202,22 @@ function swimlane(lanes, maxEpoch, opts) {
   return svg;
 }
 
-window.OverwatchCharts = { lineChart, legend, waterfallChart, swimlane };
+const STAGES = ["GERMINATED", "TRAINING", "BLENDING", "HOLDING", "FOSSILIZED", "PRUNED", "EMBARGOED"];
+
+// The stage colours, named: the swimlanes' key (a short segment shows its stage only in its tooltip).
+function stageLegend() {
+  const ul = document.createElement("ul");
+  ul.className = "legend";
+  ul.id = "stage-legend";
+  for (const stage of STAGES) {
+    const li = document.createElement("li");
+    const sw = svgEl("svg", { width: 14, height: 10, class: "swimlane" });
+    sw.appendChild(svgEl("rect", { x: 0, y: 0, width: 14, height: 10, class: "stage stage-" + stage.toLowerCase() }));
+    li.appendChild(sw);
+    li.appendChild(document.createTextNode(" " + stage));
+    ul.appendChild(li);
+  }
+  return ul;
+}
+
+window.OverwatchCharts = { lineChart, legend, waterfallChart, swimlane, stageLegend };

@@ -78,7 +78,7 @@
         el("h3", {}, `env ${env.env_id} · episode ${fmtInt(env.episode)}`),
         C.swimlane(lanes, max, { id: "swimlane-" + env.env_id }));
     });
-    return section("Seed lifecycle (latest episode per env)", ...blocks);
+    return section("Seed lifecycle (latest episode per env)", C.stageLegend(), ...blocks);
   }
 
   function policyPanel(policies) {
