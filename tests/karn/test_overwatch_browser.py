@@ -216,9 +216,13 @@ def test_a_live_run_updates_over_sse_and_reconnects_after_a_server_restart(
         _wait_for(page, "() => document.getElementById('live').dataset.state === 'reconnecting'")
         with RunStore.open(path) as store:  # the run goes on while nobody serves it
             store.ingest(items[2 * half :])
-            store.ingest([i for i in run.items if i not in items])
         server.start()
-        _wait_for(page, "() => document.getElementById('live').dataset.state !== 'reconnecting'", timeout=60_000)
+        # Still running: the page reconnects its stream (resuming after the last event it saw).
+        _wait_for(page, "() => document.getElementById('live').dataset.state === 'live'", timeout=60_000)
+        streams = [u for u in requests if "/stream" in u]
+        assert len(streams) >= 2 and any("after=" in u for u in streams[1:]), streams
+        with RunStore.open(path) as store:
+            store.ingest([i for i in run.items if i not in items])  # the run finishes
         page.wait_for_function(
             "() => document.querySelector('#run-facts [data-fact=\"state\"]')?.textContent === 'completed'",
             timeout=30_000,
@@ -227,11 +231,39 @@ def test_a_live_run_updates_over_sse_and_reconnects_after_a_server_restart(
         for env in final:
             text = page.locator(f'#envs tr[data-env="{env["env_id"]}"] [data-field="val_accuracy"]').inner_text()
             assert text == fmt(env["val_accuracy"])
-        streams = [u for u in requests if "/stream" in u]
-        assert len(streams) >= 2 and any("after=" in u for u in streams[1:]), streams
         assert all(url.startswith(server.url + "/") for url in requests), requests
         shoot(page, tmp_path, "overwatch-live")
     finally:
         page.context.close()
         if server.thread is not None and server.thread.is_alive():
             server.stop()
+
+
+def test_a_state_the_store_records_after_the_last_event_still_reaches_the_page(browser: Any, tmp_path: Path) -> None:
+    """On the bus, the stream can carry a run's last event before Karn has stored it, so the refresh it triggers
+    reads the old state; the page refreshes once events settle and polls while it follows a run. Here the run's
+    state changes in the store with no event at all: the page must still show it within the poll."""
+    import sqlite3
+
+    path = tmp_path / "karn.sqlite"
+    run = script("run-lag", policy_id="heuristic")
+    items = [i for i in run.items if not (isinstance(i, L.TelemetryEvent) and isinstance(i.payload, L.RunFinished))]
+    with RunStore.open(path) as store:
+        store.ingest(items)
+    server = Server(path)
+    server.start()
+    page, _ = open_page(browser, server)
+    try:
+        page.goto(server.url + "/#/runs/run-lag")
+        page.wait_for_function("() => document.getElementById('live').dataset.state === 'live'", timeout=20_000)
+        assert page.locator('#run-facts [data-fact="state"]').inner_text() == "running"
+        with sqlite3.connect(path) as db:  # what Karn's store writer does a moment after the stream moved on
+            db.execute("UPDATE runs SET state = 'completed' WHERE run_id = 'run-lag'")
+        page.wait_for_function(
+            "() => document.querySelector('#run-facts [data-fact=\"state\"]')?.textContent === 'completed'",
+            timeout=20_000,
+        )
+        page.wait_for_function("() => document.getElementById('live').dataset.state === 'idle'", timeout=5_000)
+    finally:
+        page.context.close()
+        server.stop()

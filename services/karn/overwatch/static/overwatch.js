@@ -83,9 +83,14 @@ const Overwatch = (() => {
   const BACKOFF_START_MS = 1000;
   const BACKOFF_MAX_MS = 30000;
   const REFRESH_MIN_MS = 1000;
+  // The store lags the bus (Karn writes what the stream already carried), so a refresh right after an event can
+  // read the state before it: one more refresh once events settle, and a slow poll while the run is followed.
+  const SETTLE_MS = 2000;
+  const POLL_MS = 10000;
 
   const live = {
     source: null, runId: null, lastSeq: null, backoff: BACKOFF_START_MS, timer: null, events: 0, onEvent: null,
+    settle: null, poll: null,
   };
 
   function setLive(state, text) {
@@ -97,7 +102,12 @@ const Overwatch = (() => {
   function stopLive() {
     if (live.source) live.source.close();
     if (live.timer) clearTimeout(live.timer);
-    Object.assign(live, { source: null, runId: null, lastSeq: null, backoff: BACKOFF_START_MS, timer: null, events: 0 });
+    if (live.settle) clearTimeout(live.settle);
+    if (live.poll) clearInterval(live.poll);
+    Object.assign(live, {
+      source: null, runId: null, lastSeq: null, backoff: BACKOFF_START_MS, timer: null, events: 0, settle: null,
+      poll: null,
+    });
     setLive("idle", "read-only");
   }
 
@@ -114,8 +124,12 @@ const Overwatch = (() => {
       lastRefresh = Date.now();
       const event = pending;
       pending = null;
-      if (live.runId === runId) live.onEvent(event);
+      if (live.runId !== runId) return;
+      live.onEvent(event);
+      if (live.settle) clearTimeout(live.settle);
+      live.settle = setTimeout(() => live.runId === runId && live.onEvent(null), SETTLE_MS);
     };
+    live.poll = setInterval(() => live.runId === runId && live.onEvent(null), POLL_MS);
     const handle = (message) => {
       live.events += 1;
       let data = null;
