@@ -5,8 +5,12 @@ from __future__ import annotations
 import math
 import uuid
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import leyline_schemas as L
+
+if TYPE_CHECKING:
+    from services.karn.aggregator import SanctumAggregator
 
 SLOTS = ["r0c0", "r0c1", "r0c2"]
 HOST_PARAMS = 24058
@@ -376,3 +380,12 @@ async def publish(js: object, items: list[L.TelemetryEvent | L.StepRecord]) -> N
             kind = str(type(item.payload).__struct_config__.tag)
             subject, msg_id = L.subjects.telemetry_subject(item.run_id, kind), item.event_id
         await js.publish(subject, L.encode(item), headers={"Nats-Msg-Id": msg_id})  # type: ignore[attr-defined]
+
+
+def feed(aggregator: SanctumAggregator, items: list[L.TelemetryEvent | L.StepRecord]) -> None:
+    """Apply a run's messages to a SanctumAggregator in order, as a feed thread does."""
+    for item in items:
+        if isinstance(item, L.StepRecord):
+            aggregator.apply_step(item)
+        else:
+            aggregator.apply_event(item)

@@ -8,7 +8,7 @@ import itertools
 
 from hypothesis import given, settings
 from hypothesis import strategies as st
-from karn_fixtures import script
+from karn_fixtures import feed, script
 from rich.console import Console
 
 import leyline_schemas as L
@@ -118,11 +118,7 @@ def test_the_throttle_holds_for_any_arrival_order(arrivals: list[tuple[int, floa
 def test_the_aggregator_hands_cards_to_the_snapshot_and_the_panel_renders_them() -> None:
     run = script("run-cards", learn=True, policy_id="ppo-cards")
     aggregator = SanctumAggregator("run-cards")
-    for item in run.items:
-        if isinstance(item, L.StepRecord):
-            aggregator.apply_step(item)
-        else:
-            aggregator.apply_event(item)
+    feed(aggregator, run.items)
     first = aggregator.snapshot(1000.0).decisions
     assert len(first) == 1 and first[0].policy_id == "ppo-cards"
     assert len(aggregator.snapshot(1001.0).decisions) == 1

@@ -5,19 +5,11 @@ from __future__ import annotations
 import uuid
 
 import pytest
-from karn_fixtures import HOST_PARAMS, accuracy, script
+from karn_fixtures import HOST_PARAMS, accuracy, feed, script
 
 import leyline_schemas as L
 from services.karn.aggregator import SanctumAggregator
 from services.karn.env_state import EnvState
-
-
-def feed(aggregator: SanctumAggregator, items: list[L.TelemetryEvent | L.StepRecord]) -> None:
-    for item in items:
-        if isinstance(item, L.StepRecord):
-            aggregator.apply_step(item)
-        else:
-            aggregator.apply_event(item)
 
 
 def event(run_id: str, payload: L.EventPayload, ts: float, **where: int) -> L.TelemetryEvent:

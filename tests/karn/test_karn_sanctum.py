@@ -22,6 +22,7 @@ from services.karn.sanctum.anomaly_strip import AnomalyStrip
 from services.karn.sanctum.app import SanctumApp
 from services.karn.sanctum.env_detail_screen import EnvDetailScreen
 from services.karn.sanctum.env_overview import EnvOverview
+from services.karn.sanctum.event_log import EventLog
 from services.karn.sanctum.help.modal import PanelHelpModal
 from services.karn.sanctum.run_header import RunHeader
 from services.karn.sanctum.run_info_screen import RunInfoScreen
@@ -167,6 +168,11 @@ async def test_replay_from_the_store_and_the_main_screen_snapshot(tmp_path: Path
     async with app.run_test(size=SIZE) as pilot:
         table = await mounted(pilot, app, EnvOverview)
         await until(pilot, lambda: table.row_count == 4)
+        # The feed replays in its own thread: four rows can show before the last lines are in. Wait for the replay
+        # to end (the feed says so), then for the log to hold its last line, before taking the picture.
+        await until(pilot, lambda: app.feed.status.startswith("replayed"))
+        log = app.query_one(EventLog)
+        await until(pilot, lambda: bool(log.log_lines) and log.log_lines[-1].text.endswith("RUN completed"))
         await pilot.pause(0.3)
         SNAPSHOTS.mkdir(exist_ok=True)
         app.save_screenshot("sanctum_main.svg", str(SNAPSHOTS))

@@ -13,7 +13,7 @@ import msgspec
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-from karn_fixtures import script
+from karn_fixtures import feed, script
 from rich.console import Console
 from textual.widgets import Input, OptionList
 
@@ -117,15 +117,15 @@ def test_the_header_badge_and_attention_row_follow_the_architecture() -> None:  
 
     run = script("run-arch", learn=True, policy_id="ppo-arch")
     aggregator = SanctumAggregator("run-arch")
+    items = []
     for item in run.items:
-        if isinstance(item, L.StepRecord):
-            aggregator.apply_step(item)
-        else:
-            update = item.payload
-            if isinstance(update, L.PPOUpdateCompleted):
-                payload = msgspec.structs.replace(update, architecture="slot_transformer", slot_attention={"r0c1": 1.0})
-                item = msgspec.structs.replace(item, payload=payload)
-            aggregator.apply_event(item)
+        if isinstance(item, L.TelemetryEvent) and isinstance(item.payload, L.PPOUpdateCompleted):
+            payload = msgspec.structs.replace(
+                item.payload, architecture="slot_transformer", slot_attention={"r0c1": 1.0}
+            )
+            item = msgspec.structs.replace(item, payload=payload)
+        items.append(item)
+    feed(aggregator, items)
     (view,) = aggregator.snapshot(0.0).policies
     assert view.architecture == "slot_transformer" and view.slot_attention == (("r0c1", 1.0),)
 
