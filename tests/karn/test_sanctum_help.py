@@ -7,6 +7,7 @@ focused panel's help, falls back to the key table, F1 lists every panel and Ente
 from __future__ import annotations
 
 import re
+import time
 from pathlib import Path
 
 import msgspec
@@ -15,6 +16,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 from karn_fixtures import feed, script
 from rich.console import Console
+from textual.pilot import Pilot
 from textual.widgets import Input, OptionList
 
 import leyline_schemas as L
@@ -195,11 +197,19 @@ def store(tmp_path: Path) -> Path:
     return path
 
 
+async def _replayed(pilot: Pilot[None], app: SanctumApp) -> None:
+    """Wait until the store feed (its own thread) has replayed the run and a frame has shown it."""
+    deadline = time.monotonic() + 30
+    while not (app.feed.status.startswith("replayed") and app.query(TamiyoPanel)):
+        assert time.monotonic() < deadline, f"the replay never finished: {app.feed.status}"
+        await pilot.pause(0.05)
+
+
 @pytest.mark.integration
 async def test_question_mark_opens_the_focused_panels_help_or_the_key_table(store: Path) -> None:  # K8
     app = SanctumApp(StoreFeed(store, None), refresh_seconds=0.1)
     async with app.run_test(size=(200, 50)) as pilot:
-        await pilot.pause(0.3)
+        await _replayed(pilot, app)
         assert isinstance(app.screen.focused, EnvOverview)
         await pilot.press("question_mark")
         assert isinstance(app.screen, PanelHelpModal) and app.screen.panel is PANELS["env_overview"]
@@ -238,7 +248,7 @@ async def test_question_mark_opens_the_focused_panels_help_or_the_key_table(stor
 async def test_run_info_from_a_store_says_where_its_fields_came_from(store: Path) -> None:  # K12 (replay)
     app = SanctumApp(StoreFeed(store, None), refresh_seconds=0.1)
     async with app.run_test(size=(200, 50)) as pilot:
-        await pilot.pause(0.3)
+        await _replayed(pilot, app)  # RunInfo reads what the feed has gathered
         await pilot.press("i")
         assert isinstance(app.screen, RunInfoScreen) and app.screen.info is not None
         info = app.screen.info
