@@ -40,29 +40,31 @@ def _title(directory: Path) -> str:
     return directory.name
 
 
+def _read(directory: Path) -> tuple[dict[str, Any], dict[str, Any] | None] | None:
+    """The directory's listing entry and its parsed verdict; None when it holds no verdict file. An unreadable
+    verdict is listed with kind `unreadable` and no verdict."""
+    verdict_file = _verdict_file(directory)
+    if verdict_file is None:
+        return None
+    try:
+        verdict = json.loads(verdict_file.read_text(encoding="utf-8"))
+    except (OSError, json.JSONDecodeError) as exc:
+        return {"name": directory.name, "title": _title(directory), "kind": "unreadable", "error": str(exc)}, None
+    entry = {
+        "name": directory.name,
+        "title": _title(directory),
+        "kind": _kind(verdict),
+        "verdict": _verdict_word(verdict.get("verdict")),
+    }
+    return entry, verdict
+
+
 def list_reports(root: Path | None) -> list[dict[str, Any]]:
     """Every report directory directly under `root`, by name; empty when there is no root."""
     if root is None or not root.is_dir():
         return []
-    found: list[dict[str, Any]] = []
-    for directory in sorted(p for p in root.iterdir() if p.is_dir()):
-        verdict_file = _verdict_file(directory)
-        if verdict_file is None:
-            continue
-        try:
-            verdict = json.loads(verdict_file.read_text(encoding="utf-8"))
-        except (OSError, json.JSONDecodeError) as exc:
-            found.append({"name": directory.name, "title": _title(directory), "kind": "unreadable", "error": str(exc)})
-            continue
-        found.append(
-            {
-                "name": directory.name,
-                "title": _title(directory),
-                "kind": _kind(verdict),
-                "verdict": _verdict_word(verdict.get("verdict")),
-            }
-        )
-    return found
+    read = (_read(directory) for directory in sorted(p for p in root.iterdir() if p.is_dir()))
+    return [found[0] for found in read if found is not None]
 
 
 def _verdict_word(verdict: Any) -> str | None:
@@ -189,22 +191,21 @@ def _checks(checks: Any) -> list[dict[str, Any]]:
 
 def report_summary(root: Path | None, name: str) -> dict[str, Any]:
     """The summary of report `name` (a directory listed by `list_reports`)."""
-    listed = {entry["name"]: entry for entry in list_reports(root)}
-    if root is None or name not in listed or listed[name]["kind"] == "unreadable":
+    # Only a direct child directory by name: never a path (`..`, `a/b`), and only that one report is read.
+    children = {p.name: p for p in root.iterdir() if p.is_dir()} if root is not None and root.is_dir() else {}
+    found = _read(children[name]) if name in children else None
+    entry, verdict = found if found is not None else ({}, None)
+    if root is None or verdict is None:
         raise UnknownReport(f"no experiment report {name!r}" + ("" if root is None else f" under {root}"))
-    directory = root / name
-    verdict_file = _verdict_file(directory)
-    assert verdict_file is not None
-    verdict = json.loads(verdict_file.read_text(encoding="utf-8"))
-    curves = verdict.get("curves") if listed[name]["kind"] == "proof" else None
-    exam = verdict.get("verdict") if isinstance(verdict.get("verdict"), dict) else {}
+    curves = verdict.get("curves") if entry["kind"] == "proof" else None
+    exam: dict[str, Any] = verdict["verdict"] if isinstance(verdict.get("verdict"), dict) else {}
     if isinstance(verdict.get("cohorts"), list):
         cohorts = _cohort_rows(verdict["cohorts"])
     else:
         cohorts = _exam_cohorts(exam.get("cohorts") or {})
     summary: dict[str, Any] = json_ready(
         {
-            **listed[name],
+            **entry,
             "settings": verdict.get("settings") or verdict.get("plan"),
             "cohorts": cohorts,
             "comparisons": _comparisons(verdict.get("primary")) + _exam_criteria(exam.get("criteria") or {}),
